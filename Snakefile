@@ -1,0 +1,35 @@
+# valueguide: inference-time alignment by value guidance, as a cached DAG of stages.
+# Thin on purpose: the config is validated, cut into per-stage slices, and every rule shells out
+# to the package CLI (`valueguide <stage>`). See README "How it works".
+from pathlib import Path
+
+from valueguide.config import stage_slice, validate_config, write_if_changed
+
+configfile: "config.yaml"
+
+config = validate_config(config)
+R = config["results_dir"]
+WORLD = f"{R}/world"
+CLI = "valueguide --log-level INFO"
+
+
+def slice_path(stage, **wildcards):
+    """Write the stage's config slice now (only if it changed) and return its path.
+
+    Rules take these files as inputs, so a changed parameter reruns exactly the stages that read it."""
+    name = "-".join([stage, *wildcards.values()])
+    path = f"{R}/configs/{name}.json"
+    write_if_changed(stage_slice(config, stage, **wildcards), path)
+    return path
+
+
+include: "workflow/rules/world.smk"
+include: "workflow/rules/prompts.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        f"{R}/report/summary.md",
+    default_target: True

@@ -1,0 +1,165 @@
+"""Command line: one subcommand per pipeline stage, usable with or without Snakemake.
+
+``--config`` takes one or more full config files (merged left to right, then validated);
+``--slice`` takes the per-stage slice the Snakefile writes from an already validated config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .artifacts import ArtifactError
+from .config import ConfigError, load_config, world_dir
+from .models import ModelNotFoundError
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--config", nargs="+", help="full config file(s), merged left to right")
+    group.add_argument("--slice", help="a stage's config slice written by the Snakefile")
+    p.add_argument("--world", help="tiny world folder (default: <results_dir>/world)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's)")
+
+
+def _config(args) -> dict:
+    if args.slice:
+        return json.loads(Path(args.slice).read_text())
+    return load_config(*args.config)
+
+
+def _world(args, config: dict) -> Path | None:
+    if args.world:
+        return Path(args.world)
+    return world_dir(config) if "results_dir" in config else None
+
+
+def _threads(args, config: dict) -> int:
+    import torch
+
+    n = args.threads or config.get("threads", 1)
+    torch.set_num_threads(n)
+    return n
+
+
+def cmd_validate(args) -> None:
+    config = load_config(*args.config)
+    print(f"config OK: {len(config['generate']['large_models'])} large model(s), "
+          f"{len(config['generate']['methods'])} method(s)")
+
+
+def cmd_build_world(args) -> None:
+    from .world import build
+
+    config = _config(args)
+    threads = _threads(args, config)
+    wdir = _world(args, config)
+    if args.step == "corpus":
+        build.build_corpus(config, wdir)
+    elif args.step == "lm":
+        if not args.name:
+            raise SystemExit("build-world lm needs --name")
+        build.build_lm(config, wdir, args.name, threads)
+    elif args.step == "reward":
+        build.build_reward(config, wdir, threads)
+
+
+def cmd_world_summary(args) -> None:
+    from .world.build import summarize
+
+    config = _config(args)
+    summary = summarize(config, _world(args, config), Path(args.samples), Path(args.out))
+    print(json.dumps(summary["base_policy_rewards"], indent=2))
+
+
+def cmd_prompts(args) -> None:
+    from .prompts import run_prompts
+
+    run_prompts(_config(args), args.split, args.out)
+
+
+def cmd_sample(args) -> None:
+    from .sampling import run_sample
+
+    config = _config(args)
+    _threads(args, config)
+    run_sample(config, args.prompts, args.out, _world(args, config))
+
+
+def cmd_report(args) -> None:
+    from .report.summary import run_summary
+
+    print(run_summary(args.samples, args.world_summary, args.out))
+
+
+def cmd_show_report(args) -> None:
+    config = load_config(*args.config)
+    path = Path(config["results_dir"]) / "report" / "summary.md"
+    if not path.exists():
+        raise ArtifactError(f"no report at {path}: run the pipeline first (make run)")
+    print(path.read_text())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="valueguide", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="validate config file(s) and exit")
+    p.add_argument("--config", nargs="+", required=True)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("build-world", help="build one step of the tiny world")
+    p.add_argument("step", choices=["corpus", "lm", "reward"])
+    p.add_argument("--name", help="world model name (step lm)")
+    _add_config(p)
+    p.set_defaults(func=cmd_build_world)
+
+    p = sub.add_parser("world-summary", help="summarise the world and the base policy's reward spread")
+    _add_config(p)
+    p.add_argument("--samples", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_world_summary)
+
+    p = sub.add_parser("prompts", help="write a prompt split")
+    _add_config(p)
+    p.add_argument("--split", required=True, choices=["train", "test"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prompts)
+
+    p = sub.add_parser("sample", help="sample the frozen base policy and score the responses")
+    _add_config(p)
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("report", help="write and print the results summary")
+    p.add_argument("--samples", required=True)
+    p.add_argument("--world-summary", default="")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("show-report", help="print the report of a finished run")
+    p.add_argument("--config", nargs="+", required=True)
+    p.set_defaults(func=cmd_show_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except (ConfigError, ModelNotFoundError, ArtifactError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Load, merge and validate the pipeline config; cut it into the slice each stage depends on.
+
+Validation happens before any job starts and names the key path of every problem, so a typo in a
+long paper config fails in a second, not after an hour of sampling. Each stage reads only its
+slice: the slice files are what Snakemake watches, so changing a parameter reruns exactly the
+stages that read it, and what is downstream of them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .models import WORLD_PREFIX
+
+
+class ConfigError(ValueError):
+    """The config is invalid; the message names the key path."""
+
+
+def schema() -> dict:
+    text = resources.files("valueguide").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Override nested keys of ``base``; a mapping replaces a mapping key by key, anything else whole."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} does not hold a mapping")
+    return data
+
+
+def load_config(*paths: str | Path) -> dict:
+    """Merge config files left to right and validate the result."""
+    if not paths:
+        raise ConfigError("no config file given")
+    config: dict = {}
+    for path in paths:
+        config = deep_merge(config, _read(path))
+    return validate_config(config)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return f"unknown key(s) {extra}"
+    if error.validator == "required":
+        return error.message.replace("is a required property", "is missing")
+    return error.message
+
+
+def _with_defaults(config: dict) -> dict:
+    out = copy.deepcopy(config)
+    for key, spec in schema()["properties"].items():
+        if "default" in spec and key not in out:
+            out[key] = spec["default"]
+    return out
+
+
+def validate_config(config: dict) -> dict:
+    """Check the schema and the cross-references; return the config with top-level defaults filled."""
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [f"  {_key_path(e)}: {_describe(e)}" for e in errors]
+        raise ConfigError("invalid config:\n" + "\n".join(lines))
+    config = _with_defaults(config)
+    problems = list(_reference_problems(config))
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
+    return config
+
+
+def _reference_problems(config: dict):
+    models = config["models"]
+    refs = [("sample.policy", config["sample"]["policy"]), ("fit_implicit.untuned", config["fit_implicit"]["untuned"])]
+    refs += [(f"generate.large_models[{i}]", name) for i, name in enumerate(config["generate"]["large_models"])]
+    for where, name in refs:
+        if name not in models:
+            yield f"{where}: {name!r} is not a key of models (has {sorted(models)})"
+    world_names = set(config.get("world", {}).get("models", {})) | ({"reward"} if "world" in config else set())
+    specs = [(f"models.{k}.path", v["path"]) for k, v in models.items()]
+    specs += [("reward_model", config["reward_model"]), ("fit_value.backbone", config["fit_value"]["backbone"])]
+    if config["fit_implicit"].get("tuned"):
+        specs.append(("fit_implicit.tuned", config["fit_implicit"]["tuned"]))
+    for where, spec in specs:
+        if spec.startswith(WORLD_PREFIX) and spec[len(WORLD_PREFIX):] not in world_names:
+            yield f"{where}: {spec!r} names no model of world.models (has {sorted(world_names) or 'no world'})"
+    if config["fit_implicit"]["mode"] == "pretrained" and not config["fit_implicit"].get("tuned"):
+        yield "fit_implicit.tuned: mode 'pretrained' needs the spec of the tuned model"
+    if config["prompts"]["source"] == "world" and "world" not in config:
+        yield "prompts.source: 'world' needs a world section"
+
+
+def world_dir(config: dict) -> Path:
+    return Path(config["results_dir"]) / "world"
+
+
+_RUNTIME = ("seed", "device", "dtype", "trust_remote_code", "threads")
+
+
+def _pick(config: dict, *keys: str) -> dict:
+    return {k: copy.deepcopy(config[k]) for k in (*_RUNTIME, *keys) if k in config}
+
+
+def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
+    """The part of the config that ``stage`` reads, in the same shape as the full config."""
+    models = config["models"]
+    if stage == "world_corpus":
+        world = {k: config["world"][k] for k in ("n_reviews", "vocab_size")}
+        return {"seed": config["seed"], "world": world}
+    if stage == "world_lm":
+        world = {k: config["world"][k] for k in ("n_reviews", "vocab_size", "pretrain")}
+        world["models"] = {wildcards["name"]: config["world"]["models"][wildcards["name"]]}
+        return {"seed": config["seed"], "world": world}
+    if stage == "world_reward":
+        world = {k: config["world"][k] for k in ("n_reviews", "vocab_size", "reward")}
+        return {"seed": config["seed"], "world": world}
+    if stage == "world_summary":
+        return {"world": {"models": config["world"]["models"]}, "sample": {"policy": config["sample"]["policy"]}}
+    if stage == "prompts":
+        return _pick(config, "task", "prompts")
+    if stage == "sample":
+        out = _pick(config, "sample", "reward_model")
+        out["models"] = {config["sample"]["policy"]: models[config["sample"]["policy"]]}
+        return out
+    if stage == "fit_value":
+        out = _pick(config, "sample", "reward_model", "fit_value")
+        out["models"] = {config["sample"]["policy"]: models[config["sample"]["policy"]]}
+        return out
+    if stage == "fit_implicit":
+        out = _pick(config, "fit_implicit")
+        out["models"] = {config["fit_implicit"]["untuned"]: models[config["fit_implicit"]["untuned"]]}
+        return out
+    if stage == "generate":
+        model, method = wildcards["model"], wildcards["method"]
+        out = _pick(config, "reward_model")
+        out["fit_implicit"] = {"untuned": config["fit_implicit"]["untuned"]}
+        out["generate"] = {k: v for k, v in config["generate"].items() if k not in ("methods", "large_models")}
+        out["generate"]["large_models"] = [model]
+        out["generate"]["methods"] = {method: config["generate"]["methods"][method]}
+        untuned = config["fit_implicit"]["untuned"]
+        out["models"] = {model: models[model], untuned: models[untuned]}
+        return out
+    raise KeyError(f"no config slice for stage {stage!r}")
+
+
+def write_if_changed(data: Any, path: str | Path) -> bool:
+    """Write JSON only when its content changed, so an unchanged slice keeps its timestamp."""
+    path = Path(path)
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    if path.exists() and path.read_text() == text:
+        return False
+    from .artifacts import write_text
+
+    write_text(text, path)
+    return True

@@ -1,0 +1,117 @@
+"""One loader for every model the pipeline touches.
+
+A model is named by a *spec*: ``world:NAME`` (a model of the locally built tiny world), a local
+folder, or a Hugging Face hub id. Loading is offline-safe: a hub id that is not cached locally gives
+an error naming the model and how to fetch it, instead of a stack trace from deep inside the hub
+client.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
+
+WORLD_PREFIX = "world:"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The named model is neither a local folder, a tiny-world model nor a cached hub snapshot."""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    device: str = "cpu"
+    dtype: str = "auto"  # auto: fp32 on CPU, bf16 on CUDA
+    device_map: str | None = None  # "auto" spreads a large model over the GPUs of one node
+    trust_remote_code: bool = False
+
+
+def resolve_spec(spec: str, world_dir: str | os.PathLike | None = None) -> str:
+    """Turn a spec into what ``from_pretrained`` takes: a local path or a hub id."""
+    if spec.startswith(WORLD_PREFIX):
+        if world_dir is None:
+            raise ModelNotFoundError(f"{spec!r} names a tiny-world model but no world directory is set")
+        path = Path(world_dir) / "models" / spec[len(WORLD_PREFIX):]
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(
+                f"tiny-world model {spec!r} not found at {path}: build the world first "
+                "(`valueguide build-world` or the Snakemake rule build_world)"
+            )
+        return str(path)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(f"model folder {path} has no config.json")
+        return str(path)
+    if spec.startswith((".", "/", "~")):
+        raise ModelNotFoundError(f"model folder {spec!r} does not exist")
+    return spec
+
+
+def torch_dtype(name: str, device: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; use auto, float32, bfloat16 or float16") from None
+
+
+def _from_pretrained(loader, spec: str, world_dir, options: LoadOptions, what: str, **kwargs):
+    target = resolve_spec(spec, world_dir)
+    try:
+        return loader.from_pretrained(target, trust_remote_code=options.trust_remote_code, **kwargs)
+    except OSError as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise ModelNotFoundError(
+            f"cannot load {what} {spec!r}: it is not a local folder and could not be fetched"
+            f"{' (HF_HUB_OFFLINE=1)' if offline else ''}. Fetch it once with network access "
+            f"(`huggingface-cli download {spec}`) or point the config at a local copy. Cause: {exc}"
+        ) from exc
+
+
+def _model_kwargs(options: LoadOptions) -> dict:
+    kwargs = {"dtype": torch_dtype(options.dtype, options.device), "use_safetensors": None}
+    if options.device_map:
+        kwargs["device_map"] = options.device_map
+    return kwargs
+
+
+def _place(model, options: LoadOptions):
+    if not options.device_map:
+        model = model.to(options.device)
+    return model.eval()
+
+
+def load_tokenizer(spec: str, world_dir=None, options: LoadOptions = LoadOptions()) -> PreTrainedTokenizerBase:
+    tok = _from_pretrained(AutoTokenizer, spec, world_dir, options, "tokenizer")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(spec: str, world_dir=None, options: LoadOptions = LoadOptions()):
+    model = _from_pretrained(AutoModelForCausalLM, spec, world_dir, options, "causal LM", **_model_kwargs(options))
+    return _place(model, options)
+
+
+def load_sequence_classifier(spec: str, world_dir=None, options: LoadOptions = LoadOptions()):
+    model = _from_pretrained(
+        AutoModelForSequenceClassification, spec, world_dir, options, "reward model", **_model_kwargs(options)
+    )
+    return _place(model, options)
+
+
+def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """True when two tokenizers map every token string to the same id (a method may share logits)."""
+    return a is b or (len(a) == len(b) and a.get_vocab() == b.get_vocab())

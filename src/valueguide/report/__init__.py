@@ -1,0 +1,1 @@
+"""Tables, figures and printed summaries of the pipeline's results."""

@@ -1,0 +1,37 @@
+"""The printed summary: what the world is and how the base policy's rewards spread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..artifacts import read_json, read_parquet, write_text
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_summary(samples_path: str | Path, world_summary_path: str | Path | None) -> str:
+    samples = read_parquet(samples_path, required=["prompt_id", "reward", "response_ids", "finished"])
+    r = samples["reward"]
+    parts = ["# valueguide summary", "", "## Base-policy samples (stage sample)", "",
+             _table(["responses", "prompts", "reward mean", "std", "min", "max", "finished", "mean tokens"],
+                    [[str(len(samples)), str(samples.prompt_id.nunique()), f"{r.mean():.3f}", f"{r.std():.3f}",
+                      f"{r.min():.3f}", f"{r.max():.3f}", f"{samples.finished.mean():.1%}",
+                      f"{samples.response_ids.map(len).mean():.1f}"]])]
+    if world_summary_path:
+        world = read_json(world_summary_path)
+        rows = [[name, str(s["parameters"]), f"{s['heldout_loss']:.3f}", f"{s['train_seconds']:.0f}"]
+                for name, s in world["models"].items()]
+        parts += ["", "## Tiny world", "",
+                  _table(["model", "parameters", "held-out loss (nats/token)", "train s"], rows), "",
+                  f"Gold reward model: held-out accuracy {world['reward_model']['heldout_accuracy']:.3f}."]
+    return "\n".join(parts) + "\n"
+
+
+def run_summary(samples_path, world_summary_path, out_path) -> str:
+    text = render_summary(samples_path, world_summary_path or None)
+    write_text(text, out_path)
+    return text

@@ -1,0 +1,53 @@
+"""The gold reward: a sequence classifier whose reward is logit(positive) - logit(negative).
+
+This is the recipe of the paper's IMDB evaluator (distilbert-imdb), applied to prompt + response
+text; the tiny world trains a classifier of the same shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .models import LoadOptions, load_sequence_classifier, load_tokenizer
+
+
+class RewardModel:
+    """Scores texts in batches; ``positive_index``/``negative_index`` pick the two logits."""
+
+    def __init__(self, model, tokenizer, positive_index: int = 1, negative_index: int = 0,
+                 batch_size: int = 64, max_length: int = 512):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.positive_index = positive_index
+        self.negative_index = negative_index
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.calls = 0
+
+    @classmethod
+    def load(cls, spec: str, world_dir=None, options: LoadOptions = LoadOptions(), **kwargs) -> "RewardModel":
+        tokenizer = load_tokenizer(spec, world_dir, options)
+        model = load_sequence_classifier(spec, world_dir, options)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        return cls(model, tokenizer, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def score(self, texts: list[str]) -> np.ndarray:
+        """Reward of each text, as float64."""
+        out = np.empty(len(texts), dtype=np.float64)
+        for start in range(0, len(texts), self.batch_size):
+            chunk = texts[start:start + self.batch_size]
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
+                                 max_length=self.max_length).to(self.device)
+            logits = self.model(**enc).logits.float()
+            self.calls += 1
+            out[start:start + len(chunk)] = (
+                logits[:, self.positive_index] - logits[:, self.negative_index]
+            ).cpu().numpy()
+        return out

@@ -1,0 +1,20 @@
+# Samples of the frozen base policy, scored by the reward model: the data every value fit sees.
+POLICY = config["sample"]["policy"]
+SAMPLES = f"{R}/samples/{POLICY}.parquet"
+
+
+rule sample:
+    input:
+        cfg=slice_path("sample"),
+        prompts=f"{R}/prompts/train.parquet",
+        models=world_inputs(config["models"][POLICY]["path"], config["reward_model"]),
+    output:
+        SAMPLES,
+    threads: 2
+    log:
+        f"{R}/logs/sample/{POLICY}.log",
+    benchmark:
+        f"{R}/benchmarks/sample/{POLICY}.tsv"
+    shell:
+        "{CLI} sample --slice {input.cfg} --prompts {input.prompts} --out {output} --world {WORLD} "
+        "--threads {threads} 2> {log}"

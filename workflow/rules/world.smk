@@ -1,0 +1,77 @@
+# The tiny offline world: corpus + tokenizer, one causal LM per name, the gold reward.
+WORLD_MODELS = list(config.get("world", {}).get("models", {}))
+
+
+rule world_corpus:
+    input:
+        slice_path("world_corpus") if "world" in config else [],
+    output:
+        corpus=f"{WORLD}/corpus.parquet",
+        tokenizer=f"{WORLD}/tokenizer/tokenizer.json",
+    log:
+        f"{R}/logs/world/corpus.log",
+    benchmark:
+        f"{R}/benchmarks/world/corpus.tsv"
+    shell:
+        "{CLI} build-world corpus --slice {input} --world {WORLD} 2> {log}"
+
+
+rule world_lm:
+    input:
+        cfg=lambda wc: slice_path("world_lm", name=wc.name),
+        corpus=rules.world_corpus.output.corpus,
+    output:
+        f"{WORLD}/models/{{name}}/world_stats.json",
+    wildcard_constraints:
+        name="|".join(WORLD_MODELS) or "^$",
+    threads: 1
+    log:
+        f"{R}/logs/world/lm-{{name}}.log",
+    benchmark:
+        f"{R}/benchmarks/world/lm-{{name}}.tsv"
+    shell:
+        "{CLI} build-world lm --name {wildcards.name} --slice {input.cfg} --world {WORLD} "
+        "--threads {threads} 2> {log}"
+
+
+rule world_reward:
+    input:
+        cfg=slice_path("world_reward") if "world" in config else [],
+        corpus=rules.world_corpus.output.corpus,
+    output:
+        f"{WORLD}/models/reward/world_stats.json",
+    threads: 1
+    log:
+        f"{R}/logs/world/reward.log",
+    benchmark:
+        f"{R}/benchmarks/world/reward.tsv"
+    shell:
+        "{CLI} build-world reward --slice {input.cfg} --world {WORLD} --threads {threads} 2> {log}"
+
+
+def world_inputs(*specs):
+    """The world artifacts that the given model specs need (none for hub models)."""
+    out = []
+    for spec in specs:
+        if spec.startswith("world:"):
+            name = spec[len("world:"):]
+            out.append(rules.world_reward.output[0] if name == "reward"
+                       else f"{WORLD}/models/{name}/world_stats.json")
+    return out
+
+
+rule world_summary:
+    input:
+        cfg=slice_path("world_summary") if "world" in config else [],
+        models=expand(f"{WORLD}/models/{{name}}/world_stats.json", name=WORLD_MODELS),
+        reward=rules.world_reward.output[0],
+        samples=f"{R}/samples/{config['sample']['policy']}.parquet",
+    output:
+        f"{WORLD}/summary.json",
+    log:
+        f"{R}/logs/world/summary.log",
+    benchmark:
+        f"{R}/benchmarks/world/summary.tsv"
+    shell:
+        "{CLI} world-summary --slice {input.cfg} --world {WORLD} --samples {input.samples} "
+        "--out {output} 2> {log}"
