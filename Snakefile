@@ -5,7 +5,7 @@ from pathlib import Path
 
 from valueguide.config import stage_slice, validate_config, write_if_changed
 
-configfile: "config.yaml"
+configfile: str(Path(workflow.basedir) / "config.yaml")
 
 config = validate_config(config)
 R = config["results_dir"]

@@ -18,6 +18,9 @@ class RewardModel:
     def __init__(self, model, tokenizer, positive_index: int = 1, negative_index: int = 0,
                  batch_size: int = 64, max_length: int = 512):
         self.model = model
+        # Right padding: classifiers pool the last real token, and absolute position embeddings
+        # (gpt2) would shift under left padding.
+        tokenizer.padding_side = "right"
         self.tokenizer = tokenizer
         self.positive_index = positive_index
         self.negative_index = negative_index

@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny world built once per test session, from tests/data/tiny.yaml."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # tests/toy_models.py
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory) -> dict:
+    from valueguide.config import load_config
+
+    config = load_config(ROOT / "config.yaml", ROOT / "tests" / "data" / "tiny.yaml")
+    config["results_dir"] = str(tmp_path_factory.mktemp("results"))
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tiny_config) -> Path:
+    """A tiny world with the base policy and the gold reward (not the large models)."""
+    from valueguide.world import build
+
+    world = Path(tiny_config["results_dir"]) / "world"
+    build.build_corpus(tiny_config, world)
+    build.build_lm(tiny_config, world, "gpt2-small")
+    build.build_reward(tiny_config, world)
+    return world

@@ -1,0 +1,87 @@
+"""Config validation: every problem is reported with its key path, before any work starts."""
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from valueguide.config import ConfigError, deep_merge, load_config, stage_slice, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def config() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def _error(config) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    return str(info.value)
+
+
+def test_default_config_is_valid(config):
+    assert validate_config(config)["device"] == "cpu"
+
+
+def test_unknown_key_is_named_with_its_path(config):
+    config["sample"]["temprature"] = 0.5
+    assert "sample: unknown key(s) ['temprature']" in _error(config)
+
+
+def test_wrong_type_and_missing_field_are_named(config):
+    config["fit_value"]["lam"] = "high"
+    del config["generate"]["max_new_tokens"]
+    message = _error(config)
+    assert "fit_value.lam: 'high' is not of type 'number'" in message
+    assert "generate: 'max_new_tokens' is missing" in message
+
+
+def test_nested_method_keys_are_checked(config):
+    config["generate"]["methods"]["ivg"]["chunk"]["scorer"] = "oracle"
+    assert "generate.methods.ivg.chunk.scorer: 'oracle' is not one of" in _error(config)
+
+
+def test_dangling_model_reference_is_named(config):
+    config["generate"]["large_models"].append("llama")
+    config["models"]["x"] = {"path": "world:gpt5", "template": "{prompt}"}
+    message = _error(config)
+    assert "generate.large_models[4]: 'llama' is not a key of models" in message
+    assert "models.x.path: 'world:gpt5' names no model of world.models" in message
+
+
+def test_merge_overrides_nested_keys_only(config):
+    merged = deep_merge(config, {"sample": {"n": 9}})
+    assert merged["sample"]["n"] == 9 and merged["sample"]["policy"] == config["sample"]["policy"]
+    assert config["sample"]["n"] != 9  # the base is not mutated
+
+
+def test_stage_slices_hold_only_what_the_stage_reads(config):
+    config = validate_config(config)
+    sample = stage_slice(config, "sample")
+    assert set(sample) >= {"seed", "sample", "reward_model", "models"} and "generate" not in sample
+    changed = copy.deepcopy(config)
+    changed["generate"]["temperature"] = 0.1
+    assert stage_slice(changed, "sample") == sample
+    assert stage_slice(changed, "generate", model="mistral", method="ivg") != stage_slice(
+        config, "generate", model="mistral", method="ivg")
+
+
+def test_cli_validate_fails_fast_with_the_key_path(tmp_path, config):
+    config["fit_value"]["head"] = "vector"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    proc = subprocess.run([sys.executable, "-m", "valueguide.cli", "validate", "--config", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "fit_value.head: 'vector' is not one of ['token', 'scalar']" in proc.stderr
+
+
+def test_missing_config_file_is_reported(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")

@@ -1,0 +1,118 @@
+"""Stage generate on a tiny world written to disk, and the one-call Python API."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from transformers import GPT2Config, GPT2ForSequenceClassification
+
+from test_decoding_toys import one_thread  # noqa: F401 (fixture)
+from toy_models import TOY_WORDS, make_gpt2, make_tokenizer
+from valueguide.decoding import VocabularyMismatch, guide, run_generate
+from valueguide.value.model import ValueModel
+
+TOK = make_tokenizer()
+V = len(TOK)
+COLUMNS = ["prompt_id", "prompt", "output", "output_ids", "n_tokens", "forward_passes", "tokens_encoded", "wall_time"]
+CBS = {"W": 2, "K": 2, "L": 3, "beta": 1.0}
+METHODS = {
+    "base": {},
+    "eft": {"token": {"kind": "implicit", "w": 1.0}},
+    "vas": {"token": {"kind": "explicit", "beta": 1.0, "top_k": 4, "mask_outside_topk": False}},
+    "ivg": {"token": {"kind": "implicit", "w": 1.0}, "chunk": {"scorer": "explicit", **CBS}},
+    "cbs_implicit": {"chunk": {"scorer": "implicit", **CBS}},
+    "bon_gold": {"chunk": {"scorer": "gold", "W": 1, "K": 4, "L": None}},
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    models = root / "models"
+    for name, seed, tok in [("small", 1, TOK), ("large", 2, TOK), ("other", 3, make_tokenizer(TOY_WORDS[::-1]))]:
+        make_gpt2(V, seed=seed).save_pretrained(models / name)
+        tok.save_pretrained(models / name)
+    torch.manual_seed(4)
+    reward = GPT2ForSequenceClassification(GPT2Config(vocab_size=V, n_positions=64, n_embd=16, n_layer=1, n_head=2,
+                                                      num_labels=2, pad_token_id=0)).eval()
+    reward.save_pretrained(models / "reward")
+    TOK.save_pretrained(models / "reward")
+    make_gpt2(V, seed=5).save_pretrained(root / "tuned")  # saved without a tokenizer, as a bare fit may be
+    value = ValueModel(make_gpt2(V, seed=6).transformer, "token", {"template": "a {prompt}",
+                                                                   "tokenizer": "world:small"})
+    torch.nn.init.normal_(value.head.weight)
+    value.save_pretrained(root / "value", tokenizer=TOK)
+    pd.DataFrame({"prompt_id": [3, 5, 8], "prompt": ["good film", "the bad", "h a"]}).to_parquet(root / "prompts.parquet")
+    return root
+
+
+def config(**generate) -> dict:
+    return {
+        "seed": 1, "results_dir": "unused", "device": "cpu", "dtype": "auto",
+        "models": {"small": {"path": "world:small", "template": "{prompt}"},
+                   "large": {"path": "world:large", "template": "the film {prompt}"},
+                   "other": {"path": "world:other", "template": "{prompt}"}},
+        "reward_model": "world:reward",
+        "fit_implicit": {"mode": "train", "untuned": "small", "tuned": None},
+        "fit_value": {"backbone": "world:small", "template": "{prompt}"},
+        "generate": {"temperature": 0.7, "top_k": 0, "top_p": 1.0, "max_new_tokens": 8, "stop": [],
+                     "batch_size": 2, "methods": METHODS, **generate},
+    }
+
+
+def run(world, method, model="large", out=None, **paths):
+    out = out or world / "generations" / model / f"{method}.parquet"
+    paths = {"value_path": world / "value", "tuned_path": world / "tuned", **paths}
+    return run_generate(config(), model, method, out, world_dir=world, prompts_path=world / "prompts.parquet",
+                        **paths), out
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_run_generate_writes_the_contract_columns_with_costs(world, method):
+    df, out = run(world, method)
+    back = pd.read_parquet(out)
+    assert list(back.columns) == COLUMNS
+    assert back.prompt_id.tolist() == [3, 5, 8]
+    for row in back.itertuples():
+        assert row.n_tokens == len(row.output_ids) >= 1
+        assert row.output == TOK.decode(list(row.output_ids), skip_special_tokens=True)
+        assert row.wall_time > 0
+    passes = json.loads(back.forward_passes[0])
+    expected = {"base": {"guided"}, "eft": {"guided", "tuned", "untuned"}, "vas": {"guided", "value"},
+                "ivg": {"guided", "tuned", "untuned", "value"}, "cbs_implicit": {"guided", "tuned", "untuned"},
+                "bon_gold": {"guided", "reward"}}[method]
+    assert set(passes) == expected and all(v > 0 for v in passes.values())
+    assert set(json.loads(back.tokens_encoded[0])) == expected
+    again, _ = run(world, method, out=world / "again.parquet")
+    assert again.output_ids.map(list).tolist() == df.output_ids.map(list).tolist()
+
+
+def test_run_generate_refuses_other_vocabularies_before_writing(world):
+    out = world / "generations" / "other" / "eft.parquet"
+    with pytest.raises(VocabularyMismatch, match="vocabulary"):
+        run(world, "eft", model="other", out=out)
+    assert not out.exists()
+
+
+def test_run_generate_says_which_artifact_a_method_needs(world):
+    with pytest.raises(ValueError, match="value_path"):
+        run(world, "ivg", value_path=None)
+    with pytest.raises(ValueError, match="tuned_path"):
+        run(world, "eft", tuned_path=None)
+    with pytest.raises(ValueError, match="unknown method"):
+        run(world, "nope")
+
+
+def test_guide_generates_one_text_per_prompt_reproducibly():
+    large, small, tuned = make_gpt2(V, seed=2), make_gpt2(V, seed=1), make_gpt2(V, seed=5)
+    value = ValueModel(make_gpt2(V, seed=6).transformer, "token", {"template": "{prompt}"})
+    ivg = {"token": {"kind": "implicit", "w": 1.0}, "chunk": {"scorer": "explicit", "W": 2, "K": 2, "L": 3}}
+    prompts = ["good film", "the bad", "h"]
+    texts = guide(large, TOK, prompts, method=ivg, value_model=value, tuned=tuned, untuned=small,
+                  max_new_tokens=6, batch_size=2)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    assert texts == guide(large, TOK, prompts, method=ivg, value_model=value, tuned=tuned, untuned=small,
+                          max_new_tokens=6, batch_size=2)
+    with pytest.raises(ValueError, match="needs models"):
+        guide(large, TOK, prompts, method=ivg)
