@@ -92,7 +92,7 @@ def cmd_sample(args) -> None:
 def cmd_report(args) -> None:
     from .report.summary import run_summary
 
-    print(run_summary(args.samples, args.world_summary, args.out))
+    run_summary(args.samples, args.world_summary, args.out)
 
 
 def cmd_show_report(args) -> None:
