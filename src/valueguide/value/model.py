@@ -1,0 +1,258 @@
+"""The explicit value model Q_phi: a transformer body with a token or scalar value head.
+
+- ``token`` head (FUDGE/IVG): ``values[:, t, a] = Q(prefix ending at t, next token a)``, so one
+  forward pass scores every candidate next token.
+- ``scalar`` head (VAS): ``values[:, t] = V(prefix ending at t)``.
+
+Both heads start at zero, so every prediction starts at 0 (ALGORITHMS.md §2).
+
+The second half says how the model reads a (prompt, response): templated prompt ids followed by the
+response ids, left padded; fitting, diagnostics and the decoders' scorers all go through it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel
+
+from ..artifacts import ArtifactError, atomic_dir, read_json
+from ..models import LoadOptions, ModelNotFoundError, resolve_spec, same_vocabulary, torch_dtype
+from ..templates import render_for
+
+HEADS = ("token", "scalar")
+CONFIG_FILE = "value_config.json"
+HEAD_FILE = "value_head.safetensors"
+
+
+@dataclass
+class ValueOutput:
+    values: torch.Tensor  # token head [B, T, V]; scalar head [B, T]
+    past_key_values: Any = None  # the backbone's cache when use_cache=True
+
+
+class ValueModel(nn.Module):
+    def __init__(self, backbone: nn.Module, head: str, meta: dict | None = None):
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown value head {head!r}; use one of {HEADS}")
+        config = backbone.config
+        self.backbone = backbone
+        self.head_kind = head
+        self.head = nn.Linear(config.hidden_size, config.vocab_size if head == "token" else 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.head.to(backbone.device)  # float32 whatever the backbone's dtype: it is trained and tiny
+        self.meta = {**(meta or {}), "head": head, "vocab_size": config.vocab_size,
+                     "hidden_size": config.hidden_size}
+        # transformers 5 renamed the cache argument ``past_key_values`` -> ``cache``.
+        params = inspect.signature(type(backbone).forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, past_key_values: Any = None,
+                use_cache: bool = False) -> ValueOutput:
+        """Values at every position of ``input_ids``.
+
+        With left padding pass a 2-D ``attention_mask`` (covering cached + new tokens, as in HF):
+        unless given, position ids are derived from it, so a padded row scores like the unpadded one.
+        """
+        if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=use_cache, **{self._cache_arg: past_key_values})
+        values = self.head(out.last_hidden_state.to(self.head.weight))
+        if self.head_kind == "scalar":
+            values = values.squeeze(-1)
+        return ValueOutput(values, getattr(out, self._cache_arg) if use_cache else None)
+
+    # --- building ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_backbone(cls, spec: str, head: str, world_dir=None, options: LoadOptions = LoadOptions(),
+                      meta: dict | None = None, lora: dict | None = None) -> "ValueModel":
+        """A fresh value model on the body of the causal LM ``spec`` (its LM head is not loaded)."""
+        try:
+            backbone = _load_backbone(resolve_spec(spec, world_dir), options)
+        except OSError as exc:
+            raise ModelNotFoundError(f"cannot load the value backbone {spec!r}: {exc}") from exc
+        model = cls(backbone, head, {"backbone": spec, "tokenizer": spec, **(meta or {})})
+        if lora:
+            model.add_lora(lora)
+        return model
+
+    def add_lora(self, lora: dict) -> None:
+        """Train LoRA adapters instead of the whole backbone (large backbones); the head stays trainable."""
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=lora["r"], lora_alpha=lora.get("alpha", lora["r"]),
+                            lora_dropout=lora.get("dropout", 0.0), target_modules=lora.get("target_modules"))
+        self.backbone = get_peft_model(self.backbone, config)
+        self.meta["lora"] = dict(lora)
+
+    def rescale(self, scale: float, shift: float) -> None:
+        """Fold ``value -> scale * value + shift`` into the head (un-whitening rewards), so callers
+        always read values in reward units."""
+        with torch.no_grad():
+            self.head.weight.mul_(scale)
+            self.head.bias.mul_(scale).add_(shift)
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def save_pretrained(self, path: str | os.PathLike, tokenizer=None) -> None:
+        """Write the folder atomically: backbone (safetensors), head, ``value_config.json`` and,
+        when given, the tokenizer. LoRA adapters are merged into the backbone first (in place:
+        values are unchanged, but further training would then update the full backbone)."""
+        if hasattr(self.backbone, "merge_and_unload"):
+            self.backbone = self.backbone.merge_and_unload()
+        with atomic_dir(path) as tmp:
+            self.backbone.save_pretrained(tmp)
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()},
+                      str(tmp / HEAD_FILE))
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            (tmp / CONFIG_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, options: LoadOptions = LoadOptions()) -> "ValueModel":
+        path = Path(path)
+        if not (path / CONFIG_FILE).exists():
+            raise ArtifactError(f"{path} is not a value model folder: {path / CONFIG_FILE} is missing")
+        meta = read_json(path / CONFIG_FILE)
+        try:
+            backbone = _load_backbone(str(path), options).eval()
+        except (OSError, SafetensorError) as exc:
+            files = [p.name for p in path.glob("*.safetensors") if p.name != HEAD_FILE] or ["model.safetensors"]
+            raise ArtifactError(f"cannot load backbone weights {sorted(files)} in {path} "
+                                f"(missing or truncated?): {exc}") from exc
+        model = cls(backbone, meta["head"], meta)
+        try:
+            model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
+        except (OSError, SafetensorError, RuntimeError) as exc:
+            raise ArtifactError(f"cannot load value head weights {path / HEAD_FILE} "
+                                f"(missing or truncated?): {exc}") from exc
+        return model.eval()
+
+
+def _load_backbone(target: str, options: LoadOptions) -> nn.Module:
+    kwargs = {"dtype": torch_dtype(options.dtype, options.device)}
+    if options.device_map:
+        kwargs["device_map"] = options.device_map
+    backbone = AutoModel.from_pretrained(target, trust_remote_code=options.trust_remote_code, **kwargs)
+    return backbone if options.device_map else backbone.to(options.device)
+
+
+def response_values(values: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """``q_t``, the value of each taken response token, laid out like ``input_ids`` ([B, T], 0 off-mask).
+
+    Token head ([B, T, V]): ``q_t = Q(s_t, y_t)``, read at the position *before* ``y_t``.
+    Scalar head ([B, T]): ``q_t = V(s_{t+1})``, read at the position *of* ``y_t``.
+    """
+    mask = response_mask.bool()
+    if values.dim() == 2:
+        return values * mask
+    if mask[:, 0].any():
+        raise ValueError("a response token at position 0 has no state before it; the token head needs a prompt token")
+    q = torch.zeros(input_ids.shape, dtype=values.dtype, device=values.device)
+    q[:, 1:] = values[:, :-1].gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    return q * mask
+
+
+# --- how the value model reads (prompt, response) pairs -------------------------------------
+
+
+def encode_prompt(tokenizer, template: str, prompt: str) -> list[int]:
+    """Token ids of the templated prompt, encoded like the sample stage does (no added specials)."""
+    ids = tokenizer(render_for(tokenizer, template, prompt), add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError(f"prompt {prompt!r} renders to no tokens with template {template!r}; "
+                         "the value of the first response token needs a state before it")
+    return ids
+
+
+def to_value_ids(response_ids: list[int], tokenizer, policy_tokenizer=None) -> list[int]:
+    """A response in the value tokenizer's ids: the policy's ids as they are when both tokenizers
+    share a vocabulary, else the decoded text re-tokenised (EOS kept when the policy emitted it)."""
+    if policy_tokenizer is None or same_vocabulary(tokenizer, policy_tokenizer):
+        return list(response_ids)
+    text = policy_tokenizer.decode(response_ids, skip_special_tokens=True)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ended = len(response_ids) > 0 and response_ids[-1] == policy_tokenizer.eos_token_id
+    return ids + [tokenizer.eos_token_id] if ended else ids
+
+
+@dataclass
+class Example:
+    ids: list[int]  # templated prompt + response, value-tokenizer ids
+    n_response: int
+    reward: float = 0.0
+
+
+def value_examples(prompts, response_ids, rewards, tokenizer, template: str,
+                   policy_tokenizer=None) -> list[Example]:
+    """One example per (prompt, response); ``response_ids`` are the policy's ids (see to_value_ids)."""
+    examples = []
+    for prompt, ids, reward in zip(prompts, response_ids, rewards, strict=True):
+        response = to_value_ids([int(i) for i in ids], tokenizer, policy_tokenizer)
+        if not response:
+            raise ValueError(f"empty response to prompt {prompt!r}: it has no token to value")
+        examples.append(Example(encode_prompt(tokenizer, template, prompt) + response, len(response), float(reward)))
+    return examples
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` with every row right-aligned."""
+    width = max(map(len, sequences))
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, width - len(seq):] = torch.tensor(seq)
+            mask[row, width - len(seq):] = 1
+    return ids, mask
+
+
+@dataclass
+class ValueBatch:
+    input_ids: torch.Tensor  # [B, T], left padded
+    attention_mask: torch.Tensor  # [B, T]
+    response_mask: torch.Tensor  # [B, T] bool: the response tokens (the last n_response of each row)
+    rewards: torch.Tensor  # [B]
+
+
+def collate(examples: list[Example], pad_id: int, device="cpu") -> ValueBatch:
+    input_ids, attention_mask = left_pad([e.ids for e in examples], pad_id)
+    width = input_ids.shape[1]
+    starts = torch.tensor([width - e.n_response for e in examples])
+    response_mask = torch.arange(width)[None, :] >= starts[:, None]
+    rewards = torch.tensor([e.reward for e in examples], dtype=torch.float32)
+    return ValueBatch(input_ids.to(device), attention_mask.to(device), response_mask.to(device), rewards.to(device))
+
+
+@torch.no_grad()
+def predict_last(value_model: ValueModel, examples: list[Example], pad_id: int, batch_size: int = 64) -> np.ndarray:
+    """The value of each example's last response token: the terminal value of a full response
+    (at EOS when it ended with it), or ``V(s)`` of a cut prefix."""
+    was_training = value_model.training
+    value_model.eval()
+    out = []
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start:start + batch_size], pad_id, value_model.device)
+        values = value_model(batch.input_ids, batch.attention_mask).values
+        out.append(response_values(values, batch.input_ids, batch.response_mask)[:, -1].float().cpu())
+    value_model.train(was_training)
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
