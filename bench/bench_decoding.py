@@ -1,0 +1,182 @@
+"""Speed of the guided decoders against plain batched sampling, on tiny random models.
+
+Models are sized like the tiny world (vocabulary 600; gpt2 2 layers width 64 for the small pair
+and the value backbone; a 4-layer width-128 guided model). Each method is timed against plain
+sampling of the same number of rows (CPU time per sampled token; the ratio is the median over
+repeats of the method and plain sampling timed back to back, so both see the same machine load),
+and its cached run against a naive one that re-encodes every sequence at every step
+(``use_cache=False``). The last line gives the floors that no implementation running both small
+models at every step can beat: ``1 + 2 * cost(small step) / cost(large step)``.
+
+    python bench/bench_decoding.py [--tokens 40] [--repeats 5] [--out bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from types import SimpleNamespace
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from valueguide.decoding import Member, Sampling, build_decoder
+from valueguide.value.model import ValueModel
+
+VOCAB = 600
+CBS = {"scorer": "explicit", "W": 4, "K": 4, "L": 5, "beta": 1.0}
+# name: (method, rows per prompt, prompts, baseline name, naive variant too)
+CASES = {
+    "plain x1": ({}, 1, 1, None, False),
+    "plain x16": ({}, 1, 16, None, False),
+    "eft": ({"token": {"kind": "implicit", "w": 1.0}}, 1, 1, "plain x1", True),
+    "vas token k20": ({"token": {"kind": "explicit", "beta": 1.0, "top_k": 20}}, 1, 1, "plain x1", True),
+    "vas scalar k20": ({"token": {"kind": "explicit", "beta": 1.0, "top_k": 20}}, 1, 1, "plain x1", True),
+    "cbs explicit 4,4,5": ({"chunk": CBS}, 16, 1, "plain x16", True),
+    "ivg 4,4,5": ({"token": {"kind": "implicit", "w": 1.0}, "chunk": CBS}, 16, 1, "plain x16", True),
+    "bon 16": ({"chunk": {"scorer": "explicit", "W": 1, "K": 16, "L": None}}, 16, 1, "plain x16", True),
+}
+BASELINES = {"hf generate x1": "plain x1", "hf generate x16": "plain x16"}
+TARGETS = {"eft": 1.5, "vas token k20": 1.5, "vas scalar k20": 2.5, "cbs explicit 4,4,5": 1.2, "ivg 4,4,5": 1.6}
+
+
+def tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {"<pad>": 0, "<eos>": 1, **{f"w{i}": i + 2 for i in range(VOCAB - 2)}}
+    raw = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<eos>"))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", eos_token="<eos>")
+    tok.padding_side = "left"
+    return tok
+
+
+def gpt2(layers: int, width: int, seed: int) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=VOCAB, n_positions=256, n_embd=width, n_layer=layers, n_head=2 if width == 64 else 4,
+                     bos_token_id=1, eos_token_id=1, pad_token_id=0)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def value_model(head: str, seed: int) -> ValueModel:
+    vm = ValueModel(gpt2(2, 64, seed).transformer, head, {"template": "{prompt}"})
+    torch.nn.init.normal_(vm.head.weight, std=0.5)
+    return vm.eval()
+
+
+def members(head: str) -> dict[str, Member]:
+    tok = tokenizer()
+    return {"guided": Member(gpt2(4, 128, 1), tok), "tuned": Member(gpt2(2, 64, 2), tok),
+            "untuned": Member(gpt2(2, 64, 3), tok), "value": Member(value_model(head, 4), tok, kind="value")}
+
+
+def run(decoder, prompts: list[str]) -> tuple[float, int, int]:
+    """CPU seconds of this process (robust to other jobs on a shared machine), tokens sampled,
+    tokens fed to the value model."""
+    began = time.process_time()
+    result = decoder.generate(prompts, torch.Generator().manual_seed(0))
+    return time.process_time() - began, result.sampled, result.meter.tokens.get("value", 0)
+
+
+class HFGenerate:
+    """transformers' own ``generate`` (KV-cached sampling), as a reference for plain sampling."""
+
+    def __init__(self, member: Member, max_new_tokens: int):
+        self.member, self.max_new_tokens = member, max_new_tokens
+
+    def generate(self, prompts, generator):
+        enc = self.member.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        n = self.max_new_tokens
+        self.member.model.generate(**enc, do_sample=True, temperature=0.7, top_k=None, max_new_tokens=n,
+                                   min_new_tokens=n, pad_token_id=0)
+        return SimpleNamespace(sampled=n * len(prompts), meter=SimpleNamespace(tokens={}))
+
+
+@torch.no_grad()
+def small_to_large_cost(large, small, n_rows: int, steps: int = 200) -> float:
+    """CPU cost of a one-token cached forward pass of the small model over the large model's,
+    on ``n_rows`` rows, with the two interleaved step by step so both see the same load."""
+    caches = [DynamicCache(config=m.config) for m in (large, small)]
+    for model, cache in zip((large, small), caches):
+        model(input_ids=torch.full((n_rows, 12), 5), cache=cache, use_cache=True)
+    token, spent = torch.full((n_rows, 1), 5), [0.0, 0.0]
+    for _ in range(steps):
+        for i, (model, cache) in enumerate(zip((large, small), caches)):
+            began = time.process_time()
+            model(input_ids=token, cache=cache, use_cache=True)
+            spent[i] += time.process_time() - began
+            cache.crop(-1)
+    return spent[1] / spent[0]
+
+
+def floors(by_role: dict[str, Member]) -> dict:
+    """What EFT and IVG cannot beat: every step runs the large model and both small models."""
+    large, small = by_role["guided"].model, by_role["tuned"].model
+    ratio = {n: small_to_large_cost(large, small, n) for n in (1, 16)}
+    return {"small/large forward x1": ratio[1], "small/large forward x16": ratio[16],
+            "eft floor": 1 + 2 * ratio[1], "ivg floor without the value model": 1 + 2 * ratio[16]}
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=40, help="max new tokens per row")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", help="also write the table as JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    by_head = {head: members(head) for head in ("token", "scalar")}
+    prompt = " ".join(f"w{i}" for i in range(3, 15))
+    sampling = Sampling(temperature=0.7)
+
+    runs = {("hf generate x1", True): (HFGenerate(by_head["token"]["guided"], args.tokens), [prompt]),
+            ("hf generate x16", True): (HFGenerate(by_head["token"]["guided"], args.tokens), [prompt] * 16)}
+    for name, (method, _, n_prompts, _, naive) in CASES.items():
+        head = "scalar" if "scalar" in name else "token"
+        for cached in (True, False) if naive else (True,):
+            decoder = build_decoder(method, by_head[head], sampling=sampling, max_new_tokens=args.tokens,
+                                    use_cache=cached)
+            runs[(name, cached)] = (decoder, [prompt] * n_prompts)
+    baseline = {key: BASELINES.get(key[0], CASES.get(key[0], [None] * 4)[3]) for key in runs}
+    timings, ratios = {key: [] for key in runs}, {key: [] for key in runs}
+    for round_ in range(args.repeats + 1):  # the first round warms up and is dropped
+        for key, (decoder, prompts) in runs.items():
+            base = baseline[key]
+            if base:  # time the baseline right before, so the pair sees the same machine load
+                seconds, sampled, _ = run(*runs[(base, True)])
+                timings[(base, True)].append((seconds, sampled, 0))
+            timings[key].append(run(decoder, prompts))
+            if base and round_:
+                (s_base, n_base, _), (s_key, n_key, _) = timings[(base, True)][-1], timings[key][-1]
+                ratios[key].append((s_key / n_key) / (s_base / n_base))
+    prompt_tokens = len(by_head["token"]["value"].encode_prompt(prompt))
+    rows = []
+    for (name, cached), results in timings.items():
+        seconds = min(r[0] for r in results[1:])  # the least disturbed repeat
+        _, sampled, value_tokens = results[-1]
+        n_prompts = len(runs[(name, cached)][1])
+        response_tokens = max(value_tokens - prompt_tokens * n_prompts, 0) if cached else value_tokens
+        pairs = ratios[(name, cached)]
+        rows.append({"method": name if cached else f"{name} (naive)", "tokens_per_s": sampled / seconds,
+                     "seconds": seconds, "sampled": sampled, "value_tokens_per_sampled": value_tokens / sampled,
+                     "value_response_tokens_per_sampled": response_tokens / sampled,
+                     "baseline": baseline[(name, cached)], "ratio": statistics.median(pairs) if pairs else 1.0,
+                     "target": TARGETS.get(name) if cached else None})
+    print(f"{'method':28s} {'tok/s':>7s} {'x plain':>7s} {'target':>6s} {'value tok/tok':>13s} "
+          f"{'(response only)':>15s}  baseline")
+    for r in rows:
+        target = f"{r['target']:.1f}" if r["target"] else "-"
+        print(f"{r['method']:28s} {r['tokens_per_s']:7.0f} {r['ratio']:7.2f} {target:>6s} "
+              f"{r['value_tokens_per_sampled']:13.2f} {r['value_response_tokens_per_sampled']:15.2f}  "
+              f"{r['baseline'] or '-'}")
+    cost = floors(by_head["token"])
+    print("cost of the small pair: " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items()))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"methods": rows, "forward_costs": cost}, f, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

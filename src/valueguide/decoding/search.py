@@ -1,0 +1,236 @@
+"""The decoding loop: token-level sampling (optionally guided) inside chunk-level beam search.
+
+Every method is ``CBS(W, K, L; scorer)`` with a token sampler: plain sampling is ``W = K = 1``,
+``L = inf``; best-of-N is ``W = 1, K = N, L = inf``. All ``W*K`` rows of every prompt of a batch
+advance together, one forward pass per model per step; after each chunk the best ``W`` rows of
+each prompt (stable sort: ties by row order) are copied ``K`` times, and every model's cache
+follows by one index select. A prompt is done when its best ``W`` rows have all finished or
+``max_new_tokens`` is reached; its rows then leave the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..templates import render_for
+from .sampler import Sampling, draw
+from .streams import LM, Meter, Stream, pad_id
+
+
+@dataclass
+class Member:
+    """A model taking part in decoding, with the tokenizer and template it sees the prompt through."""
+
+    model: object
+    tokenizer: object
+    template: str = "{prompt}"
+    kind: str = LM  # "lm" (causal LM) or "value" (ValueModel)
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        text = render_for(self.tokenizer, self.template, prompt)
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        if not ids:
+            raise ValueError(f"prompt {prompt!r} renders to no tokens through template {self.template!r}")
+        return ids
+
+
+@dataclass(frozen=True)
+class Search:
+    """CBS shape: keep the best ``W`` rows, copy each ``K`` times, ``L`` tokens per chunk (None: to the end)."""
+
+    W: int = 1
+    K: int = 1
+    L: int | None = None
+
+    def __post_init__(self):
+        if self.W < 1 or self.K < 1 or (self.L is not None and self.L < 1):
+            raise ValueError(f"CBS needs W, K, L >= 1 (L may be None); got {self}")
+
+    @property
+    def rows(self) -> int:
+        return self.W * self.K
+
+
+@dataclass
+class Generation:
+    text: str
+    ids: list[int]
+    finished: bool
+
+
+@dataclass
+class Result:
+    generations: list[Generation]
+    meter: Meter
+    sampled: int = 0  # response tokens drawn, over all rows
+
+
+class Rows:
+    """The rows of one batch: the shared response tokens, finish flags, prompt of each row, and
+    every model's stream (fed lazily, on first use after the response grew)."""
+
+    def __init__(self, prompts: list[str], per_prompt: int, streams: dict[str, Stream], meter: Meter,
+                 tokenizer, device, stop: tuple[str, ...] = ()):
+        self.prompts, self.per_prompt, self.streams, self.meter = prompts, per_prompt, streams, meter
+        self.tokenizer, self.device, self.stop = tokenizer, device, stop
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = pad_id(tokenizer)
+        self.alive = list(range(len(prompts)))  # prompt index of each group of rows
+        n = len(prompts) * per_prompt
+        self.ids = torch.zeros((n, 0), dtype=torch.long, device=device)
+        self.mask = torch.zeros((n, 0), dtype=torch.bool, device=device)
+        self.finished = torch.zeros(n, dtype=torch.bool, device=device)
+        self.ended_eos = torch.zeros(n, dtype=torch.bool, device=device)
+        self.sampled = 0
+
+    @property
+    def n(self) -> int:
+        return self.ids.shape[0]
+
+    @property
+    def t(self) -> int:
+        return self.ids.shape[1]
+
+    def prompt(self, row: int) -> str:
+        return self.prompts[self.alive[row // self.per_prompt]]
+
+    # --- model outputs at the current state ----------------------------------------------------
+
+    def last(self, role: str) -> torch.Tensor:
+        stream = self.streams[role]
+        stream.sync(self.ids, self.mask)
+        return stream.last
+
+    def taken(self, role: str) -> torch.Tensor:
+        stream = self.streams[role]
+        stream.sync(self.ids, self.mask)
+        return stream.taken
+
+    def peek(self, role: str, candidates: torch.Tensor) -> torch.Tensor:
+        return self.streams[role].sync(self.ids, self.mask, peek=candidates)
+
+    # --- growing and selecting rows --------------------------------------------------------------
+
+    def append(self, tokens: torch.Tensor) -> None:
+        """Add one token to every unfinished row; a finished row gets padding and stays as it is."""
+        active = ~self.finished
+        tokens = torch.where(active, tokens.to(self.device), self.pad_id)
+        self.ids = torch.cat([self.ids, tokens[:, None]], 1)
+        self.mask = torch.cat([self.mask, active[:, None]], 1)
+        eos = active & (tokens == self.eos_id)
+        self.ended_eos |= eos
+        self.finished |= eos
+        self.sampled += int(active.sum())
+        if self.stop:
+            for row in (active & ~eos).nonzero().flatten().tolist():
+                if any(s in self.text(row) for s in self.stop):
+                    self.finished[row] = True
+
+    def select(self, index: torch.Tensor) -> None:
+        index = index.to(self.device)
+        for name in ("ids", "mask", "finished", "ended_eos"):
+            setattr(self, name, getattr(self, name)[index])
+        for stream in self.streams.values():
+            stream.select(index)
+
+    def response(self, row: int) -> list[int]:
+        return self.ids[row][self.mask[row]].tolist()
+
+    def text(self, row: int) -> str:
+        return self.tokenizer.decode(self.response(row), skip_special_tokens=True)
+
+    def texts(self) -> list[str]:
+        return [self.text(row) for row in range(self.n)]
+
+    def generation(self, row: int) -> Generation:
+        return Generation(self.text(row), self.response(row), bool(self.finished[row]))
+
+
+class Decoder:
+    """Guided decoding: token guides applied in turn to the guided model's logits (each also sees
+    the unguided logits), inside CBS with one chunk scorer (or none, for one row per prompt).
+
+    ``members`` maps roles to models: ``guided`` always; ``tuned``/``untuned``/``value`` as the
+    guides and the scorer need them. ``use_cache=False`` re-encodes every sequence at every step (the
+    slow reference for tests and benchmarks; same outputs).
+    """
+
+    def __init__(self, members: dict[str, Member], *, token_guides=(), scorer=None, search: Search = Search(),
+                 sampling: Sampling = Sampling(), max_new_tokens: int = 32, stop=(), use_cache: bool = True):
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if search.rows > 1 and scorer is None:
+            raise ValueError(f"CBS with W*K = {search.rows} rows needs a scorer")
+        self.members, self.token_guides, self.scorer, self.search = members, tuple(token_guides), scorer, search
+        self.sampling, self.max_new_tokens, self.stop, self.use_cache = sampling, max_new_tokens, tuple(stop), use_cache
+        missing = set(self._roles()) - set(members)
+        if missing:
+            raise ValueError(f"the method needs models for roles {sorted(missing)}")
+
+    def _roles(self) -> dict[str, bool]:
+        """Roles whose streams this decoder feeds, and whether each must track taken-token scores."""
+        roles = {"guided": False}
+        for part in (*self.token_guides, self.scorer):
+            for role, track in (part.roles if part is not None else {}).items():
+                roles[role] = roles.get(role, False) or track
+        return roles
+
+    def _start(self, prompts: list[str], per_prompt: int) -> Rows:
+        meter, streams = Meter(), {}
+        for role, track in self._roles().items():
+            member = self.members[role]
+            stream = Stream(role, member.model, member.kind, meter, use_cache=self.use_cache, track=track,
+                            pad_id=pad_id(member.tokenizer))
+            stream.start([member.encode_prompt(p) for p in prompts], per_prompt)
+            streams[role] = stream
+        guided = self.members["guided"]
+        return Rows(prompts, per_prompt, streams, meter, guided.tokenizer, streams["guided"].device, self.stop)
+
+    def _probs(self, rows: Rows) -> torch.Tensor:
+        logits = base = rows.last("guided")
+        for guide in self.token_guides:
+            logits = guide.adjust(logits, base, rows)
+        return self.sampling.probs(logits)
+
+    @torch.no_grad()
+    def next_token_probs(self, prompts: list[str], responses: list[list[int]]) -> torch.Tensor:
+        """The distributions the next tokens are drawn from after each prompt + response ([N, V]);
+        responses must have one length. For inspecting a method, and for exactness tests."""
+        if len({len(r) for r in responses}) > 1:
+            raise ValueError("responses must all have the same length")
+        rows = self._start(prompts, 1)
+        if responses[0]:
+            rows.ids = torch.tensor(responses, device=rows.device)
+            rows.mask = torch.ones_like(rows.ids, dtype=torch.bool)
+        return self._probs(rows)
+
+    def _chunk(self, rows: Rows, generator) -> None:
+        steps = 0
+        while ((self.search.L is None or steps < self.search.L) and rows.t < self.max_new_tokens
+               and not bool(rows.finished.all())):
+            rows.append(draw(self._probs(rows), generator))
+            steps += 1
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], generator: torch.Generator | None = None) -> Result:
+        """One generation per prompt, all prompts in one batch of ``len(prompts) * W * K`` rows."""
+        W, K, R = self.search.W, self.search.K, self.search.rows
+        rows = self._start(prompts, R)
+        done: list[Generation | None] = [None] * len(prompts)
+        while rows.alive:
+            self._chunk(rows, generator)
+            scores = self.scorer.score(rows) if R > 1 else torch.zeros(rows.n, device=rows.device)
+            groups = len(rows.alive)
+            top = scores.view(groups, R).sort(dim=1, descending=True, stable=True).indices[:, :W]
+            first = torch.arange(groups, device=rows.device)[:, None] * R
+            best = first + top
+            over = rows.finished[best].all(1) | (rows.t >= self.max_new_tokens)
+            for g in over.nonzero().flatten().tolist():
+                done[rows.alive[g]] = rows.generation(int(best[g, 0]))
+            keep = (~over).nonzero().flatten()
+            rows.alive = [rows.alive[g] for g in keep.tolist()]
+            if rows.alive:
+                rows.select(best[keep].repeat_interleave(K, dim=1).flatten())
+        return Result(done, rows.meter, rows.sampled)

@@ -1,0 +1,110 @@
+"""Stage generate: one (large model, method) pair over the test prompts.
+
+Loads only what the method needs, checks vocabularies before the first token, and writes
+``generations/{model}/{method}.parquet`` with the cost of every row (its share of its batch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from ..artifacts import read_parquet, write_parquet
+from ..models import load_causal_lm, load_tokenizer, resolve_spec
+from ..reward import RewardModel
+from ..sampling import load_options
+from ..seeding import derive_seed
+from ..value.model import ValueModel
+from .method import Method, build_decoder
+from .sampler import Sampling
+from .search import Member
+from .streams import VALUE
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+
+def _tokenizer(spec: str, fallback_spec: str, world_dir, options):
+    """The tokenizer saved with a model, or (a model folder saved without one) ``fallback_spec``'s."""
+    path = Path(resolve_spec(spec, world_dir))
+    has_own = not path.is_dir() or any((path / f).exists() for f in TOKENIZER_FILES)
+    return load_tokenizer(spec if has_own else fallback_spec, world_dir, options)
+
+
+def _members(config: dict, model_name: str, method: Method, world_dir, value_path, tuned_path, options):
+    entry = config["models"][model_name]
+    members = {"guided": Member(load_causal_lm(entry["path"], world_dir, options),
+                                load_tokenizer(entry["path"], world_dir, options), entry["template"])}
+    roles = method.roles()
+    if roles & {"tuned", "untuned"}:
+        fit = config["fit_implicit"]
+        small = config["models"][fit["untuned"]]
+        tuned = str(tuned_path) if tuned_path is not None else (fit.get("tuned") if fit.get("mode") == "pretrained" else None)
+        if tuned is None:
+            raise ValueError("this method needs the tuned small model: pass tuned_path (stage fit_implicit's output)")
+        members["untuned"] = Member(load_causal_lm(small["path"], world_dir, options),
+                                    load_tokenizer(small["path"], world_dir, options), small["template"])
+        members["tuned"] = Member(load_causal_lm(tuned, world_dir, options),
+                                  _tokenizer(tuned, small["path"], world_dir, options), small["template"])
+    if "value" in roles:
+        if value_path is None:
+            raise ValueError("this method needs the value model: pass value_path (stage fit_value's output)")
+        value = ValueModel.from_pretrained(value_path, options)
+        fallback = value.meta.get("tokenizer", config["fit_value"]["backbone"])
+        template = value.meta.get("template", config["fit_value"]["template"])
+        members["value"] = Member(value, _tokenizer(str(value_path), fallback, world_dir, options), template, VALUE)
+    return members
+
+
+def run_generate(config: dict, model_name: str, method_name: str, out_path, world_dir=None, value_path=None,
+                 tuned_path=None, prompts_path=None) -> pd.DataFrame:
+    """Generate for every test prompt with ``config["generate"]["methods"][method_name]``.
+
+    ``batch_size`` counts prompts: each batch decodes ``batch_size * W * K`` rows together. Batch
+    ``b`` draws from a generator seeded ``derive_seed(seed, "generate", b)``, shared by all methods
+    (common random numbers make method comparisons less noisy).
+    """
+    gen = config["generate"]
+    if method_name not in gen["methods"]:
+        raise ValueError(f"unknown method {method_name!r}; configured: {sorted(gen['methods'])}")
+    method = Method.from_config(gen["methods"][method_name] or {})
+    results = Path(config.get("results_dir", "results"))
+    if world_dir is None and "world" in config:
+        world_dir = results / "world"
+    prompts = read_parquet(prompts_path or results / "prompts" / "test.parquet", required=["prompt_id", "prompt"])
+    if prompts.empty:
+        raise ValueError("no prompts to generate for")
+    options = load_options(config)
+    members = _members(config, model_name, method, world_dir, value_path, tuned_path, options)
+    reward = RewardModel.load(config["reward_model"], world_dir, options) if "reward" in method.roles() else None
+    decoder = build_decoder(
+        method, members, reward=reward.score if reward else None, reward_tokenizer=reward.tokenizer if reward else None,
+        sampling=Sampling(gen["temperature"], gen["top_k"], gen["top_p"]),
+        max_new_tokens=gen["max_new_tokens"], stop=gen.get("stop") or ())
+
+    records, size = [], gen["batch_size"]
+    starts = range(0, len(prompts), size)
+    for b, start in enumerate(tqdm(starts, desc=f"generate {model_name}/{method_name}", mininterval=2)):
+        chunk = prompts.iloc[start:start + size]
+        generator = torch.Generator().manual_seed(derive_seed(config["seed"], "generate", b))
+        began = time.perf_counter()
+        result = decoder.generate(list(chunk.prompt), generator)
+        share = 1.0 / len(chunk)
+        wall = (time.perf_counter() - began) * share
+        passes = json.dumps({k: round(v * share, 3) for k, v in sorted(result.meter.passes.items())})
+        tokens = json.dumps({k: round(v * share, 3) for k, v in sorted(result.meter.tokens.items())})
+        for pid, prompt, g in zip(chunk.prompt_id, chunk.prompt, result.generations):
+            records.append({"prompt_id": int(pid), "prompt": prompt, "output": g.text, "output_ids": g.ids,
+                            "n_tokens": len(g.ids), "forward_passes": passes, "tokens_encoded": tokens,
+                            "wall_time": wall})
+    df = pd.DataFrame(records)
+    write_parquet(df, out_path)
+    log.info("%s/%s: %d generations, mean %.1f tokens", model_name, method_name, len(df), df.n_tokens.mean())
+    return df
