@@ -1,6 +1,7 @@
 # valueguide: inference-time alignment by value guidance, as a cached DAG of stages.
 # Thin on purpose: the config is validated, cut into per-stage slices, and every rule shells out
 # to the package CLI (`valueguide <stage>`). See README "How it works".
+import re
 from pathlib import Path
 
 from valueguide.config import stage_slice, validate_config, write_if_changed
@@ -26,10 +27,13 @@ def slice_path(stage, **wildcards):
 include: "workflow/rules/world.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/fit.smk"
+include: "workflow/rules/generate.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         f"{R}/report/summary.md",
+        GENERATIONS,
     default_target: True

@@ -6,9 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # tests/toy_models.py
+# Tiny models run fastest, and most reproducibly, on one thread; more threads only contend.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

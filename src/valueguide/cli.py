@@ -89,6 +89,35 @@ def cmd_sample(args) -> None:
     run_sample(config, args.prompts, args.out, _world(args, config))
 
 
+def cmd_fit_value(args) -> None:
+    from .value.fit import run_fit_value
+
+    config = _config(args)
+    _threads(args, config)
+    metrics = run_fit_value(config, args.samples, args.out, _world(args, config))
+    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=2))
+
+
+def cmd_fit_implicit(args) -> None:
+    from .implicit.dpo import run_fit_implicit
+
+    config = _config(args)
+    _threads(args, config)
+    metrics = run_fit_implicit(config, args.samples, args.out, _world(args, config))
+    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=2))
+
+
+def cmd_generate(args) -> None:
+    from .decoding.stage import run_generate
+    from .implicit.dpo import tuned_spec
+
+    config = _config(args)
+    _threads(args, config)
+    tuned = tuned_spec(args.tuned) if args.tuned else None
+    run_generate(config, args.model, args.method, args.out, _world(args, config), value_path=args.value,
+                 tuned_path=tuned, prompts_path=args.prompts)
+
+
 def cmd_report(args) -> None:
     from .report.summary import run_summary
 
@@ -136,6 +165,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("fit-value", help="fit the explicit value model by TD(lambda) on the samples")
+    _add_config(p)
+    p.add_argument("--samples", required=True)
+    p.add_argument("--out", required=True, help="output folder (model, metrics.json, curve.png)")
+    p.set_defaults(func=cmd_fit_value)
+
+    p = sub.add_parser("fit-implicit", help="DPO-tune the small model (or check a pretrained pair)")
+    _add_config(p)
+    p.add_argument("--samples", required=True)
+    p.add_argument("--out", required=True, help="output folder (tuned model, tuned.json, metrics.json)")
+    p.set_defaults(func=cmd_fit_implicit)
+
+    p = sub.add_parser("generate", help="guided generation of one (large model, method)")
+    _add_config(p)
+    p.add_argument("--model", required=True, help="a key of models")
+    p.add_argument("--method", required=True, help="a key of generate.methods")
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--value", help="fit-value output folder (methods with an explicit value)")
+    p.add_argument("--tuned", help="fit-implicit output folder (methods with an implicit value)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("report", help="write and print the results summary")
     p.add_argument("--samples", required=True)

@@ -160,7 +160,8 @@ def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
     if stage == "generate":
         model, method = wildcards["model"], wildcards["method"]
         out = _pick(config, "reward_model")
-        out["fit_implicit"] = {"untuned": config["fit_implicit"]["untuned"]}
+        out["fit_implicit"] = {k: config["fit_implicit"].get(k) for k in ("mode", "untuned", "tuned")}
+        out["fit_value"] = {k: config["fit_value"][k] for k in ("backbone", "template")}
         out["generate"] = {k: v for k, v in config["generate"].items() if k not in ("methods", "large_models")}
         out["generate"]["large_models"] = [model]
         out["generate"]["methods"] = {method: config["generate"]["methods"][method]}

@@ -1,0 +1,38 @@
+# Value functions fitted from the samples: explicit (TD(lambda) value head) and implicit (DPO pair).
+VALUE_DIR = f"{R}/value"
+IMPLICIT_DIR = f"{R}/implicit"
+
+
+rule fit_value:
+    input:
+        cfg=slice_path("fit_value"),
+        samples=SAMPLES,
+        models=world_inputs(config["fit_value"]["backbone"], config["models"][POLICY]["path"],
+                            config["reward_model"]),
+    output:
+        f"{VALUE_DIR}/metrics.json",
+    threads: 2
+    log:
+        f"{R}/logs/fit_value/fit_value.log",
+    benchmark:
+        f"{R}/benchmarks/fit_value/fit_value.tsv"
+    shell:
+        "{CLI} fit-value --slice {input.cfg} --samples {input.samples} --out {VALUE_DIR} --world {WORLD} "
+        "--threads {threads} 2> {log}"
+
+
+rule fit_implicit:
+    input:
+        cfg=slice_path("fit_implicit"),
+        samples=SAMPLES,
+        models=world_inputs(config["models"][config["fit_implicit"]["untuned"]]["path"]),
+    output:
+        f"{IMPLICIT_DIR}/metrics.json",
+    threads: 2
+    log:
+        f"{R}/logs/fit_implicit/fit_implicit.log",
+    benchmark:
+        f"{R}/benchmarks/fit_implicit/fit_implicit.tsv"
+    shell:
+        "{CLI} fit-implicit --slice {input.cfg} --samples {input.samples} --out {IMPLICIT_DIR} "
+        "--world {WORLD} --threads {threads} 2> {log}"
