@@ -211,7 +211,8 @@ def test_samples_in_another_vocabulary_are_retokenised(toy, tmp_path):
     make_gpt2(len(policy_tok)).save_pretrained(tmp_path / "policy")
     policy_tok.save_pretrained(tmp_path / "policy")
     samples = pd.read_parquet(root / "samples.parquet")
-    samples["response_ids"] = [policy_tok(text)["input_ids"] + [policy_tok.eos_token_id] for text in samples["response"]]
+    eos = policy_tok.eos_token_id
+    samples["response_ids"] = [policy_tok(text)["input_ids"] + [eos] for text in samples["response"]]
     write_parquet(samples, tmp_path / "policy_samples.parquet")
     assert samples["response_ids"][0] != pd.read_parquet(root / "samples.parquet")["response_ids"][0].tolist()
 
