@@ -1,0 +1,101 @@
+"""Reward tasks (sentiment, summarization): the gold reward of every generation, and its cost.
+
+The text scored is prompt + output, the convention of stage sample, so that the rewards the value
+was fitted on and the rewards it is judged by mean the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..artifacts import ArtifactError, read_parquet, write_parquet
+from ..reward import RewardModel
+from ..sampling import load_options
+from . import split_key, write_csv
+
+log = logging.getLogger(__name__)
+
+GENERATION_COLUMNS = ("prompt_id", "prompt", "output", "n_tokens", "forward_passes", "tokens_encoded", "wall_time")
+
+
+def read_generations(path: str | Path) -> pd.DataFrame:
+    gens = read_parquet(path, required=GENERATION_COLUMNS)
+    if gens.empty:
+        raise ArtifactError(f"{path} holds no generations")
+    return gens
+
+
+def _sum_json(column: pd.Series) -> dict[str, float]:
+    """Sum a column of JSON objects (model role -> count) role by role."""
+    totals: dict[str, float] = {}
+    for text in column:
+        for role, value in json.loads(text).items():
+            totals[role] = totals.get(role, 0.0) + value
+    return totals
+
+
+def cost_summary(gens: pd.DataFrame) -> dict[str, float]:
+    """Cost of a whole generation run: totals over its rows (each row holds its share of its batch).
+
+    Shared with the AlpacaEval path, so that quality can be read against cost for every task.
+    """
+    passes = _sum_json(gens["forward_passes"])
+    out = {"tokens_mean": float(gens["n_tokens"].mean()), "passes": sum(passes.values())}
+    out.update({f"passes_{role}": value for role, value in sorted(passes.items())})
+    out["tokens_encoded"] = sum(_sum_json(gens["tokens_encoded"]).values())
+    out["wall_time"] = float(gens["wall_time"].sum())
+    return out
+
+
+def cost_frame(rows: list[dict]) -> pd.DataFrame:
+    """A metrics table from rows that carry ``cost_summary``: a role a method lacks costs 0 there."""
+    table = pd.DataFrame(rows)
+    passes = [c for c in table.columns if c.startswith("passes_")]
+    table[passes] = table[passes].fillna(0.0)
+    return table
+
+
+def evaluate_reward(generations_path: str | Path, reward_model: RewardModel, model: str, method: str) -> pd.DataFrame:
+    """The generations of one (model, method) with their gold reward."""
+    gens = read_generations(generations_path)
+    out = gens[list(GENERATION_COLUMNS)].copy()
+    out.insert(0, "model", model)
+    out.insert(1, "method", method)
+    out["reward"] = reward_model.score([p + o for p, o in zip(out["prompt"], out["output"])])
+    return out
+
+
+def summarize_rewards(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One row per (model, method): mean gold reward, its standard error, n, and the cost columns."""
+    rows = []
+    for frame in frames:
+        for (model, method), g in frame.groupby(["model", "method"], sort=False):
+            n = len(g)
+            se = float(g["reward"].std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+            rows.append({"model": model, "method": method, "n": n, "reward_mean": float(g["reward"].mean()),
+                         "reward_se": se, **cost_summary(g)})
+    return cost_frame(rows)
+
+
+def run_evaluate_reward(config: dict, generation_paths: dict[str, str], out_scores_path, out_metrics_path,
+                        world_dir=None) -> pd.DataFrame:
+    """Score every ``"model/method"`` generation file with ``config["reward_model"]``.
+
+    Writes the per-generation scores (parquet) and the per-(model, method) metrics (CSV).
+    """
+    if not generation_paths:
+        raise ValueError("no generations to evaluate")
+    keys = {key: split_key(key) for key in generation_paths}
+    reward_model = RewardModel.load(config["reward_model"], world_dir, load_options(config))
+    frames = [evaluate_reward(path, reward_model, *keys[key]) for key, path in generation_paths.items()]
+    metrics = summarize_rewards(frames)
+    write_parquet(pd.concat(frames, ignore_index=True), out_scores_path)
+    write_csv(metrics, out_metrics_path)
+    for row in metrics.itertuples():
+        log.info("%s/%s: reward %.3f ± %.3f (n=%d)", row.model, row.method, row.reward_mean, row.reward_se, row.n)
+    return metrics

@@ -1,0 +1,167 @@
+"""Paper-shaped tables: methods as rows, large models as columns, the paper's numbers beside ours.
+
+Two kinds of quality table (gold reward for the reward tasks, "LC / WR" for AlpacaEval) and one
+cost table, as markdown for people and one numeric CSV (``tables.csv``) for everything else.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ..artifacts import write_text
+from ..evaluate import read_csv, write_csv
+from .paper import LEADERBOARD_ANNOTATOR, leaderboard_reference, ordered, paper_number
+from .plots import plot_by_method, plot_vs_cost
+
+# kind -> (main metric, its standard error), columns of the evaluate stage's metrics tables
+KINDS = {
+    "reward": ("reward_mean", "reward_se"),
+    "alpaca": ("length_controlled_winrate", "lc_standard_error"),
+}
+
+
+def _num(x: float, digits: int) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _cell(kind: str, row) -> str:
+    if kind == "reward":
+        return f"{_num(row.reward_mean, 2)} ± {_num(row.reward_se, 2)}"
+    return f"{_num(row.length_controlled_winrate, 1)} / {_num(row.win_rate, 1)}"
+
+
+def quality_table(kind: str, metrics: pd.DataFrame, task: str | None, names=None) -> tuple[str, list[str]]:
+    """Markdown of one quality table and the sources of the paper numbers it shows."""
+    metric = KINDS[kind][0]
+    models = list(dict.fromkeys(metrics["model"]))
+    methods = ordered(metrics["method"])
+    cells = {(r.model, r.method): r for r in metrics.itertuples()}
+    refs = {(m, meth): paper_number(task, m, meth, metric, names) for m in models for meth in methods}
+    header, sources = ["method"], []
+    for model in models:
+        header.append(model)
+        if any(refs[model, meth] for meth in methods):
+            header.append(f"{model} (paper{' LC' if kind == 'alpaca' else ''})")
+    rows = []
+    for meth in methods:
+        row = [meth]
+        for model in models:
+            row.append(_cell(kind, cells[model, meth]) if (model, meth) in cells else "")
+            if any(refs[model, m] for m in methods):
+                ref = refs[model, meth]
+                row.append(f"{ref.value:.2f}" if ref else "")
+                if ref and ref.source not in sources:
+                    sources.append(ref.source)
+        rows.append(row)
+    return markdown(header, rows), sources
+
+
+def cost_table(metrics: pd.DataFrame) -> str:
+    """Cost per prompt of every (model, method): what the quality above was bought with."""
+    roles = [c for c in metrics.columns if c.startswith("passes_")]
+    rows = []
+    for model in dict.fromkeys(metrics["model"]):
+        sub = metrics[metrics["model"] == model]
+        for method in ordered(sub["method"]):
+            r = sub[sub["method"] == method].iloc[0]
+            by_role = ", ".join(f"{c[len('passes_'):]} {r[c] / r.n:.1f}" for c in roles if r[c] > 0)
+            rows.append([model, method, str(int(r.n)), _num(r.tokens_mean, 1), f"{r.passes / r.n:.1f} ({by_role})",
+                         _num(r.tokens_encoded / r.n, 0), _num(r.wall_time / r.n, 3)])
+    return markdown(["model", "method", "prompts", "tokens generated", "forward passes (by role)",
+                     "tokens encoded", "wall time (s)"], rows)
+
+
+def leaderboard_table() -> str:
+    board = leaderboard_reference()
+    rows = [[r.generator, _num(r.length_controlled_winrate, 2), _num(r.win_rate, 2), _num(r.standard_error, 2),
+             str(int(r.avg_length))] for r in board.itertuples()]
+    return markdown(["model", "LC win rate", "win rate", "s.e.", "avg length"], rows)
+
+
+def numeric_table(kind: str, metrics: pd.DataFrame, task: str | None, names=None) -> pd.DataFrame:
+    """The rows of ``tables.csv``: the inputs' numbers unchanged, costs per prompt, the paper's number."""
+    metric, se = KINDS[kind]
+    order = {m: i for i, m in enumerate(ordered(metrics["method"]))}
+    rows = []
+    for r in metrics.itertuples():
+        ref = paper_number(task, r.model, r.method, metric, names)
+        rows.append({
+            "kind": kind, "model": r.model, "method": r.method, "metric": metric, "n": r.n,
+            "value": getattr(r, metric), "se": getattr(r, se),
+            "win_rate": getattr(r, "win_rate", float("nan")), "win_rate_se": getattr(r, "standard_error", float("nan")),
+            "paper": ref.value if ref else float("nan"), "paper_source": ref.source if ref else "",
+            "tokens_mean": r.tokens_mean, "passes_per_prompt": r.passes / r.n,
+            "tokens_encoded_per_prompt": r.tokens_encoded / r.n, "wall_time_per_prompt": r.wall_time / r.n,
+            "_order": order[r.method],
+        })
+    frame = pd.DataFrame(rows)
+    frame["_model"] = frame["model"].map({m: i for i, m in enumerate(dict.fromkeys(metrics["model"]))})
+    return frame.sort_values(["_model", "_order"], kind="stable").drop(columns=["_model", "_order"])
+
+
+def render_tables(reward: pd.DataFrame | None = None, alpaca: pd.DataFrame | None = None, task: str | None = None,
+                  names=None) -> tuple[str, str, pd.DataFrame]:
+    """(main quality tables, the whole markdown document, the numeric CSV table)."""
+    if reward is None and alpaca is None:
+        raise ValueError("nothing to report: give reward metrics, AlpacaEval metrics, or both")
+    blocks, csv, costs = [], [], []
+    if reward is not None:
+        table, sources = quality_table("reward", reward, task, names)
+        blocks += ["## Gold reward (mean ± s.e.)", table, *_footnotes(sources)]
+        csv.append(numeric_table("reward", reward, task, names))
+        costs.append(reward)
+    if alpaca is not None:
+        table, sources = quality_table("alpaca", alpaca, "instruction", names)
+        judges = ", ".join(dict.fromkeys(alpaca["judge"]))
+        blocks += ["## AlpacaEval 2.0: LC win rate / win rate (%)", f"Judge: {judges}.", table, *_footnotes(sources)]
+        if LEADERBOARD_ANNOTATOR not in set(alpaca["judge"]):
+            blocks.append("The local judge's win rates are against our own reference outputs, scored by our gold "
+                          "reward: comparable only to each other, not to the paper's or the leaderboard's.")
+        blocks += [f"Public AlpacaEval 2.0 leaderboard ({LEADERBOARD_ANNOTATOR}, as shipped with alpaca_eval):",
+                   leaderboard_table()]
+        csv.append(numeric_table("alpaca", alpaca, "instruction", names))
+        costs.append(alpaca)
+    main = "\n\n".join(blocks) + "\n"
+    cost = pd.concat(costs, ignore_index=True).drop_duplicates(["model", "method"])
+    document = "\n\n".join(["# Results", main.rstrip("\n"), "## Cost per prompt", cost_table(cost)]) + "\n"
+    return main, document, pd.concat(csv, ignore_index=True)
+
+
+def _footnotes(sources: list[str]) -> list[str]:
+    return ["Paper numbers: " + "; ".join(sources) + "."] if sources else []
+
+
+COST_COLUMNS = ["n", "tokens_mean", "passes", "tokens_encoded", "wall_time"]
+REWARD_COLUMNS = ["model", "method", "reward_mean", "reward_se", *COST_COLUMNS]
+ALPACA_COLUMNS = ["model", "method", "judge", "length_controlled_winrate", "lc_standard_error", "win_rate",
+                  "standard_error", *COST_COLUMNS]
+
+
+def run_report(reward_metrics_path, alpaca_metrics_path, out_dir, task: str | None = None,
+               paper_names: dict[str, str] | None = None) -> str:
+    """Write ``tables.md``, ``tables.csv`` and the figures; return the main tables, to print.
+
+    Either metrics path may be None (a run evaluates reward tasks or AlpacaEval, or both).
+    """
+    reward = read_csv(reward_metrics_path, REWARD_COLUMNS) if reward_metrics_path else None
+    alpaca = read_csv(alpaca_metrics_path, ALPACA_COLUMNS) if alpaca_metrics_path else None
+    main, document, numbers = render_tables(reward, alpaca, task, paper_names)
+    out = Path(out_dir)
+    write_text(document, out / "tables.md")
+    write_csv(numbers, out / "tables.csv")
+    if reward is not None:
+        plot_by_method(reward, "reward_mean", "reward_se", "gold reward", out / "reward_by_method.png")
+        plot_vs_cost(reward, "reward_mean", "gold reward", out / "reward_vs_cost.png")
+    if alpaca is not None:
+        plot_by_method(alpaca, "length_controlled_winrate", "lc_standard_error", "LC win rate (%)",
+                       out / "alpaca_by_method.png")
+        plot_vs_cost(alpaca, "length_controlled_winrate", "LC win rate (%)", out / "alpaca_vs_cost.png")
+    return main

@@ -1,0 +1,214 @@
+"""Stage evaluate: gold rewards and their cost, alpaca_eval outputs, judges and win rates."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit
+
+from valueguide.artifacts import ArtifactError, read_json, read_parquet, write_parquet
+from valueguide.evaluate import read_csv
+from valueguide.evaluate.alpaca import (
+    alpaca_settings,
+    reference_outputs,
+    run_evaluate_alpaca,
+    win_rates,
+    write_model_outputs,
+    write_zero_difficulty,
+)
+from valueguide.evaluate.judges import LocalJudge, MissingAPIKeyError
+from valueguide.evaluate.reward_task import evaluate_reward, run_evaluate_reward, summarize_rewards
+from valueguide.prompts import world_instruction_prompts
+from valueguide.reward import RewardModel
+
+
+class WordReward:
+    """A stub gold reward: +1 per "good", -1 per "bad" in the text."""
+
+    def score(self, texts):
+        return np.array([t.split().count("good") - t.split().count("bad") for t in texts], dtype=float)
+
+
+def _generations(prompts: list[str], outputs: list[str], passes: dict, tokens: dict, wall: float = 0.5,
+                 ids=None) -> pd.DataFrame:
+    return pd.DataFrame({
+        "prompt_id": ids if ids is not None else np.arange(len(prompts)), "prompt": prompts, "output": outputs,
+        "output_ids": [[1] * len(o.split()) for o in outputs], "n_tokens": [len(o.split()) for o in outputs],
+        "forward_passes": json.dumps(passes), "tokens_encoded": json.dumps(tokens), "wall_time": wall})
+
+
+def test_rewards_score_prompt_plus_output_and_summaries_carry_cost(tmp_path):
+    prompts = ["good film", "bad film", "the film", "a film"]
+    write_parquet(_generations(prompts, [" good", " good good", " bad", " good"], {"guided": 3.0}, {"guided": 10.0}),
+                  tmp_path / "base.parquet")
+    write_parquet(_generations(prompts, [" bad"] * 4, {"guided": 5.0, "value": 2.5}, {"guided": 20.0, "value": 8.0},
+                               wall=1.25), tmp_path / "vas.parquet")
+    base = evaluate_reward(tmp_path / "base.parquet", WordReward(), "gpt2-large", "base")
+    vas = evaluate_reward(tmp_path / "vas.parquet", WordReward(), "gpt2-large", "vas")
+    # prompt + output is what is scored: "good film" + " good" -> 2, "bad film" + " good good" -> 1, ...
+    assert base["reward"].tolist() == [2.0, 1.0, -1.0, 1.0]
+
+    table = summarize_rewards([base, vas]).set_index("method")
+    assert table.loc["base", "reward_mean"] == pytest.approx(0.75)
+    assert table.loc["base", "reward_se"] == pytest.approx(np.std([2, 1, -1, 1], ddof=1) / 2)
+    assert table.loc["vas", "reward_mean"] == pytest.approx(-1.0)  # 0, -2, -1, -1
+    assert table.loc["base", "n"] == 4 and table.loc["base", "tokens_mean"] == pytest.approx(1.25)
+    # cost: per-row shares summed over rows; a role a method does not use costs 0
+    assert table.loc["base", "passes_guided"] == 12.0 and table.loc["base", "passes_value"] == 0.0
+    assert table.loc["vas", "passes"] == 30.0 and table.loc["vas", "passes_value"] == 10.0
+    assert table.loc["vas", "tokens_encoded"] == 112.0 and table.loc["vas", "wall_time"] == 5.0
+
+
+def test_reward_stage_uses_the_gold_reward_and_writes_scores_and_metrics(tiny_config, tiny_world, tmp_path):
+    prompts = ["a good film", "the film was"]
+    write_parquet(_generations(prompts, [" good", " bad"], {"guided": 1.0}, {"guided": 4.0}), tmp_path / "g.parquet")
+    with pytest.raises(ValueError, match="model/method"):
+        run_evaluate_reward(tiny_config, {"gpt2-large": str(tmp_path / "g.parquet")}, tmp_path / "s.parquet",
+                            tmp_path / "m.csv", world_dir=tiny_world)
+    metrics = run_evaluate_reward(tiny_config, {"gpt2-large/base": str(tmp_path / "g.parquet")},
+                                  tmp_path / "s.parquet", tmp_path / "m.csv", world_dir=tiny_world)
+    gold = RewardModel.load(tiny_config["reward_model"], tiny_world).score(["a good film good", "the film was bad"])
+    scores = read_parquet(tmp_path / "s.parquet", required=["model", "method", "reward"])
+    np.testing.assert_allclose(scores["reward"], gold, rtol=1e-6)
+    written = read_csv(tmp_path / "m.csv", required=["reward_mean", "reward_se", "passes_guided"])
+    assert written["reward_mean"].iloc[0] == pytest.approx(gold.mean()) == pytest.approx(metrics["reward_mean"].iloc[0])
+
+
+def _length_annotations(n: int, preference) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    ref_len = rng.integers(80, 300, n)
+    model_len = ref_len + rng.normal(150, 120, n).astype(int).clip(-70, None)
+    return pd.DataFrame({
+        "instruction": [f"instruction {i}" for i in range(n)], "output_1": ["r" * k for k in ref_len],
+        "output_2": ["m" * k for k in model_len], "generator_1": "reference", "generator_2": "model",
+        "annotator": "test", "preference": preference(model_len - ref_len)})
+
+
+def test_length_controlled_win_rate_discounts_wins_bought_by_length(tmp_path):
+    difficulty = write_zero_difficulty(range(60), tmp_path / "difficulty.csv")
+    # The judge prefers whichever output is longer, and the model's are longer on average.
+    by_length = _length_annotations(60, lambda d: 1.0 + expit(d / 60.0))
+    m = win_rates(by_length, "length_controlled_noreg", difficulty)
+    assert m["win_rate"] == pytest.approx((by_length["preference"] - 1).mean() * 100)
+    assert m["win_rate"] > 65 and m["length_controlled_winrate"] < m["win_rate"] - 10
+    assert "glm_preference" in by_length  # alpaca_eval's GLM annotated the frame it was given
+    # Control: a preference that ignores length is left where it is.
+    flat = _length_annotations(60, lambda d: np.full(len(d), 1.7))
+    m = win_rates(flat, "length_controlled_noreg", difficulty)
+    assert m["win_rate"] == pytest.approx(70.0) and m["length_controlled_winrate"] == pytest.approx(70.0, abs=1.0)
+
+
+def test_alpaca_settings_refuse_a_regularised_glm_without_the_gamed_baselines():
+    assert alpaca_settings({})["glm"] == "length_controlled_noreg"
+    with pytest.raises(ValueError, match="gamed_path"):
+        alpaca_settings({"evaluate": {"alpaca": {"glm": "length_controlled_v1"}}})
+    with pytest.raises(ValueError, match="not one of"):
+        alpaca_settings({"evaluate": {"alpaca": {"glm": "length_controlled_v9"}}})
+
+
+def test_local_judge_is_deterministic_and_prefers_the_higher_reward():
+    judge = LocalJudge(WordReward())
+    model = [{"instruction": "say", "output": " good good", "generator": "m"},
+             {"instruction": "say", "output": " bad", "generator": "m"},
+             {"instruction": "tell", "output": " film", "generator": "m"}]
+    refs = [{"instruction": "say", "output": " good", "generator": "reference"},
+            {"instruction": "say", "output": " good", "generator": "reference"},
+            {"instruction": "tell", "output": " the", "generator": "reference"}]
+    first = judge.annotate(model, refs)
+    pd.testing.assert_frame_equal(first, judge.annotate(model, refs))
+    np.testing.assert_allclose(first["preference"], [1 + expit(1.0), 1 + expit(-2.0), 1.5])
+    assert (first[["output_1", "output_2", "generator_1", "generator_2"]].iloc[0].tolist()
+            == [" good", " good good", "reference", "m"])
+    with pytest.raises(ValueError, match="same instructions"):
+        judge.annotate(model[::-1], refs)
+
+
+def test_model_outputs_round_trip_in_alpaca_eval_format(tmp_path):
+    from alpaca_eval.utils import load_or_convert_to_dataframe
+
+    prompts = world_instruction_prompts(4, seed=3)
+    gens = _generations(list(prompts.prompt[::-1]), ["one", "two", "three", "four"], {}, {}, ids=[3, 2, 1, 0])
+    records = write_model_outputs(gens, prompts, "mistral_ivg", tmp_path / "model_outputs.json")
+    loaded = load_or_convert_to_dataframe(str(tmp_path / "model_outputs.json"))
+    assert set(loaded.columns) == {"instruction", "output", "generator", "dataset"}
+    assert loaded["instruction"].tolist() == prompts["prompt"].tolist()  # prompt_id order
+    assert loaded["output"].tolist() == ["four", "three", "two", "one"]
+    assert set(loaded["generator"]) == {"mistral_ivg"} and loaded.to_dict("records") == records
+    refs = reference_outputs(prompts)
+    assert [r["output"] for r in refs] == prompts["reference"].tolist()
+    with pytest.raises(ArtifactError, match="one per prompt"):
+        write_model_outputs(gens.iloc[:3], prompts, "x", tmp_path / "bad.json")
+    with pytest.raises(ArtifactError, match="other prompts"):
+        write_model_outputs(gens.assign(prompt="something else"), prompts, "x", tmp_path / "bad.json")
+
+
+def _instruction_run(tmp_path: Path, n: int = 6) -> tuple[Path, dict]:
+    prompts = world_instruction_prompts(n, seed=7)
+    write_parquet(prompts, tmp_path / "prompts.parquet")
+    paths = {}
+    for method, text in (("base", " a film"), ("ivg", " a good good film")):
+        gens = _generations(list(prompts.prompt), [text] * n, {"guided": 2.0}, {"guided": 9.0})
+        write_parquet(gens, tmp_path / f"{method}.parquet")
+        paths[f"mistral/{method}"] = str(tmp_path / f"{method}.parquet")
+    return tmp_path / "prompts.parquet", paths
+
+
+def test_alpaca_stage_with_the_local_judge(tiny_config, tiny_world, tmp_path):
+    prompts_path, paths = _instruction_run(tmp_path)
+    out = tmp_path / "alpaca"
+    table = run_evaluate_alpaca(tiny_config, paths, prompts_path, out, judge="local", world_dir=tiny_world).set_index("method")
+    prompts = read_parquet(prompts_path)
+    gold = RewardModel.load(tiny_config["reward_model"], tiny_world)
+    r_ref = gold.score([p + r for p, r in zip(prompts.prompt, prompts.reference)])
+    for method, text in (("base", " a film"), ("ivg", " a good good film")):
+        annotations = pd.DataFrame(read_json(out / "mistral" / method / "annotations.json"))
+        expected = 1 + expit(gold.score([p + text for p in prompts.prompt]) - r_ref)
+        np.testing.assert_allclose(annotations["preference"], expected, rtol=1e-6)
+        assert table.loc[method, "win_rate"] == pytest.approx((expected - 1).mean() * 100)
+        assert math.isfinite(table.loc[method, "length_controlled_winrate"])
+        assert read_json(out / "mistral" / method / "model_outputs.json")[0]["generator"] == f"mistral_{method}"
+    assert table.loc["ivg", "avg_length"] == len(" a good good film") and table.loc["ivg", "passes"] == 12.0
+    assert read_csv(out / "metrics.csv")["judge"].tolist() == ["valueguide_local_reward"] * 2
+
+
+def test_gpt4_judge_without_a_key_fails_before_anything_is_judged(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(MissingAPIKeyError, match="OPENAI_API_KEY"):
+        # The prompts do not even exist: the key is checked before any input is read.
+        run_evaluate_alpaca({"reward_model": "unused"}, {"mistral/base": str(tmp_path / "g.parquet")},
+                            tmp_path / "missing.parquet", tmp_path / "out", judge="gpt4_turbo")
+    assert not (tmp_path / "out").exists()
+
+
+def test_gpt4_judge_passes_the_key_to_alpaca_eval_but_never_writes_it(tmp_path, monkeypatch, caplog):
+    import alpaca_eval.decoders.openai as openai_decoder
+
+    secret = "sk-valueguide-test-7f3a9c"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    keys_seen = []
+
+    def fake_openai(args, is_chat, openai_api_keys=None, **kwargs):
+        """Stands in for the network call only: alpaca_eval's prompt, parsing and metrics all run."""
+        keys_seen.append(openai_api_keys)
+        top = [{"token": "m", "logprob": math.log(0.2)}, {"token": "M", "logprob": math.log(0.8)}]
+        return [{"text": "M", "total_tokens": 10.0, "logprobs": {"content": [{"token": "M", "logprob": top[1]["logprob"],
+                                                                             "top_logprobs": top}]}}
+                for _ in args[0]]
+
+    monkeypatch.setattr(openai_decoder, "_openai_completion_helper", fake_openai)
+    prompts_path, paths = _instruction_run(tmp_path)
+    out = tmp_path / "alpaca"
+    with caplog.at_level("DEBUG"):
+        table = run_evaluate_alpaca({"reward_model": "unused"}, paths, prompts_path, out, judge="gpt4_turbo")
+    assert keys_seen and all(k == [secret] for k in keys_seen)
+    assert set(table["judge"]) == {"weighted_alpaca_eval_gpt4_turbo"} and table["n"].tolist() == [6, 6]
+    # alpaca_eval randomises which output the judge sees first; it maps "M" back to each side.
+    annotations = pd.DataFrame(read_json(out / "mistral" / "ivg" / "annotations.json"))
+    assert set(np.round(annotations["preference"], 6)) <= {1.2, 1.8}
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert out / "judge_cache.json" in written
+    assert not [p for p in written if secret in p.read_text()]
+    assert secret not in caplog.text
