@@ -28,6 +28,10 @@ run: $(STAMP)
 dry-run: $(STAMP)
 	$(SNAKEMAKE) -n $(SMK_ARGS)
 
+bench: $(STAMP)
+	$(VENV)/bin/python bench/bench_decoding.py
+	$(VENV)/bin/python bench/bench_training.py
+
 test: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 

@@ -2,6 +2,7 @@
 # Thin on purpose: the config is validated, cut into per-stage slices, and every rule shells out
 # to the package CLI (`valueguide <stage>`). See README "How it works".
 import re
+import sys
 from pathlib import Path
 
 from valueguide.config import stage_slice, validate_config, write_if_changed
@@ -11,7 +12,8 @@ configfile: str(Path(workflow.basedir) / "config.yaml")
 config = validate_config(config)
 R = config["results_dir"]
 WORLD = f"{R}/world"
-CLI = "valueguide --log-level INFO"
+# The interpreter that runs Snakemake runs the stages too: no PATH lookup, no other environment.
+CLI = f"{sys.executable} -m valueguide.cli --log-level INFO"
 
 
 def slice_path(stage, **wildcards):
@@ -25,15 +27,16 @@ def slice_path(stage, **wildcards):
 
 
 include: "workflow/rules/world.smk"
+include: "workflow/rules/fetch.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/generate.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
-        f"{R}/report/summary.md",
-        GENERATIONS,
+        rules.report.output,
     default_target: True

@@ -64,8 +64,8 @@ def config(**generate) -> dict:
 def run(world, method, model="large", out=None, **paths):
     out = out or world / "generations" / model / f"{method}.parquet"
     paths = {"value_path": world / "value", "tuned_path": world / "tuned", **paths}
-    return run_generate(config(), model, method, out, world_dir=world, prompts_path=world / "prompts.parquet",
-                        **paths), out
+    written = run_generate(config(), model, method, [(world / "prompts.parquet", out)], world_dir=world, **paths)
+    return written[str(out)], out
 
 
 @pytest.mark.parametrize("method", list(METHODS))

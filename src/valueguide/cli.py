@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .artifacts import ArtifactError
 from .config import ConfigError, load_config, world_dir
+from .hub import DatasetUnavailableError
 from .models import ModelNotFoundError
 
 
@@ -114,22 +115,72 @@ def cmd_generate(args) -> None:
     config = _config(args)
     _threads(args, config)
     tuned = tuned_spec(args.tuned) if args.tuned else None
-    run_generate(config, args.model, args.method, args.out, _world(args, config), value_path=args.value,
-                 tuned_path=tuned, prompts_path=args.prompts)
+    if len(args.prompts) != len(args.out):
+        raise SystemExit("generate: give one --out per --prompts file")
+    run_generate(config, args.model, args.method, list(zip(args.prompts, args.out)), _world(args, config),
+                 value_path=args.value, tuned_path=tuned, shard=tuple(args.shard))
+
+
+def cmd_merge_shards(args) -> None:
+    from .decoding.shards import merge_shards
+
+    for out in args.out:
+        merge_shards(out, args.count)
+
+
+def cmd_fetch(args) -> None:
+    from .artifacts import write_json
+    from .hub import fetch
+
+    write_json(fetch(_config(args)), args.out)
+
+
+def cmd_plan(args) -> None:
+    from .plan import HARDWARE, render_plan
+
+    print(render_plan(load_config(*args.config), HARDWARE[args.gpu], prompt_tokens=args.prompt_tokens))
+
+
+def _keyed(paths: list[str]) -> dict[str, str]:
+    """``.../{model}/{method}.parquet`` -> {"model/method": path}."""
+    return {f"{Path(p).parent.name}/{Path(p).stem}": p for p in paths}
+
+
+def cmd_evaluate_reward(args) -> None:
+    from .evaluate.reward_task import run_evaluate_reward
+
+    config = _config(args)
+    _threads(args, config)
+    run_evaluate_reward(config, _keyed(args.generations), args.scores, args.metrics, _world(args, config))
+
+
+def cmd_evaluate_alpaca(args) -> None:
+    from .evaluate.alpaca import run_evaluate_alpaca
+
+    config = _config(args)
+    _threads(args, config)
+    run_evaluate_alpaca(config, _keyed(args.generations), args.prompts, args.out,
+                        judge=config["evaluate"]["alpaca"]["judge"], world_dir=_world(args, config))
 
 
 def cmd_report(args) -> None:
     from .report.summary import run_summary
+    from .report.tables import run_report
 
-    run_summary(args.samples, args.world_summary, args.out)
+    config = _config(args)
+    out = Path(args.out_dir)
+    run_report(args.reward_metrics, args.alpaca_metrics, out, task=config["task"],
+               paper_names=config["evaluate"].get("paper_names") or None)
+    run_summary(args.samples, args.world_summary, out / "summary.md", args.value_metrics, args.implicit_metrics)
 
 
 def cmd_show_report(args) -> None:
     config = load_config(*args.config)
-    path = Path(config["results_dir"]) / "report" / "summary.md"
-    if not path.exists():
-        raise ArtifactError(f"no report at {path}: run the pipeline first (make run)")
-    print(path.read_text())
+    folder = Path(config["results_dir"]) / "report"
+    for name in ("summary.md", "tables.md"):
+        if not (folder / name).exists():
+            raise ArtifactError(f"no report at {folder / name}: run the pipeline first (make run)")
+        print((folder / name).read_text())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prompts", help="write a prompt split")
     _add_config(p)
-    p.add_argument("--split", required=True, choices=["train", "test"])
+    p.add_argument("--split", required=True, choices=["train", "test", "alpaca"])
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prompts)
 
@@ -182,16 +233,54 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--model", required=True, help="a key of models")
     p.add_argument("--method", required=True, help="a key of generate.methods")
-    p.add_argument("--prompts", required=True)
+    p.add_argument("--prompts", required=True, nargs="+", help="prompt file(s); models load once for all")
     p.add_argument("--value", help="fit-value output folder (methods with an explicit value)")
     p.add_argument("--tuned", help="fit-implicit output folder (methods with an implicit value)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, nargs="+", help="one output parquet per prompt file")
+    p.add_argument("--shard", type=int, nargs=2, default=(0, 1), metavar=("I", "N"),
+                   help="generate only shard I of N (contiguous whole batches; default: everything)")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("report", help="write and print the results summary")
+    p = sub.add_parser("merge-shards", help="concatenate the shards of generation files")
+    p.add_argument("--count", type=int, required=True, help="shards per file (generate.shards)")
+    p.add_argument("--out", required=True, nargs="+",
+                   help="merged files; shard i of X.parquet is X.shard{i}of{N}.parquet")
+    p.set_defaults(func=cmd_merge_shards)
+
+    p = sub.add_parser("fetch", help="download (online) or check (offline) the hub models and files a run needs")
+    _add_config(p)
+    p.add_argument("--out", required=True, help="manifest JSON: model -> local snapshot folder")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("plan", help="jobs per stage, tokens and forward passes per method, GPU-hours per stage")
+    p.add_argument("--config", nargs="+", required=True, help="config file(s), merged left to right")
+    p.add_argument("--gpu", default="h100", choices=["h100", "h200", "a100"], help="the GPU to estimate for")
+    p.add_argument("--prompt-tokens", type=int, default=128, help="assumed prompt length, in tokens")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("evaluate-reward", help="gold reward of generations, per (model, method)")
+    _add_config(p)
+    p.add_argument("--generations", required=True, nargs="+", help=".../{model}/{method}.parquet files")
+    p.add_argument("--scores", required=True)
+    p.add_argument("--metrics", required=True)
+    p.set_defaults(func=cmd_evaluate_reward)
+
+    p = sub.add_parser("evaluate-alpaca", help="AlpacaEval win rates of generations against references")
+    _add_config(p)
+    p.add_argument("--generations", required=True, nargs="+", help=".../{model}/{method}.parquet files")
+    p.add_argument("--prompts", required=True, help="the instructions, with a reference column")
+    p.add_argument("--out", required=True, help="output folder (model_outputs, annotations, metrics.csv)")
+    p.set_defaults(func=cmd_evaluate_alpaca)
+
+    p = sub.add_parser("report", help="write the tables, figures and summary")
+    _add_config(p)
     p.add_argument("--samples", required=True)
     p.add_argument("--world-summary", default="")
-    p.add_argument("--out", required=True)
+    p.add_argument("--value-metrics")
+    p.add_argument("--implicit-metrics")
+    p.add_argument("--reward-metrics")
+    p.add_argument("--alpaca-metrics")
+    p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("show-report", help="print the report of a finished run")
@@ -206,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except (ConfigError, ModelNotFoundError, ArtifactError) as exc:
+    except (ConfigError, ModelNotFoundError, DatasetUnavailableError, ArtifactError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

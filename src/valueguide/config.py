@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .hub import hub_ids
 from .models import WORLD_PREFIX
 
 
@@ -90,10 +91,34 @@ def validate_config(config: dict) -> dict:
         lines = [f"  {_key_path(e)}: {_describe(e)}" for e in errors]
         raise ConfigError("invalid config:\n" + "\n".join(lines))
     config = _with_defaults(config)
+    methods = config["generate"]["methods"]
+    config["generate"]["methods"] = {name: m for name, m in methods.items() if m is not None}
     problems = list(_reference_problems(config))
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
     return config
+
+
+def used_models(config: dict) -> list[str]:
+    """Keys of ``models`` the pipeline loads; other entries (say, inherited from config.yaml) are inert."""
+    names = [config["sample"]["policy"], config["fit_implicit"]["untuned"], *config["generate"]["large_models"]]
+    return list(dict.fromkeys(names))
+
+
+def _labelled_specs(config: dict, names=None) -> list[tuple[str, str]]:
+    """(key path, spec) of every model the pipeline loads (of ``models`` entries ``names``, default: the used ones)."""
+    models = config["models"]
+    names = used_models(config) if names is None else names
+    specs = [(f"models.{k}.path", models[k]["path"]) for k in names if k in models]
+    specs += [("reward_model", config["reward_model"]), ("fit_value.backbone", config["fit_value"]["backbone"])]
+    if config["fit_implicit"]["mode"] == "pretrained" and config["fit_implicit"].get("tuned"):
+        specs.append(("fit_implicit.tuned", config["fit_implicit"]["tuned"]))
+    return specs
+
+
+def model_specs(config: dict) -> list[str]:
+    """The specs of every model the pipeline loads, each once."""
+    return list(dict.fromkeys(spec for _, spec in _labelled_specs(config)))
 
 
 def _reference_problems(config: dict):
@@ -103,25 +128,42 @@ def _reference_problems(config: dict):
     for where, name in refs:
         if name not in models:
             yield f"{where}: {name!r} is not a key of models (has {sorted(models)})"
-    world_names = set(config.get("world", {}).get("models", {})) | ({"reward"} if "world" in config else set())
-    specs = [(f"models.{k}.path", v["path"]) for k, v in models.items()]
-    specs += [("reward_model", config["reward_model"]), ("fit_value.backbone", config["fit_value"]["backbone"])]
-    if config["fit_implicit"].get("tuned"):
-        specs.append(("fit_implicit.tuned", config["fit_implicit"]["tuned"]))
-    for where, spec in specs:
+    if not config["generate"]["methods"]:
+        yield "generate.methods: every method is null; keep at least one"
+    world = config.get("world")
+    world_names = set(world["models"]) | {"reward"} if world else set()
+    # Without a world, world: entries left over from config.yaml are inert; only the used ones must resolve.
+    for where, spec in _labelled_specs(config, names=list(models) if world else None):
         if spec.startswith(WORLD_PREFIX) and spec[len(WORLD_PREFIX):] not in world_names:
             yield f"{where}: {spec!r} names no model of world.models (has {sorted(world_names) or 'no world'})"
     if config["fit_implicit"]["mode"] == "pretrained" and not config["fit_implicit"].get("tuned"):
         yield "fit_implicit.tuned: mode 'pretrained' needs the spec of the tuned model"
-    if config["prompts"]["source"] == "world" and "world" not in config:
+    if config["evaluate"].get("alpaca") and not config["prompts"].get("n_alpaca"):
+        yield "prompts.n_alpaca: evaluate.alpaca needs the alpaca split's size"
+    if config["prompts"]["source"] == "world" and not world:
         yield "prompts.source: 'world' needs a world section"
+    shards, size = config["generate"].get("shards", 1), config["generate"]["batch_size"]
+    for split in prompt_splits(config)[1:]:  # the splits generate reads
+        batches = -(-config["prompts"].get(f"n_{split}", 0) // size)
+        if shards > batches:
+            yield f"generate.shards: {shards} shards of the {split} split's {batches} batch(es) would leave some empty"
+    if config["prompts"]["source"] == "hub":
+        for split in prompt_splits(config):
+            if split not in config["prompts"].get("hub", {}):
+                yield f"prompts.hub.{split}: source 'hub' needs the dataset of every split the run uses"
+
+
+def prompt_splits(config: dict) -> list[str]:
+    """The prompt splits a run reads: train (sampling), test (gold reward), alpaca (AlpacaEval)."""
+    return ["train"] + (["test"] if config["evaluate"]["reward"] else []) + (
+        ["alpaca"] if config["evaluate"].get("alpaca") else [])
 
 
 def world_dir(config: dict) -> Path:
     return Path(config["results_dir"]) / "world"
 
 
-_RUNTIME = ("seed", "device", "dtype", "trust_remote_code", "threads")
+_RUNTIME = ("seed", "device", "dtype", "device_map", "trust_remote_code", "threads")
 
 
 def _pick(config: dict, *keys: str) -> dict:
@@ -143,8 +185,13 @@ def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
         return {"seed": config["seed"], "world": world}
     if stage == "world_summary":
         return {"world": {"models": config["world"]["models"]}, "sample": {"policy": config["sample"]["policy"]}}
-    if stage == "prompts":
-        return _pick(config, "task", "prompts")
+    if stage == "prompts":  # one slice per split: resizing one split leaves the others cached
+        split = wildcards["split"]
+        prompts = {k: v for k, v in config["prompts"].items()
+                   if not k.startswith("n_") and k != "hub" or k == f"n_{split}"}
+        if split in config["prompts"].get("hub", {}):
+            prompts["hub"] = {split: config["prompts"]["hub"][split]}
+        return {**_pick(config, "task"), "prompts": prompts}
     if stage == "sample":
         out = _pick(config, "sample", "reward_model")
         out["models"] = {config["sample"]["policy"]: models[config["sample"]["policy"]]}
@@ -155,19 +202,32 @@ def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
         return out
     if stage == "fit_implicit":
         out = _pick(config, "fit_implicit")
-        out["models"] = {config["fit_implicit"]["untuned"]: models[config["fit_implicit"]["untuned"]]}
+        out["sample"] = {"policy": config["sample"]["policy"]}  # the vocabulary the samples' ids are in
+        out["models"] = {k: models[k] for k in (config["fit_implicit"]["untuned"], config["sample"]["policy"])}
         return out
     if stage == "generate":
         model, method = wildcards["model"], wildcards["method"]
         out = _pick(config, "reward_model")
         out["fit_implicit"] = {k: config["fit_implicit"].get(k) for k in ("mode", "untuned", "tuned")}
         out["fit_value"] = {k: config["fit_value"][k] for k in ("backbone", "template")}
-        out["generate"] = {k: v for k, v in config["generate"].items() if k not in ("methods", "large_models")}
+        # shards only cuts the work into jobs: the shard job gets its index on the command line
+        skip = ("methods", "large_models", "shards")
+        out["generate"] = {k: v for k, v in config["generate"].items() if k not in skip}
         out["generate"]["large_models"] = [model]
         out["generate"]["methods"] = {method: config["generate"]["methods"][method]}
         untuned = config["fit_implicit"]["untuned"]
         out["models"] = {model: models[model], untuned: models[untuned]}
         return out
+    if stage == "fetch":
+        alpaca = config["evaluate"].get("alpaca") or {}
+        return {"hub_models": hub_ids(model_specs(config)), "gamed_path": alpaca.get("gamed_path"),
+                "judge": alpaca.get("judge")}
+    if stage == "evaluate_reward":
+        return _pick(config, "reward_model")
+    if stage == "evaluate_alpaca":
+        return _pick(config, "reward_model", "evaluate")
+    if stage == "report":
+        return {"task": config["task"], "evaluate": {"paper_names": config["evaluate"].get("paper_names", {})}}
     raise KeyError(f"no config slice for stage {stage!r}")
 
 

@@ -1,4 +1,4 @@
-"""Stage prompts: the train and test prompt splits of a task, as ``prompts/{split}.parquet``."""
+"""Stage prompts: the prompt splits of a task, as ``prompts/{split}.parquet``: from the tiny world, or a hub dataset."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import write_parquet
+from .hub import load_prompt_split
 from .seeding import derive_seed
 from .world.corpus import make_instructions, make_reviews
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "alpaca")
 
 
 def world_review_prompts(n: int, seed: int) -> pd.DataFrame:
@@ -34,11 +35,13 @@ def make_prompts(config: dict, split: str) -> pd.DataFrame:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
     cfg = config["prompts"]
-    n = cfg[f"n_{split}"]
+    n = cfg.get(f"n_{split}", 0)
+    if cfg["source"] == "hub":
+        if split not in cfg.get("hub", {}):
+            raise ValueError(f"prompts.hub has no dataset for split {split!r}")
+        return load_prompt_split(cfg["hub"][split], n)
     seed = derive_seed(config["seed"], "prompts", config["task"], split)
-    if cfg["source"] != "world":
-        raise ValueError(f"prompt source {cfg['source']!r} is not supported; use 'world'")
-    if config["task"] == "instruction":
+    if split == "alpaca" or config["task"] == "instruction":
         return world_instruction_prompts(n, seed)
     if config["task"] == "sentiment":
         return world_review_prompts(n, seed)
@@ -46,6 +49,7 @@ def make_prompts(config: dict, split: str) -> pd.DataFrame:
 
 
 def run_prompts(config: dict, split: str, out_path: str | Path) -> pd.DataFrame:
+    """Write one split; ``alpaca`` is the instruction set judged AlpacaEval-style against references."""
     df = make_prompts(config, split)
     if df.empty:
         raise ValueError(f"prompts.n_{split} is 0: a split needs at least one prompt")

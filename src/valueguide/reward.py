@@ -1,7 +1,8 @@
 """The gold reward: a sequence classifier whose reward is logit(positive) - logit(negative).
 
 This is the recipe of the paper's IMDB evaluator (distilbert-imdb), applied to prompt + response
-text; the tiny world trains a classifier of the same shape.
+text; the tiny world trains a classifier of the same shape. A one-logit reward model (the usual
+preference reward model, e.g. OpenAssistant's deberta) gives its logit.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ class RewardModel:
                                  max_length=self.max_length).to(self.device)
             logits = self.model(**enc).logits.float()
             self.calls += 1
-            out[start:start + len(chunk)] = (
-                logits[:, self.positive_index] - logits[:, self.negative_index]
-            ).cpu().numpy()
+            if logits.shape[-1] == 1:
+                reward = logits[:, 0]
+            else:
+                reward = logits[:, self.positive_index] - logits[:, self.negative_index]
+            out[start:start + len(chunk)] = reward.cpu().numpy()
         return out

@@ -81,7 +81,7 @@ def sample_batch(model, tokenizer, texts: list[str], params: SamplingParams, see
 
 def load_options(config: dict) -> LoadOptions:
     return LoadOptions(device=config.get("device", "cpu"), dtype=config.get("dtype", "auto"),
-                       trust_remote_code=config.get("trust_remote_code", False))
+                       device_map=config.get("device_map"), trust_remote_code=config.get("trust_remote_code", False))
 
 
 def run_sample(config: dict, prompts_path: str | Path, out_path: str | Path, world_dir=None) -> pd.DataFrame:

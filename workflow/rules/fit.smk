@@ -11,7 +11,7 @@ rule fit_value:
                             config["reward_model"]),
     output:
         f"{VALUE_DIR}/metrics.json",
-    threads: 2
+    threads: 1
     log:
         f"{R}/logs/fit_value/fit_value.log",
     benchmark:
@@ -28,7 +28,7 @@ rule fit_implicit:
         models=world_inputs(config["models"][config["fit_implicit"]["untuned"]]["path"]),
     output:
         f"{IMPLICIT_DIR}/metrics.json",
-    threads: 2
+    threads: 1
     log:
         f"{R}/logs/fit_implicit/fit_implicit.log",
     benchmark:

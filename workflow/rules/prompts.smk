@@ -3,11 +3,11 @@
 
 rule prompts:
     input:
-        slice_path("prompts"),
+        lambda wc: slice_path("prompts", split=wc.split),
     output:
         f"{R}/prompts/{{split}}.parquet",
     wildcard_constraints:
-        split="train|test",
+        split="train|test|alpaca",
     log:
         f"{R}/logs/prompts/{{split}}.log",
     benchmark:

@@ -1,15 +1,31 @@
 # Tables, figures and the printed summary.
+EVALUATIONS = ([REWARD_METRICS] if config["evaluate"]["reward"] else []) + (
+    [ALPACA_METRICS] if config["evaluate"].get("alpaca") else [])
+FIGURES = [f"{kind}_{plot}" for kind in (["reward"] if config["evaluate"]["reward"] else [])
+           + (["alpaca"] if config["evaluate"].get("alpaca") else []) for plot in ("by_method", "vs_cost")]
 
 
 rule report:
     input:
-        world=f"{WORLD}/summary.json" if "world" in config else [],
+        cfg=slice_path("report"),
+        world=f"{WORLD}/summary.json" if config.get("world") else [],
         samples=SAMPLES,
+        value=rules.fit_value.output[0],
+        implicit=rules.fit_implicit.output[0],
+        evaluations=EVALUATIONS,
     output:
-        f"{R}/report/summary.md",
+        summary=report(f"{R}/report/summary.md", caption="../report/summary.rst", category="Summary"),
+        tables=report(f"{R}/report/tables.md", caption="../report/tables.rst", category="Tables"),
+        figures=[report(f"{R}/report/{name}.png", caption=f"../report/{name}.rst", category="Figures")
+                 for name in FIGURES],
+    params:
+        reward=f"--reward-metrics {REWARD_METRICS}" if config["evaluate"]["reward"] else "",
+        alpaca=f"--alpaca-metrics {ALPACA_METRICS}" if config["evaluate"].get("alpaca") else "",
     log:
-        f"{R}/logs/report/summary.log",
+        f"{R}/logs/report/report.log",
     benchmark:
-        f"{R}/benchmarks/report/summary.tsv"
+        f"{R}/benchmarks/report/report.tsv"
     shell:
-        "{CLI} report --samples {input.samples} --world-summary '{input.world}' --out {output} 2> {log}"
+        "{CLI} report --slice {input.cfg} --samples {input.samples} --world-summary '{input.world}' "
+        "--value-metrics {input.value} --implicit-metrics {input.implicit} {params.reward} {params.alpaca} "
+        "--out-dir {R}/report 2> {log}"

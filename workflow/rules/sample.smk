@@ -10,7 +10,7 @@ rule sample:
         models=world_inputs(config["models"][POLICY]["path"], config["reward_model"]),
     output:
         SAMPLES,
-    threads: 2
+    threads: 1
     log:
         f"{R}/logs/sample/{POLICY}.log",
     benchmark:

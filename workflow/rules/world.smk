@@ -1,10 +1,12 @@
 # The tiny offline world: corpus + tokenizer, one causal LM per name, the gold reward.
-WORLD_MODELS = list(config.get("world", {}).get("models", {}))
+from valueguide.hub import is_hub_id
+
+WORLD_MODELS = list((config.get("world") or {}).get("models", {}))
 
 
 rule world_corpus:
     input:
-        slice_path("world_corpus") if "world" in config else [],
+        slice_path("world_corpus") if config.get("world") else [],
     output:
         corpus=f"{WORLD}/corpus.parquet",
         tokenizer=f"{WORLD}/tokenizer/tokenizer.json",
@@ -36,7 +38,7 @@ rule world_lm:
 
 rule world_reward:
     input:
-        cfg=slice_path("world_reward") if "world" in config else [],
+        cfg=slice_path("world_reward") if config.get("world") else [],
         corpus=rules.world_corpus.output.corpus,
     output:
         f"{WORLD}/models/reward/world_stats.json",
@@ -50,19 +52,22 @@ rule world_reward:
 
 
 def world_inputs(*specs):
-    """The world artifacts that the given model specs need (none for hub models)."""
+    """What a job loading these model specs waits for: the world jobs that build them, and for hub ids
+    the fetch manifest (ancient: a refetch does not rerun the jobs after it)."""
     out = []
     for spec in specs:
         if spec.startswith("world:"):
             name = spec[len("world:"):]
             out.append(rules.world_reward.output[0] if name == "reward"
                        else f"{WORLD}/models/{name}/world_stats.json")
-    return out
+        elif is_hub_id(spec):
+            out.append(ancient(FETCHED))
+    return list(dict.fromkeys(out))
 
 
 rule world_summary:
     input:
-        cfg=slice_path("world_summary") if "world" in config else [],
+        cfg=slice_path("world_summary") if config.get("world") else [],
         models=expand(f"{WORLD}/models/{{name}}/world_stats.json", name=WORLD_MODELS),
         reward=rules.world_reward.output[0],
         samples=f"{R}/samples/{config['sample']['policy']}.parquet",

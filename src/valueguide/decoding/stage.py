@@ -24,6 +24,7 @@ from ..value.model import ValueModel
 from .method import Method, build_decoder
 from .sampler import Sampling
 from .search import Member
+from .shards import shard_rows
 from .streams import VALUE
 
 log = logging.getLogger(__name__)
@@ -63,24 +64,30 @@ def _members(config: dict, model_name: str, method: Method, world_dir, value_pat
     return members
 
 
-def run_generate(config: dict, model_name: str, method_name: str, out_path, world_dir=None, value_path=None,
-                 tuned_path=None, prompts_path=None) -> pd.DataFrame:
-    """Generate for every test prompt with ``config["generate"]["methods"][method_name]``.
+def run_generate(config: dict, model_name: str, method_name: str, jobs: list[tuple[str, str]], world_dir=None,
+                 value_path=None, tuned_path=None, shard: tuple[int, int] = (0, 1)) -> dict[str, pd.DataFrame]:
+    """Generate with ``config["generate"]["methods"][method_name]`` for each (prompts, output) job.
 
+    Models load once for all jobs (e.g. the test split and the AlpacaEval instructions).
     ``batch_size`` counts prompts: each batch decodes ``batch_size * W * K`` rows together. Batch
     ``b`` draws from a generator seeded ``derive_seed(seed, "generate", b)``, shared by all methods
-    (common random numbers make method comparisons less noisy).
+    (common random numbers make method comparisons less noisy). ``shard=(i, n)`` generates only the
+    i-th of n contiguous runs of whole batches, keeping their global batch indices, so the merged
+    shards equal the unsharded output (``decoding.shards``).
     """
     gen = config["generate"]
     if method_name not in gen["methods"]:
         raise ValueError(f"unknown method {method_name!r}; configured: {sorted(gen['methods'])}")
     method = Method.from_config(gen["methods"][method_name] or {})
-    results = Path(config.get("results_dir", "results"))
-    if world_dir is None and "world" in config:
-        world_dir = results / "world"
-    prompts = read_parquet(prompts_path or results / "prompts" / "test.parquet", required=["prompt_id", "prompt"])
-    if prompts.empty:
-        raise ValueError("no prompts to generate for")
+    if world_dir is None and config.get("world"):
+        world_dir = Path(config.get("results_dir", "results")) / "world"
+    prompt_sets = []
+    for prompts_path, out_path in jobs:
+        prompts = read_parquet(prompts_path, required=["prompt_id", "prompt"])
+        if prompts.empty:
+            raise ValueError(f"{prompts_path} holds no prompts to generate for")
+        rows, first_batch = shard_rows(len(prompts), gen["batch_size"], *shard)
+        prompt_sets.append((prompts.iloc[rows], first_batch, out_path))
     options = load_options(config)
     members = _members(config, model_name, method, world_dir, value_path, tuned_path, options)
     reward = RewardModel.load(config["reward_model"], world_dir, options) if "reward" in method.roles() else None
@@ -88,12 +95,24 @@ def run_generate(config: dict, model_name: str, method_name: str, out_path, worl
         method, members, reward=reward.score if reward else None, reward_tokenizer=reward.tokenizer if reward else None,
         sampling=Sampling(gen["temperature"], gen["top_k"], gen["top_p"]),
         max_new_tokens=gen["max_new_tokens"], stop=gen.get("stop") or ())
+    written = {}
+    for prompts, first_batch, out_path in prompt_sets:
+        df = _generate_all(decoder, prompts, gen["batch_size"], config["seed"], f"{model_name}/{method_name}",
+                           first_batch)
+        write_parquet(df, out_path)
+        log.info("%s/%s: %d generations, mean %.1f tokens -> %s", model_name, method_name, len(df),
+                 df.n_tokens.mean(), out_path)
+        written[str(out_path)] = df
+    return written
 
-    records, size = [], gen["batch_size"]
+
+def _generate_all(decoder, prompts: pd.DataFrame, size: int, seed: int, desc: str,
+                  first_batch: int = 0) -> pd.DataFrame:
+    records = []
     starts = range(0, len(prompts), size)
-    for b, start in enumerate(tqdm(starts, desc=f"generate {model_name}/{method_name}", mininterval=2)):
+    for b, start in enumerate(tqdm(starts, desc=f"generate {desc}", mininterval=2), start=first_batch):
         chunk = prompts.iloc[start:start + size]
-        generator = torch.Generator().manual_seed(derive_seed(config["seed"], "generate", b))
+        generator = torch.Generator().manual_seed(derive_seed(seed, "generate", b))
         began = time.perf_counter()
         result = decoder.generate(list(chunk.prompt), generator)
         share = 1.0 / len(chunk)
@@ -104,7 +123,4 @@ def run_generate(config: dict, model_name: str, method_name: str, out_path, worl
             records.append({"prompt_id": int(pid), "prompt": prompt, "output": g.text, "output_ids": g.ids,
                             "n_tokens": len(g.ids), "forward_passes": passes, "tokens_encoded": tokens,
                             "wall_time": wall})
-    df = pd.DataFrame(records)
-    write_parquet(df, out_path)
-    log.info("%s/%s: %d generations, mean %.1f tokens", model_name, method_name, len(df), df.n_tokens.mean())
-    return df
+    return pd.DataFrame(records)

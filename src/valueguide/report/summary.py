@@ -31,7 +31,22 @@ def render_summary(samples_path: str | Path, world_summary_path: str | Path | No
     return "\n".join(parts) + "\n"
 
 
-def run_summary(samples_path, world_summary_path, out_path) -> str:
+def render_fits(value_metrics_path, implicit_metrics_path) -> str:
+    value = read_json(value_metrics_path)
+    implicit = read_json(implicit_metrics_path)
+    rows = [
+        ["explicit (TD(λ) value head)", f"{value['pairwise_accuracy']:.3f}", f"{value['pairwise_accuracy_gap_gt_1']:.3f}",
+         f"{value['value_r2']:.3f}", f"{value['train_seconds']:.0f}"],
+        ["implicit (DPO log-ratio)", f"{implicit['heldout_accuracy']:.3f}", f"{implicit['heldout_accuracy_gap_gt_1']:.3f}",
+         "–", f"{implicit.get('train_time_s', 0):.0f}"],
+    ]
+    return "\n".join(["## Value functions (held-out)", "",
+                      _table(["value", "pairwise accuracy", "gap > 1", "R² vs Monte-Carlo", "train s"], rows)]) + "\n"
+
+
+def run_summary(samples_path, world_summary_path, out_path, value_metrics_path=None, implicit_metrics_path=None) -> str:
     text = render_summary(samples_path, world_summary_path or None)
+    if value_metrics_path and implicit_metrics_path:
+        text += "\n" + render_fits(value_metrics_path, implicit_metrics_path)
     write_text(text, out_path)
     return text

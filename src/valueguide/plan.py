@@ -1,0 +1,256 @@
+"""Budget a run before starting it: jobs per stage, and per method the tokens and forward passes of every
+model role, turned into GPU time by a roofline.
+
+Counts are upper bounds: every row runs to ``max_new_tokens`` (EOS and stop strings end rows sooner).
+Time per forward pass is ``overhead + max(weight bytes / bandwidth, 2 * active params * tokens / FLOP/s)``:
+decoding a few rows streams the weights (memory bound), long prompts and training are compute bound,
+and an eager transformers forward costs ~10 ms of launches and Python whatever its size.
+Bandwidth and FLOP/s are effective figures (60 % and 40 % of the data sheet's peaks), weights bf16.
+The counting mirrors ``decoding.search.Decoder``: every model sharing the guided model's vocabulary
+gets one prefill pass per batch, then is fed the new tokens of every row when it is next read: each
+step for the guided model and token-level guides, after each chunk for a chunk scorer (at most
+``Stream.max_block`` tokens a pass). A scorer with another vocabulary re-reads whole sequences, one
+pass per chunk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .config import model_specs, prompt_splits
+from .decoding.method import Method
+from .decoding.streams import Stream
+from .hub import hub_ids
+
+
+@dataclass(frozen=True)
+class Hardware:
+    name: str
+    bandwidth: float  # effective bytes/s
+    flops: float  # effective dense bf16 FLOP/s
+
+
+HARDWARE = {
+    "h100": Hardware("H100 SXM 80 GB", 0.6 * 3.35e12, 0.4 * 989e12),
+    "h200": Hardware("H200 141 GB", 0.6 * 4.8e12, 0.4 * 989e12),
+    "a100": Hardware("A100 80 GB", 0.6 * 2.0e12, 0.4 * 312e12),
+}
+
+# (total, active per token) parameters of the models the paper configs load, from their model cards.
+PARAMS = {
+    "openai-community/gpt2": (124e6, 124e6),
+    "openai-community/gpt2-large": (774e6, 774e6),
+    "openai-community/gpt2-xl": (1.56e9, 1.56e9),
+    "lvwerra/gpt2-imdb": (124e6, 124e6),
+    "lvwerra/distilbert-imdb": (67e6, 67e6),
+    "OpenAssistant/reward-model-deberta-v3-large-v2": (435e6, 435e6),
+    "allenai/tulu-2-7b": (6.74e9, 6.74e9),
+    "allenai/tulu-2-dpo-7b": (6.74e9, 6.74e9),
+    "mistralai/Mistral-7B-Instruct-v0.2": (7.24e9, 7.24e9),
+    "mistralai/Mixtral-8x7B-Instruct-v0.1": (46.7e9, 12.9e9),
+}
+
+
+def jobs_per_stage(config: dict) -> dict[str, int]:
+    """The jobs a fresh run has, per Snakemake rule (what ``snakemake -n`` lists on empty results)."""
+    gen = config["generate"]
+    world, shards = config.get("world"), gen.get("shards", 1)
+    generations = len(gen["large_models"]) * len(gen["methods"])
+    jobs = {
+        "fetch": int(bool(hub_ids(model_specs(config)))),
+        "world_corpus": int(bool(world)), "world_lm": len(world["models"]) if world else 0,
+        "world_reward": int(bool(world)), "world_summary": int(bool(world)),
+        "prompts": len(prompt_splits(config)), "sample": 1, "fit_value": 1, "fit_implicit": 1,
+        "generate": generations * shards, "merge_shards": generations if shards > 1 else 0,
+        "evaluate_reward": int(config["evaluate"]["reward"]),
+        "evaluate_alpaca": int(bool(config["evaluate"].get("alpaca"))),
+        "report": 1, "all": 1,
+    }
+    return {rule: n for rule, n in jobs.items() if n}
+
+
+@dataclass
+class Cost:
+    """Forward passes, tokens fed and seconds, per model role."""
+
+    passes: dict = field(default_factory=dict)
+    tokens: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+
+    def add(self, role: str, passes: float, tokens: float, seconds: float | None) -> None:
+        self.passes[role] = self.passes.get(role, 0) + passes
+        self.tokens[role] = self.tokens.get(role, 0) + tokens
+        total = self.seconds.get(role, 0)
+        self.seconds[role] = None if seconds is None or total is None else total + seconds
+
+
+PASS_OVERHEAD = 0.01  # seconds per forward pass: kernel launches and Python of an eager transformers model
+
+
+def pass_seconds(params: tuple[float, float] | None, tokens: float, hw: Hardware) -> float | None:
+    """Time of one forward pass over ``tokens`` tokens (None: unknown model size)."""
+    if params is None:
+        return None
+    total, active = params
+    return PASS_OVERHEAD + max(2 * total / hw.bandwidth, 2 * active * tokens / hw.flops)
+
+
+class Planner:
+    """Costs of one config's stages; ``prompt_tokens`` is the assumed prompt length."""
+
+    def __init__(self, config: dict, hw: Hardware, prompt_tokens: int):
+        self.config, self.hw, self.prompt = config, hw, prompt_tokens
+
+    def spec(self, role: str, model: str) -> str:
+        fit = self.config["fit_implicit"]
+        if role == "guided":
+            return self.config["models"][model]["path"]
+        if role == "untuned" or (role == "tuned" and fit["mode"] == "train"):
+            return self.config["models"][fit["untuned"]]["path"]  # the tuned copy has the untuned size
+        if role == "tuned":
+            return fit["tuned"]
+        return self.config["fit_value"]["backbone"] if role == "value" else self.config["reward_model"]
+
+    def shares_vocabulary(self, model: str, role: str) -> bool:
+        """Whether a scorer streams with the guided model or re-tokenises text, decided by name (the
+        decoder checks the real tokenizers): the same repository, or one family of VOCABULARIES."""
+        return _vocabulary(self.spec("guided", model)) == _vocabulary(self.spec(role, model))
+
+    def stream(self, cost: Cost, role: str, params, batches: int, prompts: int, rows: int, steps: int,
+               every: int = 1, extra: int = 0) -> None:
+        """A model fed the growing rows: a prefill pass over the prompts, then the new tokens each
+        ``every`` steps; ``extra`` candidate tokens per row ride along each pass (a scalar value head's top-k)."""
+        fed = [min(every, steps - t) for t in range(0, steps, every)]
+        feeds = [min(Stream.max_block, n - b) for n in fed for b in range(0, n, Stream.max_block)]
+        tokens = [prompts * self.prompt] + [rows * (n + extra) for n in feeds]
+        seconds = _total(pass_seconds(params, n, self.hw) for n in tokens)
+        cost.add(role, batches * len(tokens), batches * sum(tokens), seconds and batches * seconds)
+
+    def rescore(self, cost: Cost, role: str, params, batches: int, rows: int, steps: int, chunk: int) -> None:
+        """A scorer re-reading whole sequences after every chunk."""
+        ends = [min(c * chunk, steps) for c in range(1, math.ceil(steps / chunk) + 1)]
+        lengths = [rows * (self.prompt + end) for end in ends]
+        seconds = _total(pass_seconds(params, n, self.hw) for n in lengths)
+        cost.add(role, batches * len(ends), batches * sum(lengths), seconds and batches * seconds)
+
+    def generate(self, model: str, method_name: str, n_prompts: int) -> tuple[Cost, float]:
+        """Cost of one (model, method) over ``n_prompts`` prompts, and the tokens it samples."""
+        gen = self.config["generate"]
+        method = Method.from_config(gen["methods"][method_name] or {})
+        rows_per_prompt, steps = method.chunk.W * method.chunk.K, gen["max_new_tokens"]
+        batches, size = math.ceil(n_prompts / gen["batch_size"]), min(gen["batch_size"], n_prompts)
+        rows, cost, chunk = size * rows_per_prompt, Cost(), method.chunk.L or steps
+        token_roles = {"implicit": {"tuned", "untuned"}, "explicit": {"value"}}.get(method.token.kind, set())
+        every_step = {"guided"} | token_roles
+        scorer = {"implicit": ("tuned", "untuned"), "explicit": ("value",), "gold": ("reward",)}.get(
+            method.chunk.scorer, ())
+        for role in sorted(every_step | set(scorer)):
+            params = PARAMS.get(self.spec(role, model))
+            if role in every_step:
+                scalar = role == "value" and self.config["fit_value"]["head"] == "scalar"
+                extra = (method.token.top_k or 0) if scalar else 0
+                # read before each draw: the last token drawn is never fed
+                self.stream(cost, role, params, batches, size, rows, steps - 1, extra=extra)
+            elif role != "reward" and self.shares_vocabulary(model, role):
+                self.stream(cost, role, params, batches, size, rows, steps, every=chunk)
+            else:
+                self.rescore(cost, role, params, batches, rows, steps, chunk)
+        return cost, n_prompts * rows_per_prompt * steps
+
+    def training_seconds(self, spec: str, tokens: float) -> float | None:
+        """Forward + backward (6 P per token) plus a frozen forward (2 P: targets, or DPO's reference)."""
+        params = PARAMS.get(spec)
+        return None if params is None else 8 * params[1] * tokens / self.hw.flops
+
+    def stages(self) -> dict[str, float | None]:
+        """Seconds per stage on one GPU (None where a model size is unknown)."""
+        c, splits = self.config, prompt_splits(self.config)
+        s = c["sample"]
+        policy = c["models"][s["policy"]]["path"]
+        n_samples, length = c["prompts"]["n_train"] * s["n"], self.prompt + s["max_new_tokens"]
+        cost, rows = Cost(), min(s["batch_size"], n_samples)
+        self.stream(cost, "policy", PARAMS.get(policy), math.ceil(n_samples / rows), rows, rows, s["max_new_tokens"])
+        reward = PARAMS.get(c["reward_model"])
+        cost.add("reward", 1, n_samples * length, pass_seconds(reward, n_samples * length, self.hw))
+        fv, fi = c["fit_value"], c["fit_implicit"]
+        value_tokens = n_samples * length * fv["epochs"] * fv.get("passes_per_batch", 1)
+        pairs = c["prompts"]["n_train"] * min(fi.get("pairs", {}).get("per_prompt", 1), math.comb(s["n"], 2))
+        dpo_tokens = 2 * pairs * length * fi.get("epochs", 1) if fi["mode"] == "train" else 0
+        out = {"sample": _total(cost.seconds.values()),
+               "fit_value": self.training_seconds(fv["backbone"], value_tokens),
+               "fit_implicit": self.training_seconds(self.spec("untuned", ""), dpo_tokens)}
+        gen_seconds = []
+        for split in splits[1:]:
+            for model in c["generate"]["large_models"]:
+                for method in c["generate"]["methods"]:
+                    cost, _ = self.generate(model, method, c["prompts"][f"n_{split}"])
+                    gen_seconds.append(_total(cost.seconds.values()))
+        out["generate"] = _total(gen_seconds)
+        outputs = len(c["generate"]["large_models"]) * len(c["generate"]["methods"])
+        gen_length = self.prompt + c["generate"]["max_new_tokens"]
+        if c["evaluate"]["reward"]:
+            out["evaluate_reward"] = pass_seconds(reward, c["prompts"]["n_test"] * outputs * gen_length, self.hw)
+        if (c["evaluate"].get("alpaca") or {}).get("judge") == "local":  # every output and the references
+            texts = c["prompts"]["n_alpaca"] * (outputs + 1)
+            out["evaluate_alpaca"] = pass_seconds(reward, texts * gen_length, self.hw)
+        return out
+
+
+# Repositories whose tokenizers are one vocabulary, by name prefix (the tiny world has one tokenizer).
+VOCABULARIES = (("world:",), ("openai-community/gpt2", "lvwerra/gpt2"))
+
+
+def _vocabulary(spec: str):
+    return next((i for i, prefixes in enumerate(VOCABULARIES) if spec.startswith(prefixes)), spec)
+
+
+def _total(seconds) -> float | None:
+    seconds = list(seconds)
+    return None if None in seconds else sum(seconds)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
+
+
+def _count(x: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= size:
+            return f"{x / size:.1f}{unit}"
+    return f"{x:.0f}"
+
+
+def render_plan(config: dict, hw: Hardware = HARDWARE["h100"], prompt_tokens: int = 128) -> str:
+    """The plan as text: jobs per stage, cost per (split, model, method), GPU hours per stage."""
+    planner, gen = Planner(config, hw, prompt_tokens), config["generate"]
+    lines = ["Jobs per stage (a fresh run):"]
+    jobs = jobs_per_stage(config)
+    lines += [f"  {rule:<16}{n:>5}" for rule, n in jobs.items()] + [f"  {'total':<16}{sum(jobs.values()):>5}", ""]
+    lines.append(f"Generation, upper bounds (every row runs to max_new_tokens = {gen['max_new_tokens']}; "
+                 f"prompts of {prompt_tokens} tokens assumed); GPU time on one {hw.name}:")
+    lines.append(f"  {'split/model/method':<34}{'rows':>5}{'sampled':>9}  role: passes / tokens fed / GPU time")
+    for split in prompt_splits(config)[1:]:
+        for model in gen["large_models"]:
+            for method in gen["methods"]:
+                cost, sampled = planner.generate(model, method, config["prompts"][f"n_{split}"])
+                chunk = Method.from_config(gen["methods"][method] or {}).chunk
+                roles = "; ".join(f"{role} {_count(cost.passes[role])} / {_count(cost.tokens[role])} / "
+                                  f"{_duration(cost.seconds[role])}" for role in sorted(cost.passes))
+                name = f"{split}/{model}/{method}"
+                lines.append(f"  {name:<34}{chunk.W * chunk.K:>5}{_count(sampled):>9}  {roles}")
+    unknown = [spec for spec in model_specs(config) if spec not in PARAMS]
+    lines += ["", f"GPU time per stage on one {hw.name} (sum over its jobs):"]
+    stages = planner.stages()
+    lines += [f"  {stage:<16}{_duration(seconds):>10}" for stage, seconds in stages.items()]
+    lines.append(f"  {'total':<16}{_duration(_total(stages.values())):>10}")
+    if config["evaluate"].get("alpaca") and config["evaluate"]["alpaca"]["judge"] == "gpt4_turbo":
+        calls = config["prompts"]["n_alpaca"] * len(gen["large_models"]) * len(gen["methods"])
+        lines.append(f"  evaluate_alpaca: {calls} GPT-4-turbo judgements (API, no GPU)")
+    if unknown:
+        lines.append(f"  ? = unknown model size (tiny world or not in valueguide.plan.PARAMS): {', '.join(unknown)}")
+    return "\n".join(lines)

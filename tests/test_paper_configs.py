@@ -1,0 +1,236 @@
+"""The paper configs (config/*.yaml over config.yaml) and the execution profiles, without network or GPU:
+each config validates with the paper's settings, plans exactly its jobs, with a GPU on every job that
+loads a model; a hub dataset loads by its spec; fetch names everything missing when offline."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import huggingface_hub
+import pandas as pd
+import pytest
+import torch
+import yaml
+from transformers import GPT2Config, GPT2ForSequenceClassification
+
+from toy_models import make_tokenizer
+from valueguide.config import ConfigError, load_config, model_specs, stage_slice, validate_config
+from valueguide.hub import DatasetUnavailableError, fetch, load_prompt_split
+from valueguide.models import ModelNotFoundError
+from valueguide.plan import jobs_per_stage
+from valueguide.reward import RewardModel
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("imdb", "tldr", "alpaca_eval")
+GPU_RULES = {"sample", "fit_value", "fit_implicit", "generate", "evaluate_reward", "evaluate_alpaca"}
+
+
+def paper(task: str) -> dict:
+    return load_config(ROOT / "config.yaml", ROOT / "config" / f"{task}.yaml")
+
+
+def chunks(config: dict) -> dict:
+    return {name: (m["chunk"]["W"], m["chunk"]["K"], m["chunk"]["L"])
+            for name, m in config["generate"]["methods"].items() if "chunk" in m}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_paper_config_drops_the_tiny_world(task):
+    config = paper(task)
+    assert config["world"] is None and config["prompts"]["source"] == "hub"
+    assert config["device"] == "cuda" and config["seed"] == 1
+    assert not [s for s in model_specs(config) if s.startswith("world:")]
+    assert config["results_dir"] == f"results/{task}"
+
+
+def test_imdb_has_the_papers_settings():
+    config = paper("imdb")
+    gen, models = config["generate"], config["models"]
+    assert [models[m]["path"] for m in gen["large_models"]] == [
+        "openai-community/gpt2", "openai-community/gpt2-large", "openai-community/gpt2-xl"]
+    assert {models[m]["template"] for m in gen["large_models"]} == {"Here is a movie review from imdb: {prompt}"}
+    assert models[config["fit_implicit"]["untuned"]] == {"path": "lvwerra/gpt2-imdb", "template": "{prompt}"}
+    assert config["fit_implicit"]["mode"] == "train" and config["fit_value"]["head"] == "token"
+    assert config["reward_model"] == "lvwerra/distilbert-imdb"
+    assert (gen["max_new_tokens"], gen["temperature"], gen["top_k"], gen["top_p"]) == (50, 0.7, 0, 1.0)
+    assert set(gen["methods"]) == {"base", "bon", "eft", "vas", "cbs_implicit", "cbs_explicit", "ivg"}
+    assert {k: v for k, v in chunks(config).items() if k != "bon"} == dict.fromkeys(
+        ["cbs_implicit", "cbs_explicit", "ivg"], (4, 4, 5))
+    assert config["prompts"]["hub"]["test"]["name"] == "ZHZisZZ/imdb_preference"
+
+
+def test_tldr_has_the_papers_settings():
+    config = paper("tldr")
+    gen, models, test = config["generate"], config["models"], config["prompts"]["hub"]["test"]
+    assert (config["prompts"]["n_test"], test["shuffle_seed"], test["split"]) == (1000, 42, "test")
+    assert (gen["max_new_tokens"], gen["stop"], gen["temperature"]) == (128, ["\n"], 0.7)
+    assert models[config["fit_implicit"]["untuned"]]["template"] == "{prompt}\nTL;DR: "
+    for name in gen["large_models"]:  # the few-shot prompt: worked examples, then the post
+        template = models[name]["template"]
+        assert template.count("TL;DR: ") == 3 and template.endswith("\n\n{prompt}\nTL;DR: ")
+    assert config["task"] == "summarization" and config["evaluate"]["reward"]
+
+
+def test_alpaca_eval_has_the_papers_settings():
+    config = paper("alpaca_eval")
+    gen, models, alpaca = config["generate"], config["models"], config["evaluate"]["alpaca"]
+    assert [models[m]["path"] for m in gen["large_models"]] == [
+        "mistralai/Mistral-7B-Instruct-v0.2", "mistralai/Mixtral-8x7B-Instruct-v0.1"]
+    assert {models[m]["template"] for m in gen["large_models"]} == {"chat"}
+    fit = config["fit_implicit"]
+    assert (fit["mode"], models[fit["untuned"]]["path"], fit["tuned"]) == (
+        "pretrained", "allenai/tulu-2-7b", "allenai/tulu-2-dpo-7b")
+    assert config["prompts"]["n_alpaca"] == 805 and config["prompts"]["hub"]["alpaca"]["columns"] == {
+        "prompt": "instruction", "reference": "output"}
+    assert chunks(config) == {"cbs_implicit": (2, 2, 30), "cbs_explicit": (2, 2, 30)}
+    assert set(gen["methods"]) == {"base", "cbs_implicit", "cbs_explicit"}  # null dropped the rest
+    assert (gen["top_p"], gen["temperature"]) == (1.0, 0.7)
+    assert (alpaca["judge"], alpaca["glm"]) == ("gpt4_turbo", "length_controlled_v1") and alpaca["gamed_path"]
+    assert config["fit_value"]["backbone"] == "openai-community/gpt2" and not config["evaluate"]["reward"]
+
+
+def test_without_a_world_only_the_world_models_left_unused_are_allowed():
+    config = paper("imdb")
+    assert config["models"]["mistral"]["path"] == "world:mistral"  # config.yaml's stand-in, never loaded
+    config["generate"]["large_models"] = ["gpt2", "mistral"]
+    with pytest.raises(ConfigError, match=r"models.mistral.path: 'world:mistral' names no model .*no world"):
+        validate_config(config)
+
+
+def test_the_prompts_slice_of_a_split_holds_only_its_dataset():
+    config = paper("tldr")
+    sliced = stage_slice(config, "prompts", split="test")["prompts"]
+    assert set(sliced["hub"]) == {"test"} and sliced["n_test"] == 1000 and "n_train" not in sliced
+
+
+# --- Snakemake plans, with the local GPU profile --------------------------------------------------
+
+def _dry_run(workdir: Path, task: str, profile: Path) -> str:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("snakemake")), "-n", "-s", str(ROOT / "Snakefile"), "--directory",
+         str(workdir), "--profile", str(profile), "--configfile", str(ROOT / "config" / f"{task}.yaml")],
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _jobs(output: str) -> list[tuple[str, dict]]:
+    """(rule, resources) of every planned job in a dry run's listing."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output)[1:]:
+        rule = re.match(r"(?:local)?rule (\w+):", block)[1]
+        found = re.search(r"^\s+resources: (.*)$", block, re.M)
+        pairs = (item.split("=", 1) for item in found[1].split(", ")) if found else ()
+        jobs.append((rule, {k: v for k, v in pairs}))
+    return jobs
+
+
+@pytest.fixture(scope="module", params=TASKS)
+def planned(request, tmp_path_factory):
+    task = request.param
+    return task, _jobs(_dry_run(tmp_path_factory.mktemp(task), task, ROOT / "profiles" / "local-gpu"))
+
+
+def test_snakemake_plans_the_jobs_the_plan_command_counts(planned):
+    task, jobs = planned
+    counts = pd.Series([rule for rule, _ in jobs]).value_counts().to_dict()
+    assert counts == jobs_per_stage(paper(task))
+    expected_generate = {"imdb": 3 * 7, "tldr": 3 * 7, "alpaca_eval": 2 * 3 * 4}[task]
+    assert counts["generate"] == expected_generate and counts["fetch"] == 1
+    assert not [rule for rule in counts if rule.startswith("world")]
+
+
+def test_every_job_that_loads_a_model_holds_the_gpu(planned):
+    _, jobs = planned
+    for rule, resources in jobs:
+        assert resources.get("gpu") == ("1" if rule in GPU_RULES else None), (rule, resources)
+    profile = yaml.safe_load((ROOT / "profiles" / "local-gpu" / "config.yaml").read_text())
+    assert profile["resources"] == ["gpu=1"]  # one card: GPU jobs run one at a time
+
+
+def test_the_slurm_profile_sizes_every_gpu_rule(tmp_path):
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    for rule in GPU_RULES - {"evaluate_alpaca"}:
+        res = profile["set-resources"][rule]
+        assert res["gpu"] >= 1 and res["gpu_model"] and res["mem_mb"] >= 16000 and res["runtime"] >= 60, rule
+    # Snakemake itself must accept the resources: dry-run with them, minus the executor (a plugin not installed)
+    local = tmp_path / "profile"
+    local.mkdir()
+    (local / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in profile.items() if k != "executor"}))
+    jobs = _jobs(_dry_run(tmp_path / "run", "alpaca_eval", local))
+    generate = [res for rule, res in jobs if rule == "generate"]
+    assert len(generate) == 24 and all(r["gpu"] == "1" and r["gpu_model"] == "h100" and r["runtime"] == "720"
+                                       for r in generate)
+    assert {res["slurm_partition"] for rule, res in jobs if rule == "prompts"} == {"cpu"}
+
+
+# --- the hub, offline -------------------------------------------------------------------------------
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An offline process with an empty hub cache."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    return tmp_path
+
+
+def test_offline_fetch_names_every_missing_model_and_file(offline, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    snapshot = offline / "hub" / "models--org--cached" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (offline / "hub" / "models--org--cached" / "refs").mkdir()
+    (offline / "hub" / "models--org--cached" / "refs" / "main").write_text("abc")
+    sliced = stage_slice(paper("alpaca_eval"), "fetch")
+    assert sliced["hub_models"] == sorted({"mistralai/Mistral-7B-Instruct-v0.2", "mistralai/Mixtral-8x7B-Instruct-v0.1",
+                                           "allenai/tulu-2-7b", "allenai/tulu-2-dpo-7b", "openai-community/gpt2",
+                                           "OpenAssistant/reward-model-deberta-v3-large-v2"})
+    sliced = {**sliced, "hub_models": ["org/cached", *sliced["hub_models"]], "gamed_path": str(offline / "g.csv")}
+    with pytest.raises(ModelNotFoundError) as err:
+        fetch(sliced)
+    message = str(err.value)
+    assert "HF_HUB_OFFLINE=1" in message and "org/cached" not in message
+    for missing in [*sliced["hub_models"][1:], "df_gamed.csv", "OPENAI_API_KEY"]:
+        assert missing in message
+    manifest = fetch({"hub_models": ["org/cached"], "gamed_path": None, "judge": "local"})
+    assert manifest["models"] == {"org/cached": str(snapshot)}
+
+
+def test_offline_prompts_name_the_dataset(offline):
+    spec = paper("imdb")["prompts"]["hub"]["test"]
+    with pytest.raises(DatasetUnavailableError, match="ZHZisZZ/imdb_preference split test .*HF_HUB_OFFLINE"):
+        load_prompt_split(spec, 10)
+
+
+def test_a_hub_split_is_shuffled_deduplicated_cut_and_renamed(offline):
+    rows = [{"info": {"post": f"post {i % 6}"}, "summary": f"s{i}"} for i in range(10)]
+    data = offline / "rows.json"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    spec = {"name": "json", "data_files": str(data), "split": "train", "shuffle_seed": 42, "dedupe": True,
+            "columns": {"prompt": "info.post", "reference": "summary"}}
+    frame = load_prompt_split(spec, 4)
+    reference = datasets.Dataset.from_list(rows).flatten().shuffle(seed=42).to_pandas()
+    expected = reference.drop_duplicates("info.post").head(4)
+    assert frame.prompt_id.tolist() == [0, 1, 2, 3]
+    assert frame.prompt.tolist() == expected["info.post"].tolist()
+    assert frame.reference.tolist() == expected["summary"].tolist()
+    assert len(load_prompt_split({**spec, "dedupe": False, "shuffle_seed": None}, 100)) == 10
+
+
+def test_a_one_logit_reward_model_scores_its_logit():
+    """The TL;DR and AlpacaEval configs score with a one-logit preference reward model."""
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=16, n_layer=1,
+                                                     n_head=2, num_labels=1, pad_token_id=0)).eval()
+    texts = ["good film", "the bad film a b"]
+    alone = [model(**tok(t, return_tensors="pt")).logits[0, 0].item() for t in texts]
+    assert RewardModel(model, tok).score(texts) == pytest.approx(alone, abs=1e-5)

@@ -1,0 +1,38 @@
+# Evaluation: gold reward of the test generations; AlpacaEval win rates of the alpaca generations.
+REWARD_METRICS = f"{R}/scores/reward_metrics.csv"
+ALPACA_DIR = f"{R}/alpaca_eval"
+ALPACA_METRICS = f"{ALPACA_DIR}/metrics.csv"
+
+
+rule evaluate_reward:
+    input:
+        cfg=slice_path("evaluate_reward"),
+        generations=generations("test"),
+        models=world_inputs(config["reward_model"]),
+    output:
+        scores=f"{R}/scores/reward_scores.parquet",
+        metrics=REWARD_METRICS,
+    log:
+        f"{R}/logs/evaluate/reward.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/reward.tsv"
+    shell:
+        "{CLI} evaluate-reward --slice {input.cfg} --generations {input.generations} "
+        "--scores {output.scores} --metrics {output.metrics} --world {WORLD} 2> {log}"
+
+
+rule evaluate_alpaca:
+    input:
+        cfg=slice_path("evaluate_alpaca"),
+        generations=generations("alpaca"),
+        prompts=f"{R}/prompts/alpaca.parquet",
+        models=world_inputs(config["reward_model"]),
+    output:
+        ALPACA_METRICS,
+    log:
+        f"{R}/logs/evaluate/alpaca.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/alpaca.tsv"
+    shell:
+        "{CLI} evaluate-alpaca --slice {input.cfg} --generations {input.generations} "
+        "--prompts {input.prompts} --out {ALPACA_DIR} --world {WORLD} 2> {log}"

@@ -1,0 +1,20 @@
+# Hub models (and alpaca_eval's df_gamed.csv, the judge's API key): downloaded once when online,
+# checked when offline, before any job that needs them. Tiny-world runs have no fetch job.
+from valueguide.config import model_specs
+from valueguide.hub import hub_ids
+
+HUB_MODELS = hub_ids(model_specs(config))
+FETCHED = f"{R}/fetch/manifest.json"
+
+
+rule fetch:
+    input:
+        slice_path("fetch") if HUB_MODELS else [],
+    output:
+        FETCHED,
+    log:
+        f"{R}/logs/fetch/fetch.log",
+    benchmark:
+        f"{R}/benchmarks/fetch/fetch.tsv"
+    shell:
+        "{CLI} fetch --slice {input} --out {output} 2> {log}"
