@@ -31,14 +31,20 @@ def render_summary(samples_path: str | Path, world_summary_path: str | Path | No
     return "\n".join(parts) + "\n"
 
 
+def _num(value, digits: int = 3) -> str:
+    """A metric, or a dash where the held-out set was too small to measure it (null)."""
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
 def render_fits(value_metrics_path, implicit_metrics_path) -> str:
     value = read_json(value_metrics_path)
     implicit = read_json(implicit_metrics_path)
     rows = [
-        ["explicit (TD(λ) value head)", f"{value['pairwise_accuracy']:.3f}", f"{value['pairwise_accuracy_gap_gt_1']:.3f}",
-         f"{value['value_r2']:.3f}", f"{value['train_seconds']:.0f}"],
-        ["implicit (DPO log-ratio)", f"{implicit['heldout_accuracy']:.3f}", f"{implicit['heldout_accuracy_gap_gt_1']:.3f}",
-         "–", f"{implicit.get('train_time_s', 0):.0f}"],
+        ["explicit (TD(λ) value head)", _num(value.get("pairwise_accuracy")),
+         _num(value.get("pairwise_accuracy_gap_gt_1")), _num(value.get("value_r2")),
+         _num(value.get("train_seconds"), 0)],
+        ["implicit (DPO log-ratio)", _num(implicit.get("heldout_accuracy")),
+         _num(implicit.get("heldout_accuracy_gap_gt_1")), "–", _num(implicit.get("train_time_s"), 0)],
     ]
     return "\n".join(["## Value functions (held-out)", "",
                       _table(["value", "pairwise accuracy", "gap > 1", "R² vs Monte-Carlo", "train s"], rows)]) + "\n"
