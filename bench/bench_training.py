@@ -56,7 +56,8 @@ def main() -> None:
     tok, data = tokenizer(), samples(args.samples, np.random.default_rng(0))
     tokens = int(data.response_ids.map(len).sum())
     torch.manual_seed(0)
-    backbone = GPT2Model(GPT2Config(vocab_size=VOCAB, n_positions=256, n_embd=64, n_layer=2, n_head=2))
+    backbone = GPT2Model(GPT2Config(vocab_size=VOCAB, n_positions=256, n_embd=64, n_layer=2, n_head=2,
+                                     bos_token_id=1, eos_token_id=1, pad_token_id=0))
     rows = {}
     for name, (head, lam) in CASES.items():
         model = ValueModel(copy.deepcopy(backbone), head)
