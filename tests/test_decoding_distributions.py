@@ -5,7 +5,6 @@ Prompts of different lengths are decoded together, so left padding and caches ar
 import pytest
 import torch
 
-from test_decoding_toys import one_thread  # noqa: F401 (fixture)
 from toy_models import make_gpt2, make_mistral, make_tokenizer
 from valueguide.decoding import Decoder, ExplicitGuide, ImplicitGuide, Member, Sampling, build_decoder
 from valueguide.decoding.sampler import draw

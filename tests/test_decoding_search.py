@@ -11,7 +11,7 @@ import torch
 from scipy.stats import chisquare
 
 from test_decoding_toys import (
-    BLOCKED, EOS, TOKENS, TableScorer, TabularLM, best_of_n_probs, kl_optimal_logits_fn, one_thread,  # noqa: F401
+    BLOCKED, EOS, TOKENS, TableScorer, TabularLM, best_of_n_probs, kl_optimal_logits_fn,
     random_logits, response_prob, responses, tokenizer,
 )
 from valueguide.decoding import Decoder, Member, Sampling, Search, build_decoder

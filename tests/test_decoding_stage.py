@@ -7,7 +7,6 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
-from test_decoding_toys import one_thread  # noqa: F401 (fixture)
 from toy_models import TOY_WORDS, make_gpt2, make_tokenizer
 from valueguide.decoding import VocabularyMismatch, guide, run_generate
 from valueguide.value.model import ValueModel

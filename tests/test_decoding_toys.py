@@ -26,14 +26,6 @@ TOKENS = [EOS, 2, 3, 4]  # what a response is made of
 BLOCKED = -50.0  # logit of the pad token: never drawn in practice
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared CPU: one intra-op thread is many times faster than several."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class TabularLM(torch.nn.Module):
     """A causal LM whose next-token logits are ``logits_fn(tuple of real tokens so far)``."""

@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 
 import toy_generation
-from test_decoding_toys import one_thread  # noqa: F401 (fixture)
 from valueguide import cli
 from valueguide.config import load_config
 from valueguide.decoding import run_generate
@@ -24,7 +23,7 @@ def world(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", ["base", "ivg", "bon_gold"])
-def test_the_plan_counts_the_forward_passes_the_decoder_makes(world, method, one_thread):
+def test_the_plan_counts_the_forward_passes_the_decoder_makes(world, method):
     config, out = toy_generation.config(), world / f"{method}.parquet"
     df = run_generate(config, "large", method, [(world / "prompts.parquet", out)], world_dir=world,
                       value_path=world / "value", tuned_path=world / "tuned")[str(out)]

@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 import toy_generation
-from test_decoding_toys import one_thread  # noqa: F401 (fixture)
 from valueguide.artifacts import ArtifactError
 from valueguide.decoding import run_generate, stage
 from valueguide.decoding.shards import merge_shards, shard_path, shard_rows
@@ -49,7 +48,7 @@ def _generate(world, method, out, shard=(0, 1)):
 
 
 @pytest.mark.parametrize("method", ["base", "ivg", "bon_gold"])
-def test_merged_shards_are_byte_identical_to_the_unsharded_run(world, tmp_path, method, fixed_clock, one_thread):
+def test_merged_shards_are_byte_identical_to_the_unsharded_run(world, tmp_path, method, fixed_clock):
     whole = tmp_path / "whole" / f"{method}.parquet"
     _generate(world, method, whole)
     merged = tmp_path / "sharded" / f"{method}.parquet"
@@ -65,7 +64,7 @@ class Killed(BaseException):
     """What a SIGTERM/SIGKILL looks like to the writer: the write stops halfway."""
 
 
-def test_a_shard_killed_mid_write_leaves_nothing_a_rerun_accepts(world, tmp_path, monkeypatch, one_thread):
+def test_a_shard_killed_mid_write_leaves_nothing_a_rerun_accepts(world, tmp_path, monkeypatch):
     out = tmp_path / "base.parquet"
     _generate(world, "base", shard_path(out, 0, 2), shard=(0, 2))
     killed = shard_path(out, 1, 2)

@@ -24,14 +24,6 @@ FIT_CFG = {"template": "{prompt}", "gamma": 1.0, "lam": 0.95, "lr": 3e-3, "batch
            "passes_per_batch": 1, "warmup_ratio": 0.05, "max_grad_norm": 1.0, "whiten_rewards": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: a second torch thread only spin-waits for a core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def synthetic_samples(n_prompts: int, seed: int, tokenizer=TOK, per_prompt: int = 4) -> pd.DataFrame:
     """Responses of 1–6 words; reward = number of "good" tokens (EOS ends half of them)."""

@@ -15,14 +15,6 @@ BACKBONES = {"gpt2": lambda: make_gpt2(len(TOK), n_layer=2).transformer,
              "mistral": lambda: make_mistral(len(TOK), layers=2).model}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: a second torch thread only spin-waits for a core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def random_value_model(backbone: str = "gpt2", head: str = "token", seed: int = 0) -> ValueModel:
     model = ValueModel(BACKBONES[backbone](), head, {"template": "{prompt}"}).eval()
