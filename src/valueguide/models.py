@@ -35,6 +35,12 @@ class LoadOptions:
     trust_remote_code: bool = False
 
 
+def load_options(config: dict) -> LoadOptions:
+    """The loading options a pipeline config (or a stage's slice of it) asks for."""
+    return LoadOptions(device=config.get("device", "cpu"), dtype=config.get("dtype", "auto"),
+                       device_map=config.get("device_map"), trust_remote_code=config.get("trust_remote_code", False))
+
+
 def resolve_spec(spec: str, world_dir: str | os.PathLike | None = None) -> str:
     """Turn a spec into what ``from_pretrained`` takes: a local path or a hub id."""
     if spec.startswith(WORLD_PREFIX):

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .artifacts import read_parquet, write_parquet
-from .models import LoadOptions, load_causal_lm, load_tokenizer
+from .models import load_causal_lm, load_options, load_tokenizer
 from .reward import RewardModel
 from .seeding import derive_seed
 from .templates import render_for
@@ -77,11 +77,6 @@ def sample_batch(model, tokenizer, texts: list[str], params: SamplingParams, see
         cut_response(row.tolist(), lp.float().tolist(), tokenizer, tokenizer.eos_token_id, params.stop)
         for row, lp in zip(new_ids.cpu(), logprobs.cpu())
     ]
-
-
-def load_options(config: dict) -> LoadOptions:
-    return LoadOptions(device=config.get("device", "cpu"), dtype=config.get("dtype", "auto"),
-                       device_map=config.get("device_map"), trust_remote_code=config.get("trust_remote_code", False))
 
 
 def run_sample(config: dict, prompts_path: str | Path, out_path: str | Path, world_dir=None) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ..artifacts import read_parquet, write_parquet
 from ..models import load_causal_lm, load_tokenizer, resolve_spec
 from ..reward import RewardModel
-from ..sampling import load_options
+from ..models import load_options
 from ..seeding import derive_seed
 from ..value.model import ValueModel
 from .method import Method, build_decoder

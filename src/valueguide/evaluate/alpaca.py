@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..artifacts import ArtifactError, read_parquet, write_json, write_text
-from ..sampling import load_options
+from ..models import load_options
 from . import keep_root_log_level, split_key, write_csv
 from .judges import make_judge
 from .reward_task import cost_frame, cost_summary, read_generations

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..artifacts import ArtifactError, read_parquet, write_parquet
 from ..reward import RewardModel
-from ..sampling import load_options
+from ..models import load_options
 from . import split_key, write_csv
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from ..artifacts import atomic_dir, read_json, read_parquet, write_json
-from ..models import LoadOptions, load_causal_lm, load_tokenizer, same_vocabulary
+from ..models import LoadOptions, load_causal_lm, load_options, load_tokenizer, same_vocabulary
 from ..seeding import derive_seed, seed_everything
 from .pairs import train_and_heldout_pairs
 from .score import encode_prompts, encode_responses, pairwise_accuracy, response_logprobs
@@ -41,8 +41,7 @@ def run_fit_implicit(config: dict, samples_path, out_dir, world_dir=None) -> dic
     if fic["mode"] == "pretrained" and not fic.get("tuned"):
         raise ValueError("fit_implicit.mode 'pretrained' needs fit_implicit.tuned: the spec of the tuned model")
     untuned = _model_entry(config, fic["untuned"])
-    options = LoadOptions(device=config.get("device", "cpu"), dtype=config.get("dtype", "auto"),
-                          trust_remote_code=config.get("trust_remote_code", False))
+    options = load_options(config)
     seed = derive_seed(config["seed"], "fit_implicit")
     seed_everything(seed)
     tokenizer = load_tokenizer(untuned["path"], world_dir, options)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..artifacts import ArtifactError, atomic_dir, read_parquet, write_json
 from ..models import load_tokenizer
-from ..sampling import load_options
+from ..models import load_options
 from ..seeding import derive_seed, seed_everything
 from .model import ValueBatch, ValueModel, collate, predict_last, response_values, value_examples
 from .targets import lambda_returns
