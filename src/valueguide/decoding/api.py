@@ -16,7 +16,7 @@ def guide(model, tokenizer, prompts: list[str], *, method: dict | None = None, v
           value_tokenizer=None, tuned=None, untuned=None, small_tokenizer=None, reward: Callable | None = None,
           template: str = "{prompt}", small_template: str = "{prompt}", value_template: str | None = None,
           temperature: float = 0.7, top_k: int = 0, top_p: float = 1.0, max_new_tokens: int = 32,
-          stop: tuple[str, ...] = (), seed: int = 1, batch_size: int = 8) -> list[str]:
+          stop: tuple[str, ...] = (), seed: int = 1, batch_size: int = 8, pair_small: bool = True) -> list[str]:
     """Generate one response per prompt from ``model`` guided as ``method`` says.
 
     ``method`` is a config dict, e.g. IVG: ``{"token": {"kind": "implicit", "w": 1.0},
@@ -25,6 +25,8 @@ def guide(model, tokenizer, prompts: list[str], *, method: dict | None = None, v
     its ``meta["template"]``), ``tuned``/``untuned`` (the small DPO pair, sharing
     ``small_tokenizer``), ``reward`` (texts -> scores, for the gold scorer). Tokenizers default to
     ``tokenizer``. ``batch_size`` prompts are decoded together; the same seed gives the same texts.
+    With ``pair_small`` the tuned/untuned pair runs as one paired model where it can (one pass for
+    both; their parameters then view one stacked tensor, with unchanged values).
     """
     members = {"guided": Member(model, tokenizer, template)}
     if tuned is not None:
@@ -35,7 +37,8 @@ def guide(model, tokenizer, prompts: list[str], *, method: dict | None = None, v
         vt = value_template or value_model.meta.get("template", "{prompt}")
         members["value"] = Member(value_model, value_tokenizer or tokenizer, vt, VALUE)
     decoder = build_decoder(method or {}, members, reward=reward,
-                            sampling=Sampling(temperature, top_k, top_p), max_new_tokens=max_new_tokens, stop=stop)
+                            sampling=Sampling(temperature, top_k, top_p), max_new_tokens=max_new_tokens, stop=stop,
+                            pair_small=pair_small)
     generator = torch.Generator().manual_seed(seed)
     texts: list[str] = []
     for start in range(0, len(prompts), batch_size):

@@ -89,7 +89,7 @@ def _require_shared(members: dict[str, Member], role: str, why: str) -> None:
 
 def build_decoder(method: Method | dict, members: dict[str, Member], *, reward: Callable | None = None,
                   reward_tokenizer=None, sampling: Sampling = Sampling(), max_new_tokens: int = 32, stop=(),
-                  use_cache: bool = True) -> Decoder:
+                  use_cache: bool = True, pair_small: bool = True) -> Decoder:
     """A ``Decoder`` for a method, after checking that the models it needs are there and compatible."""
     method = Method.from_config(method) if isinstance(method, dict) else method
     have = set(members) | ({"reward"} if reward is not None else set())
@@ -126,4 +126,5 @@ def build_decoder(method: Method | dict, members: dict[str, Member], *, reward: 
     elif chunk.scorer == "gold":
         scorer = RewardScorer(reward, reward_tokenizer)
     return Decoder(members, token_guides=guides, scorer=scorer, search=Search(chunk.W, chunk.K, chunk.L),
-                   sampling=sampling, max_new_tokens=max_new_tokens, stop=stop, use_cache=use_cache)
+                   sampling=sampling, max_new_tokens=max_new_tokens, stop=stop, use_cache=use_cache,
+                   pair_small=pair_small)

@@ -10,13 +10,18 @@ follows by one index select. A prompt is done when its best ``W`` rows have all 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from ..templates import render_for
+from .paired import PairingError, pair_models
 from .sampler import Sampling, draw
-from .streams import LM, Meter, Stream, pad_id
+from .streams import LM, Meter, PairedStream, Stream, pad_id
+
+log = logging.getLogger(__name__)
+PAIR = ("tuned", "untuned")
 
 
 @dataclass
@@ -132,8 +137,8 @@ class Rows:
         index = index.to(self.device)
         for name in ("ids", "mask", "finished", "ended_eos"):
             setattr(self, name, getattr(self, name)[index])
-        for stream in self.streams.values():
-            stream.select(index)
+        for source in {id(s.source): s.source for s in self.streams.values()}.values():
+            source.select(index)  # once per model, though a paired model serves two roles
 
     def response(self, row: int) -> list[int]:
         return self.ids[row][self.mask[row]].tolist()
@@ -154,11 +159,13 @@ class Decoder:
 
     ``members`` maps roles to models: ``guided`` always; ``tuned``/``untuned``/``value`` as the
     guides and the scorer need them. ``use_cache=False`` re-encodes every sequence at every step (the
-    slow reference for tests and benchmarks; same outputs).
+    slow reference for tests and benchmarks; same outputs). ``pair_small=True`` runs the tuned and
+    untuned models as one paired model (one pass for both, see ``paired.py``) where they can be.
     """
 
     def __init__(self, members: dict[str, Member], *, token_guides=(), scorer=None, search: Search = Search(),
-                 sampling: Sampling = Sampling(), max_new_tokens: int = 32, stop=(), use_cache: bool = True):
+                 sampling: Sampling = Sampling(), max_new_tokens: int = 32, stop=(), use_cache: bool = True,
+                 pair_small: bool = True):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if search.rows > 1 and scorer is None:
@@ -168,6 +175,17 @@ class Decoder:
         missing = set(self._roles()) - set(members)
         if missing:
             raise ValueError(f"the method needs models for roles {sorted(missing)}")
+        self.paired = self._pair() if pair_small and set(PAIR) <= set(self._roles()) else None
+
+    def _pair(self):
+        tuned, untuned = (self.members[r] for r in PAIR)
+        if tuned.template != untuned.template or tuned.kind != LM or untuned.kind != LM:
+            return None
+        try:
+            return pair_models(tuned.model, untuned.model)
+        except PairingError as error:
+            log.info("the tuned and untuned models run one after the other: %s", error)
+            return None
 
     def _roles(self) -> dict[str, bool]:
         """Roles whose streams this decoder feeds, and whether each must track taken-token scores."""
@@ -178,8 +196,14 @@ class Decoder:
         return roles
 
     def _start(self, prompts: list[str], per_prompt: int) -> Rows:
-        meter, streams = Meter(), {}
-        for role, track in self._roles().items():
+        meter, streams, roles = Meter(), {}, self._roles()
+        if self.paired is not None:
+            untuned = self.members["untuned"]
+            pair = PairedStream(PAIR, self.paired, meter, use_cache=self.use_cache,
+                                track=roles.pop("tuned") | roles.pop("untuned"), pad_id=pad_id(untuned.tokenizer))
+            pair.start([untuned.encode_prompt(p) for p in prompts], per_prompt)
+            streams.update({role: pair.half(i) for i, role in enumerate(PAIR)})
+        for role, track in roles.items():
             member = self.members[role]
             stream = Stream(role, member.model, member.kind, meter, use_cache=self.use_cache, track=track,
                             pad_id=pad_id(member.tokenizer))

@@ -109,6 +109,7 @@ class Stream:
             self._cache_arg = "cache" if "cache" in params else "past_key_values"
             self._can_keep_last = "logits_to_keep" in params
         self.fed = 0  # response positions already fed
+        self.source = self  # the object whose rows ``Rows.select`` copies
 
     # --- model call --------------------------------------------------------------------------
 
@@ -216,3 +217,64 @@ class Stream:
                 q = before.gather(-1, new[..., None]).squeeze(-1)
                 self.taken = torch.where(has, q[rows, last_pos], self.taken)
         self.last = torch.where(has.view(-1, *[1] * (out.dim() - 2)), out[rows, last_pos], self.last)
+
+
+class _SplitMeter:
+    """Books one pass of a paired model as one pass of each model, with half of the tokens each."""
+
+    def __init__(self, meter: Meter, roles: tuple[str, str]):
+        self.meter, self.roles = meter, roles
+
+    def add(self, role: str, passes: int, tokens: int) -> None:
+        for r in self.roles:
+            self.meter.add(r, passes, tokens // 2)
+
+
+class PairedStream:
+    """The tuned and untuned small models fed as one paired model (see ``paired.py``): its rows
+    are ``[tuned rows; untuned rows]``, so every row operation is applied to both halves.
+    ``half(i)`` is the view a guide or scorer reads as the ``tuned`` (0) or ``untuned`` (1) stream."""
+
+    def __init__(self, roles: tuple[str, str], paired_model, meter: Meter, **stream_options):
+        self.roles = roles
+        self.inner = Stream("+".join(roles), paired_model, LM, _SplitMeter(meter, roles), **stream_options)
+        self.config, self.device, self.source = self.inner.config, self.inner.device, self
+
+    def start(self, prompt_ids: list[list[int]], repeats: int) -> None:
+        self.inner.start(prompt_ids + prompt_ids, repeats)
+
+    def select(self, index: torch.Tensor) -> None:
+        index = index.to(self.device)
+        self.inner.select(torch.cat([index, index + self.inner.last.shape[0] // 2]))
+
+    def sync(self, ids: torch.Tensor, mask: torch.Tensor, peek: torch.Tensor | None = None):
+        if peek is not None:
+            raise ValueError("a paired small model does not score candidates")
+        if ids.shape[1] > self.inner.fed:
+            self.inner.sync(torch.cat([ids, ids]), torch.cat([mask, mask]))
+
+    def half(self, i: int) -> "_PairHalf":
+        return _PairHalf(self, i)
+
+
+class _PairHalf:
+    """One model's rows of a ``PairedStream``."""
+
+    def __init__(self, pair: PairedStream, i: int):
+        self.pair, self.i = pair, i
+        self.config, self.device, self.source = pair.config, pair.device, pair
+
+    def _rows(self, t: torch.Tensor) -> torch.Tensor:
+        n = t.shape[0] // 2
+        return t[self.i * n:(self.i + 1) * n]
+
+    def sync(self, ids: torch.Tensor, mask: torch.Tensor, peek: torch.Tensor | None = None):
+        return self.pair.sync(ids, mask, peek)
+
+    @property
+    def last(self) -> torch.Tensor:
+        return self._rows(self.pair.inner.last)
+
+    @property
+    def taken(self) -> torch.Tensor:
+        return self._rows(self.pair.inner.taken)
