@@ -1,19 +1,24 @@
 """Speed of the guided decoders against plain batched sampling, on tiny random models.
 
-Models are sized like the tiny world (vocabulary 600; gpt2 2 layers width 64 for the small pair
-and the value backbone; a 4-layer width-128 guided model). Each method is timed against plain
+The small pair and the value backbone are the tiny world's ``gpt2-small`` (vocabulary 600, 2
+layers, width 64); the guided model takes each of several shapes (``SHAPES``), because what
+guidance costs is set by how much a small step costs next to a large one: the tiny world's own
+``gpt2-large`` (3 layers, width 64, barely larger than the small model), a 4-layer width-128 model,
+and a 6-layer width-112 model shaped like gpt2-large next to gpt2 (3x the depth, about 1.7x the
+width), the ratio of the paper's IMDB and TL;DR runs. Each method is timed against plain
 sampling of the same number of rows (CPU time per sampled token; the ratio is the median over
 repeats of the method and plain sampling timed back to back, so both see the same machine load),
 and its cached run against a naive one that re-encodes every sequence at every step
 (``use_cache=False``). The last line gives the floors that no implementation running both small
 models at every step can beat: ``1 + 2 * cost(small step) / cost(large step)``.
 
-    python bench/bench_decoding.py [--tokens 40] [--repeats 5] [--out bench.json]
+    python bench/bench_decoding.py [--shapes world,4x128,paper] [--tokens 40] [--repeats 5] [--out bench.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -24,6 +29,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from valueguide.decoding import Member, Sampling, build_decoder
+from valueguide.decoding.paired import pair_models
 from valueguide.value.model import ValueModel
 
 VOCAB = 600
@@ -40,6 +46,8 @@ CASES = {
     "bon 16": ({"chunk": {"scorer": "explicit", "W": 1, "K": 16, "L": None}}, 16, 1, "plain x16", True),
 }
 BASELINES = {"hf generate x1": "plain x1", "hf generate x16": "plain x16"}
+# guided model shape: (layers, width, heads)
+SHAPES = {"world": (3, 64, 4), "4x128": (4, 128, 4), "paper": (6, 112, 4)}
 TARGETS = {"eft": 1.5, "vas token k20": 1.5, "vas scalar k20": 2.5, "cbs explicit 4,4,5": 1.2, "ivg 4,4,5": 1.6}
 
 
@@ -52,23 +60,23 @@ def tokenizer() -> PreTrainedTokenizerFast:
     return tok
 
 
-def gpt2(layers: int, width: int, seed: int) -> GPT2LMHeadModel:
+def gpt2(layers: int, width: int, heads: int, seed: int) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=VOCAB, n_positions=256, n_embd=width, n_layer=layers, n_head=2 if width == 64 else 4,
+    cfg = GPT2Config(vocab_size=VOCAB, n_positions=256, n_embd=width, n_layer=layers, n_head=heads,
                      bos_token_id=1, eos_token_id=1, pad_token_id=0)
     return GPT2LMHeadModel(cfg).eval()
 
 
 def value_model(head: str, seed: int) -> ValueModel:
-    vm = ValueModel(gpt2(2, 64, seed).transformer, head, {"template": "{prompt}"})
+    vm = ValueModel(gpt2(2, 64, 2, seed).transformer, head, {"template": "{prompt}"})
     torch.nn.init.normal_(vm.head.weight, std=0.5)
     return vm.eval()
 
 
-def members(head: str) -> dict[str, Member]:
+def members(head: str, shape: tuple[int, int, int]) -> dict[str, Member]:
     tok = tokenizer()
-    return {"guided": Member(gpt2(4, 128, 1), tok), "tuned": Member(gpt2(2, 64, 2), tok),
-            "untuned": Member(gpt2(2, 64, 3), tok), "value": Member(value_model(head, 4), tok, kind="value")}
+    return {"guided": Member(gpt2(*shape, seed=1), tok), "tuned": Member(gpt2(2, 64, 2, seed=2), tok),
+            "untuned": Member(gpt2(2, 64, 2, seed=3), tok), "value": Member(value_model(head, 4), tok, kind="value")}
 
 
 def run(decoder, prompts: list[str]) -> tuple[float, int, int]:
@@ -94,39 +102,39 @@ class HFGenerate:
 
 
 @torch.no_grad()
-def small_to_large_cost(large, small, n_rows: int, steps: int = 200) -> float:
-    """CPU cost of a one-token cached forward pass of the small model over the large model's,
-    on ``n_rows`` rows, with the two interleaved step by step so both see the same load."""
+def step_cost_ratio(large, small, n_rows: int, small_rows: int, steps: int = 200) -> float:
+    """CPU cost of a one-token cached forward pass of ``small`` on ``small_rows`` rows over that of
+    ``large`` on ``n_rows`` rows, the two interleaved step by step so both see the same load."""
     caches = [DynamicCache(config=m.config) for m in (large, small)]
-    for model, cache in zip((large, small), caches):
-        model(input_ids=torch.full((n_rows, 12), 5), cache=cache, use_cache=True)
-    token, spent = torch.full((n_rows, 1), 5), [0.0, 0.0]
+    rows = (n_rows, small_rows)
+    for model, cache, n in zip((large, small), caches, rows):
+        model(input_ids=torch.full((n, 12), 5), position_ids=torch.arange(12).expand(n, -1), cache=cache)
+    spent = [0.0, 0.0]
     for _ in range(steps):
-        for i, (model, cache) in enumerate(zip((large, small), caches)):
+        for i, (model, cache, n) in enumerate(zip((large, small), caches, rows)):
             began = time.process_time()
-            model(input_ids=token, cache=cache, use_cache=True)
+            model(input_ids=torch.full((n, 1), 5), position_ids=torch.full((n, 1), 12), cache=cache)
             spent[i] += time.process_time() - began
             cache.crop(-1)
     return spent[1] / spent[0]
 
 
 def floors(by_role: dict[str, Member]) -> dict:
-    """What EFT and IVG cannot beat: every step runs the large model and both small models."""
+    """What no decoder running the small models at every step can beat: ``1 + cost(small steps) /
+    cost(large step)``, with the tuned and untuned models run one after the other or paired."""
     large, small = by_role["guided"].model, by_role["tuned"].model
-    ratio = {n: small_to_large_cost(large, small, n) for n in (1, 16)}
-    return {"small/large forward x1": ratio[1], "small/large forward x16": ratio[16],
-            "eft floor": 1 + 2 * ratio[1], "ivg floor without the value model": 1 + 2 * ratio[16]}
+    paired = pair_models(copy.deepcopy(by_role["tuned"].model), copy.deepcopy(by_role["untuned"].model))
+    small_x1 = step_cost_ratio(large, small, 1, 1)
+    paired_x1, paired_x16 = step_cost_ratio(large, paired, 1, 2), step_cost_ratio(large, paired, 16, 32)
+    return {"small/large step x1": small_x1, "paired/large step x1": paired_x1,
+            "paired/large step x16": paired_x16, "vas token floor": 1 + small_x1,
+            "eft floor, separate": 1 + 2 * small_x1, "eft floor, paired": 1 + paired_x1,
+            "ivg floor, paired, without the value model": 1 + paired_x16}
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=40, help="max new tokens per row")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", help="also write the table as JSON here")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    by_head = {head: members(head) for head in ("token", "scalar")}
+def bench_shape(shape: tuple[int, int, int], args) -> tuple[list[dict], dict]:
+    """Every case of ``CASES`` with a guided model of this shape: table rows and step-cost floors."""
+    by_head = {head: members(head, shape) for head in ("token", "scalar")}
     prompt = " ".join(f"w{i}" for i in range(3, 15))
     sampling = Sampling(temperature=0.7)
 
@@ -163,6 +171,12 @@ def main(argv=None) -> list[dict]:
                      "value_response_tokens_per_sampled": response_tokens / sampled,
                      "baseline": baseline[(name, cached)], "ratio": statistics.median(pairs) if pairs else 1.0,
                      "target": TARGETS.get(name) if cached else None})
+    return rows, floors(by_head["token"])
+
+
+def print_table(name: str, shape: tuple[int, int, int], rows: list[dict], cost: dict) -> None:
+    layers, width, _ = shape
+    print(f"\nguided model {name}: {layers} layers, width {width} (small pair and value: 2 layers, width 64)")
     print(f"{'method':28s} {'tok/s':>7s} {'x plain':>7s} {'target':>6s} {'value tok/tok':>13s} "
           f"{'(response only)':>15s}  baseline")
     for r in rows:
@@ -170,12 +184,31 @@ def main(argv=None) -> list[dict]:
         print(f"{r['method']:28s} {r['tokens_per_s']:7.0f} {r['ratio']:7.2f} {target:>6s} "
               f"{r['value_tokens_per_sampled']:13.2f} {r['value_response_tokens_per_sampled']:15.2f}  "
               f"{r['baseline'] or '-'}")
-    cost = floors(by_head["token"])
-    print("cost of the small pair: " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items()))
+    print("step costs and floors: " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items()))
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"guided model shapes, of {list(SHAPES)}")
+    parser.add_argument("--tokens", type=int, default=40, help="max new tokens per row")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", help="also write the tables as JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = args.shapes.split(",")
+    unknown = set(names) - set(SHAPES)
+    if unknown:
+        parser.error(f"unknown shape(s) {sorted(unknown)}; choose from {list(SHAPES)}")
+    report = {}
+    for name in names:
+        rows, cost = bench_shape(SHAPES[name], args)
+        print_table(name, SHAPES[name], rows, cost)
+        report[name] = {"guided_shape": SHAPES[name], "methods": rows, "forward_costs": cost}
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"methods": rows, "forward_costs": cost}, f, indent=2)
-    return rows
+            json.dump(report, f, indent=2)
+    return report
 
 
 if __name__ == "__main__":
