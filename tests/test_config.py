@@ -85,3 +85,13 @@ def test_cli_validate_fails_fast_with_the_key_path(tmp_path, config):
 def test_missing_config_file_is_reported(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_the_ivg_weight_ablation_adds_two_methods_and_keeps_the_seven():
+    root = Path(__file__).resolve().parents[1]
+    base = validate_config(load_config(root / "config.yaml"))
+    ablation = validate_config(load_config(root / "config.yaml", root / "config" / "tiny_ivg_w.yaml"))
+    methods = ablation["generate"]["methods"]
+    assert set(methods) == set(base["generate"]["methods"]) | {"eft_w05", "ivg_w05"}
+    assert methods["ivg_w05"]["token"]["w"] == 0.5 and methods["ivg_w05"]["chunk"] == methods["ivg"]["chunk"]
+    assert ablation["results_dir"] == base["results_dir"]  # reuses the default run's artifacts
