@@ -9,9 +9,10 @@ without weights (attention, rotary embeddings, masks, the KV cache) is per row a
 shared as is. One call of the pair does the module calls of one small model.
 
 The two models' parameters are re-pointed at slices of the stacked storage, so memory is not
-doubled (build the pair where the models will run: it is not meant to be moved). Models that cannot be paired (other module types with weights, different shapes,
-devices or dtypes, token routing as in mixture-of-experts) are reported by ``PairingError``, and
-a pair is only used once a probe pass matches the separate models.
+doubled (build the pair where the models will run: it is not meant to be moved). Models that
+cannot be paired (other module types with weights, different shapes, devices or dtypes, token
+routing as in mixture-of-experts) are reported by ``PairingError``, and a pair is only used once a
+probe pass matches the separate models.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ class PairedLinear(nn.Module):
 class PairedEmbedding(nn.Module):
     """Embedding tables stacked as one table of ``2V`` rows; the untuned rows look up ``id + V``."""
 
-    def __init__(self, weight: nn.Parameter, padding_idx: int | None):
+    def __init__(self, weight: nn.Parameter):
         super().__init__()
-        self.weight, self.padding_idx = weight, padding_idx
+        self.weight = weight
         self._table = weight.flatten(0, 1)
         self._offsets: dict[tuple, torch.Tensor] = {}
 
@@ -111,7 +112,7 @@ def _paired_leaf(module: nn.Module, stack) -> nn.Module:
     if isinstance(module, Conv1D):
         return PairedLinear(stack("weight"), bias, transposed=True)
     if isinstance(module, nn.Embedding):
-        return PairedEmbedding(stack("weight"), module.padding_idx)
+        return PairedEmbedding(stack("weight"))
     if isinstance(module, nn.LayerNorm):
         return PairedLayerNorm(stack("weight"), bias, module.eps, module.normalized_shape)
     if type(module).__name__ in RMS_NORMS:
@@ -130,11 +131,14 @@ def _check_same_shape(tuned: nn.Module, untuned: nn.Module) -> None:
     tensors = [*a.values(), *b.values()]
     if len({(t.device, t.dtype) for t in tensors}) > 1:
         raise PairingError("the two models' parameters must all be on one device, in one dtype")
-    ties_a = {k: id(v) for k, v in a.items()}
-    ties_b = {k: id(v) for k, v in b.items()}
-    if {frozenset(k for k in a if ties_a[k] == i) for i in ties_a.values()} != \
-            {frozenset(k for k in b if ties_b[k] == i) for i in ties_b.values()}:
+    if _ties(a) != _ties(b):
         raise PairingError("the two models tie different parameters")
+
+
+def _ties(params: dict[str, nn.Parameter]) -> dict[str, str]:
+    """Each parameter name -> the first name holding the same tensor (itself when untied)."""
+    first: dict[int, str] = {}
+    return {name: first.setdefault(id(p), name) for name, p in params.items()}
 
 
 @torch.no_grad()

@@ -179,9 +179,9 @@ class Decoder:
 
     def _pair(self):
         tuned, untuned = (self.members[r] for r in PAIR)
-        if tuned.template != untuned.template or tuned.kind != LM or untuned.kind != LM:
-            return None
         try:
+            if tuned.template != untuned.template:
+                raise PairingError("they see the prompt through different templates")
             return pair_models(tuned.model, untuned.model)
         except PairingError as error:
             log.info("the tuned and untuned models run one after the other: %s", error)

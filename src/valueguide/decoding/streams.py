@@ -236,7 +236,6 @@ class PairedStream:
     ``half(i)`` is the view a guide or scorer reads as the ``tuned`` (0) or ``untuned`` (1) stream."""
 
     def __init__(self, roles: tuple[str, str], paired_model, meter: Meter, **stream_options):
-        self.roles = roles
         self.inner = Stream("+".join(roles), paired_model, LM, _SplitMeter(meter, roles), **stream_options)
         self.config, self.device, self.source = self.inner.config, self.inner.device, self
 
