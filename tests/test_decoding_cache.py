@@ -105,22 +105,24 @@ def test_value_model_is_fed_each_response_token_once():
 
 
 class CheckedScorer(ExplicitScorer):
-    """Checks every incremental chunk score against a from-scratch pass of the value model."""
+    """Checks every incremental chunk score against a from-scratch pass of the value model: the value
+    at the last response token, which is not EOS for a row a stop string ended (as in the sampled
+    data the value was fitted on)."""
 
     def __init__(self, member: Member, head: str, beta: float):
-        super().__init__(head, beta, TOK.eos_token_id)
-        self.member, self.longest, self.eos_appended = member, 0, 0
+        super().__init__(head, beta)
+        self.member, self.longest, self.stopped = member, 0, 0
 
     def score(self, rows):
         got = super().score(rows)
         for i in range(rows.n):
-            append = bool(rows.finished[i] and not rows.ended_eos[i])
-            ids = self.member.encode_prompt(rows.prompt(i)) + rows.response(i) + [TOK.eos_token_id] * append
+            ids = self.member.encode_prompt(rows.prompt(i)) + rows.response(i)
             with torch.no_grad():
                 values = self.member.model(input_ids=torch.tensor([ids])).values[0]
             want = values[-1] if self.head == "scalar" else values[-2, ids[-1]]
             assert abs(float(got[i]) - self.beta * float(want)) < 1e-4
-            self.longest, self.eos_appended = max(self.longest, len(ids)), self.eos_appended + append
+            self.longest = max(self.longest, len(ids))
+            self.stopped += bool(rows.finished[i] and not rows.ended_eos[i])
         return got
 
 
@@ -140,20 +142,20 @@ def test_chunk_values_equal_a_from_scratch_pass_past_half_of_the_value_positions
                       max_new_tokens=28, stop=("film",))
     decoder.generate(PROMPTS * 2, torch.Generator().manual_seed(3))
     assert scorer.longest > 20 + 8  # well past 40 / 2 positions
-    assert scorer.eos_appended > 0
+    assert scorer.stopped > 0
 
 
-def test_token_level_guidance_refuses_models_with_another_vocabulary_before_generating():
+def test_token_level_guidance_across_vocabularies_needs_candidates_and_one_small_vocabulary():
     other = make_tokenizer(TOY_WORDS[::-1])
-    models = members()
-    models["value"] = Member(value_model("token", other), other, kind="value")
-    with pytest.raises(VocabularyMismatch, match="vocabulary"):
-        build_decoder({"token": {"kind": "explicit"}}, models)
     models = members()
     for role in ("tuned", "untuned"):
         models[role] = Member(models[role].model, other)
-    with pytest.raises(VocabularyMismatch, match="vocabulary"):
+    with pytest.raises(ValueError, match="top_k"):
         build_decoder({"token": {"kind": "implicit"}}, models)
+    assert build_decoder({"token": {"kind": "implicit", "top_k": 3}}, models).text_roles == {"tuned", "untuned"}
+    models["tuned"] = Member(models["tuned"].model, TOK)
+    with pytest.raises(VocabularyMismatch, match="share one vocabulary"):
+        build_decoder({"token": {"kind": "implicit", "top_k": 3}}, models)
 
 
 def permuted(model, inverse: list[int]):
@@ -184,10 +186,11 @@ def test_scorers_on_retokenised_text_agree_with_incremental_scorers(scorer):
     models["guided"] = Member(TabularLM(V, policy), TOK)
     moved = dict(models)
     if scorer == "implicit":
-        moved["tuned"] = Member(permuted(models["tuned"].model, inverse), other, "{prompt} good")
-        moved["untuned"] = Member(permuted(models["untuned"].model, inverse), other, "{prompt} good")
+        # text is read as one string, so a template ends where the response starts: with a space here
+        moved["tuned"] = Member(permuted(models["tuned"].model, inverse), other, "{prompt} good ")
+        moved["untuned"] = Member(permuted(models["untuned"].model, inverse), other, "{prompt} good ")
     else:
-        moved["value"] = Member(permuted(models["value"].model, inverse), other, "a {prompt} b", kind="value")
+        moved["value"] = Member(permuted(models["value"].model, inverse), other, "a {prompt} b ", kind="value")
     method = {"chunk": {"scorer": scorer.split("-")[0], **CBS}}
     decoder = build_decoder(method, moved, sampling=Sampling(1.0), max_new_tokens=10, stop=("film",))
     assert isinstance(decoder.scorer, (TextExplicitScorer, TextImplicitScorer))

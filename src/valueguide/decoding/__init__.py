@@ -5,7 +5,7 @@
 """
 
 from .api import guide
-from .guidance import ExplicitGuide, ImplicitGuide
+from .guidance import ExplicitGuide, ImplicitGuide, TextExplicitGuide, TextImplicitGuide
 from .method import ChunkSpec, Method, TokenSpec, VocabularyMismatch, build_decoder
 from .sampler import Sampling
 from .scorers import ExplicitScorer, ImplicitScorer, RewardScorer, TextExplicitScorer, TextImplicitScorer
@@ -14,6 +14,7 @@ from .stage import run_generate
 
 __all__ = [
     "ChunkSpec", "Decoder", "ExplicitGuide", "ExplicitScorer", "Generation", "ImplicitGuide", "ImplicitScorer",
-    "Member", "Method", "Result", "RewardScorer", "Sampling", "Search", "TextExplicitScorer", "TextImplicitScorer",
+    "Member", "Method", "Result", "RewardScorer", "Sampling", "Search", "TextExplicitGuide", "TextExplicitScorer",
+    "TextImplicitGuide", "TextImplicitScorer",
     "TokenSpec", "VocabularyMismatch", "build_decoder", "guide", "run_generate",
 ]

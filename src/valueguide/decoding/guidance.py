@@ -17,19 +17,39 @@ def common_width(*tensors: torch.Tensor) -> int:
     return min(t.shape[-1] for t in tensors)
 
 
+def top_candidates(base: torch.Tensor, width: int, top_k: int | None) -> torch.Tensor:
+    """``C = top-k(z_L)`` per row ([N, k]); k 0/None: the whole vocabulary."""
+    k = min(top_k or width, width)
+    return base[:, :width].topk(k, dim=-1).indices
+
+
+def add_bonus(logits: torch.Tensor, candidates: torch.Tensor, bonus: torch.Tensor, mask_outside: bool) -> torch.Tensor:
+    """``z(a) + bonus(a)`` on the candidates; outside them ``z`` stays, or is masked."""
+    candidates, bonus = candidates.to(logits.device), bonus.to(logits.device, logits.dtype)
+    if mask_outside:
+        out = torch.full_like(logits, float("-inf"))
+        return out.scatter(-1, candidates, logits.gather(-1, candidates) + bonus)
+    return logits.scatter_add(-1, candidates, bonus)
+
+
 class ImplicitGuide:
-    """Emulated fine-tuning: ``z' = z_L + w * (log pi_S*(a|s^S) - log pi_S(a|s^S))``."""
+    """Emulated fine-tuning: ``z' = z_L + w * (log pi_S*(a|s^S) - log pi_S(a|s^S))``, over the whole
+    vocabulary, or with ``top_k`` over the top-k candidates only (outside them ``z_L`` stays, or is
+    masked)."""
 
     roles = {"tuned": False, "untuned": False}
 
-    def __init__(self, w: float = 1.0):
-        self.w = w
+    def __init__(self, w: float = 1.0, top_k: int | None = 0, mask_outside_topk: bool = False):
+        self.w, self.top_k, self.mask_outside_topk = w, top_k, mask_outside_topk
 
     def adjust(self, logits: torch.Tensor, base: torch.Tensor, rows) -> torch.Tensor:
         tuned, untuned = rows.last("tuned").to(logits.device), rows.last("untuned").to(logits.device)
-        width = common_width(logits, tuned, untuned)
+        width = common_width(logits, base, tuned, untuned)
         psi = torch.log_softmax(tuned[:, :width], -1) - torch.log_softmax(untuned[:, :width], -1)
-        return logits[:, :width] + self.w * psi
+        if not self.top_k:
+            return logits[:, :width] + self.w * psi
+        cand = top_candidates(base, width, self.top_k)
+        return add_bonus(logits[:, :width], cand, self.w * psi.gather(-1, cand), self.mask_outside_topk)
 
 
 class ExplicitGuide:
@@ -48,23 +68,52 @@ class ExplicitGuide:
             raise ValueError(f"unknown value head {head!r}; use one of {HEADS}")
         self.head, self.beta, self.top_k, self.mask_outside_topk = head, beta, top_k, mask_outside_topk
 
-    def candidates(self, base: torch.Tensor, width: int) -> torch.Tensor:
-        k = min(self.top_k or width, width)
-        return base[:, :width].topk(k, dim=-1).indices
-
     def adjust(self, logits: torch.Tensor, base: torch.Tensor, rows) -> torch.Tensor:
         if self.head == "token":
             values = rows.last("value")
             width = common_width(logits, base, values)
-            cand = self.candidates(base, width)
+            cand = top_candidates(base, width, self.top_k)
             q = values.gather(-1, cand.to(values.device)).to(logits.device)
         else:
             width = min(common_width(logits, base), rows.streams["value"].config.vocab_size)
-            cand = self.candidates(base, width)
+            cand = top_candidates(base, width, self.top_k)
             q = rows.peek("value", cand).to(logits.device)
         bonus = self.beta * (q - q.mean(-1, keepdim=True))
-        logits = logits[:, :width]
-        if self.mask_outside_topk:
-            out = torch.full_like(logits, float("-inf"))
-            return out.scatter(-1, cand, logits.gather(-1, cand) + bonus)
-        return logits.scatter_add(-1, cand, bonus)
+        return add_bonus(logits[:, :width], cand, bonus, self.mask_outside_topk)
+
+
+class TextImplicitGuide:
+    """EFT across vocabularies, defined on text, over the guided model's top-k candidates:
+    ``z(a) + w * psi(a)`` with ``psi(a) = R(u + text(a)) - R(u)``, where ``R`` sums ``log pi_S* -
+    log pi_S`` over the small tokenizer's tokens of the response (see ``aligned.TextStream``)."""
+
+    roles = {"tuned": False, "untuned": False}
+
+    def __init__(self, w: float, top_k: int, mask_outside_topk: bool, eos_id: int | None):
+        self.w, self.top_k, self.mask_outside_topk, self.eos_id = w, top_k, mask_outside_topk, eos_id
+
+    def adjust(self, logits: torch.Tensor, base: torch.Tensor, rows) -> torch.Tensor:
+        width = common_width(logits, base)
+        cand = top_candidates(base, width, self.top_k)
+        stream = rows.streams["tuned"]
+        after = stream.candidate_scores(rows, cand, self.eos_id)
+        now = stream.response_scores(rows)
+        psi = (after["tuned"] - after["untuned"]) - (now["tuned"] - now["untuned"])[:, None]
+        return add_bonus(logits[:, :width], cand, self.w * psi, self.mask_outside_topk)
+
+
+class TextExplicitGuide:
+    """VAS across vocabularies: ``z(a) + beta * (Q(a) - mean_C Q)`` on the top-k candidates ``C``, with
+    ``Q(a)`` the value model's value of ``template + u + text(a)`` at its last token."""
+
+    roles = {"value": False}
+
+    def __init__(self, beta: float, top_k: int, mask_outside_topk: bool, eos_id: int | None):
+        self.beta, self.top_k, self.mask_outside_topk, self.eos_id = beta, top_k, mask_outside_topk, eos_id
+
+    def adjust(self, logits: torch.Tensor, base: torch.Tensor, rows) -> torch.Tensor:
+        width = common_width(logits, base)
+        cand = top_candidates(base, width, self.top_k)
+        q = rows.streams["value"].candidate_scores(rows, cand, self.eos_id)["value"]
+        bonus = self.beta * (q - q.mean(-1, keepdim=True))
+        return add_bonus(logits[:, :width], cand, bonus, self.mask_outside_topk)

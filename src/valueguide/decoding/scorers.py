@@ -1,9 +1,10 @@
 """Chunk-level scorers for CBS: one number per row, higher is better.
 
 Where the scorer's tokenizer is the guided model's, it reads the shared response tokens
-incrementally from its stream (each response token is fed once, ever). Otherwise it decodes each
-response to text and re-tokenises it with its own tokenizer (``Text*`` scorers), which is what lets
-a gpt2 value model guide Mistral at chunk level.
+incrementally from its stream (each response token is fed once, ever). Otherwise (``Text*``
+scorers) it reads the response text in its own tokens from a ``TextStream``, which re-tokenises only
+a short tail and feeds each row about one token per token sampled: that is what lets a gpt2 value
+model or the Tulu pair guide Mistral.
 """
 
 from __future__ import annotations
@@ -12,32 +13,22 @@ from typing import Callable
 
 import torch
 
-from ..templates import render_for
 from .guidance import HEADS
-from .streams import left_pad, pad_id, positions
 
 
 class ExplicitScorer:
-    """``beta * q_last``: the value of the last response token, with EOS appended to a row that
-    finished on a stop string. Token head: ``Q(s_T, y_T)``; scalar head: ``V(s_{T+1})``."""
+    """``beta * q_last``: the value at the last response token, where the fitted data put the reward
+    (EOS when the model emitted it; a row ended by a stop string or by the length limit has none).
+    Token head: ``Q(s_T, y_T)``; scalar head: ``V(s_{T+1})``."""
 
-    def __init__(self, head: str, beta: float, eos_id: int):
+    def __init__(self, head: str, beta: float):
         if head not in HEADS:
             raise ValueError(f"unknown value head {head!r}; use one of {HEADS}")
-        self.head, self.beta, self.eos_id = head, beta, eos_id
+        self.head, self.beta = head, beta
         self.roles = {"value": head == "token"}
 
     def score(self, rows) -> torch.Tensor:
-        append_eos = rows.finished & ~rows.ended_eos
-        if self.head == "token":
-            taken = rows.taken("value")
-            q = torch.where(append_eos.to(taken.device), rows.last("value")[:, self.eos_id], taken)
-        elif append_eos.any():
-            eos = torch.full((rows.n, 1), self.eos_id, dtype=torch.long)
-            with_eos = rows.peek("value", eos)[:, 0]
-            q = torch.where(append_eos.to(with_eos.device), with_eos, rows.last("value"))
-        else:
-            q = rows.last("value")
+        q = rows.taken("value") if self.head == "token" else rows.last("value")
         return self.beta * q.to(rows.device)
 
 
@@ -73,65 +64,29 @@ class RewardScorer:
         return torch.as_tensor(self.reward(texts), dtype=torch.float32, device=rows.device)
 
 
-class _TextScorer:
-    """Re-tokenise ``template(prompt) + response text`` with the scorer's own tokenizer."""
+class TextExplicitScorer:
+    """``ExplicitScorer`` for a value model whose tokenizer differs from the guided model's: the
+    value at the last token of its own tokenisation of ``template + response text`` (its EOS appended
+    when the guided row ended with EOS), read incrementally (``aligned.TextStream``)."""
 
-    roles: dict = {}
+    roles = {"value": False}
 
-    def __init__(self, tokenizer, template: str, beta: float):
-        self.tokenizer, self.template, self.beta = tokenizer, template, beta
+    def __init__(self, beta: float):
+        self.beta = beta
 
-    def encode(self, rows, eos_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Left-padded ids, mask, and a mask of the response positions (EOS appended where asked)."""
-        tok, seqs, n_resp = self.tokenizer, [], []
-        for i, text in enumerate(rows.texts()):
-            prompt = tok(render_for(tok, self.template, rows.prompt(i)), add_special_tokens=False).input_ids
-            response = tok(text, add_special_tokens=False).input_ids + ([tok.eos_token_id] if eos_rows[i] else [])
-            seqs.append(prompt + response)
-            n_resp.append(len(response))
-        ids, mask = left_pad(seqs, pad_id(tok))
-        width = ids.shape[1]
-        response = torch.arange(width)[None, :] >= width - torch.tensor(n_resp)[:, None]
-        return ids, mask, response
-
-
-class TextExplicitScorer(_TextScorer):
-    """``ExplicitScorer`` for a value model whose tokenizer differs from the guided model's."""
-
-    def __init__(self, value_model, tokenizer, template: str, beta: float):
-        super().__init__(tokenizer, template, beta)
-        self.model = value_model
-
-    @torch.no_grad()
     def score(self, rows) -> torch.Tensor:
-        ids, mask, _ = self.encode(rows, rows.finished)
-        device = self.model.device
-        ids, mask = ids.to(device), mask.to(device)
-        values = self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).values.float()
-        rows.meter.add("value", 1, int(mask.sum()))
-        if values.dim() == 3:  # token head: Q(s_T, y_T) is read at the position before y_T
-            q = values[:, -2].gather(-1, ids[:, -1:]).squeeze(-1)
-        else:
-            q = values[:, -1]
-        return self.beta * q.to(rows.device)
+        return self.beta * rows.streams["value"].response_scores(rows)["value"].to(rows.device)
 
 
-class TextImplicitScorer(_TextScorer):
-    """``ImplicitScorer`` for a small pair whose tokenizer differs from the guided model's."""
+class TextImplicitScorer:
+    """``ImplicitScorer`` for a small pair whose tokenizer differs from the guided model's:
+    ``beta * R`` with ``R`` the log-ratio summed over the pair's own tokens of the response."""
 
-    def __init__(self, tuned, untuned, tokenizer, template: str, beta: float):
-        super().__init__(tokenizer, template, beta)
-        self.tuned, self.untuned = tuned, untuned
+    roles = {"tuned": False, "untuned": False}
 
-    @torch.no_grad()
+    def __init__(self, beta: float):
+        self.beta = beta
+
     def score(self, rows) -> torch.Tensor:
-        ids, mask, response = self.encode(rows, rows.ended_eos)
-        total = 0.0
-        for role, model, sign in (("tuned", self.tuned, 1.0), ("untuned", self.untuned, -1.0)):
-            device = next(model.parameters()).device
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           position_ids=positions(mask).to(device)).logits.float()
-            rows.meter.add(role, 1, int(mask.sum()))
-            logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None].to(device)).squeeze(-1)
-            total = total + sign * (logp * response[:, 1:].to(device)).sum(1).to(rows.device)
-        return self.beta * total
+        scores = rows.streams["tuned"].response_scores(rows)
+        return self.beta * (scores["tuned"] - scores["untuned"]).to(rows.device)

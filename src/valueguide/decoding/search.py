@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from ..templates import render_for
+from .aligned import Feed, ReencodedTextStream, TextStream
+from .detokenize import ResponseText
 from .paired import PairingError, pair_models
 from .sampler import Sampling, draw
 from .streams import LM, Meter, PairedStream, Stream, pad_id
@@ -73,8 +75,8 @@ class Result:
 
 
 class Rows:
-    """The rows of one batch: the shared response tokens, finish flags, prompt of each row, and
-    every model's stream (fed lazily, on first use after the response grew)."""
+    """The rows of one batch: the shared response tokens (and their text), finish flags, prompt of
+    each row, and every model's stream (fed lazily, on first use after the response grew)."""
 
     def __init__(self, prompts: list[str], per_prompt: int, streams: dict[str, Stream], meter: Meter,
                  tokenizer, device, stop: tuple[str, ...] = ()):
@@ -89,6 +91,7 @@ class Rows:
         self.finished = torch.zeros(n, dtype=torch.bool, device=device)
         self.ended_eos = torch.zeros(n, dtype=torch.bool, device=device)
         self.sampled = 0
+        self.response_texts = ResponseText(tokenizer, n)
 
     @property
     def n(self) -> int:
@@ -116,6 +119,20 @@ class Rows:
     def peek(self, role: str, candidates: torch.Tensor) -> torch.Tensor:
         return self.streams[role].sync(self.ids, self.mask, peek=candidates)
 
+    # --- the response as text (for models with other tokenizers) ---------------------------------
+
+    def length(self, row: int) -> int:
+        """Response tokens of ``row`` so far."""
+        return len(self.response_texts.ids(row))
+
+    def response_text(self, row: int, finished: bool = False) -> str:
+        """``u``: the response text of ``row``, an incomplete last character held back unless finished."""
+        return self.response_texts.text(row, finished)
+
+    def extended_texts(self, queries: list[tuple[int, int]]) -> list[str]:
+        """``u`` after one more token, for each ``(row, token)``."""
+        return self.response_texts.extended(queries)
+
     # --- growing and selecting rows --------------------------------------------------------------
 
     def append(self, tokens: torch.Tensor) -> None:
@@ -124,19 +141,21 @@ class Rows:
         tokens = torch.where(active, tokens.to(self.device), self.pad_id)
         self.ids = torch.cat([self.ids, tokens[:, None]], 1)
         self.mask = torch.cat([self.mask, active[:, None]], 1)
+        self.response_texts.append([t if a else None for t, a in zip(tokens.tolist(), active.tolist())])
         eos = active & (tokens == self.eos_id)
         self.ended_eos |= eos
         self.finished |= eos
         self.sampled += int(active.sum())
         if self.stop:
             for row in (active & ~eos).nonzero().flatten().tolist():
-                if any(s in self.text(row) for s in self.stop):
+                if any(s in self.response_text(row) for s in self.stop):
                     self.finished[row] = True
 
     def select(self, index: torch.Tensor) -> None:
         index = index.to(self.device)
         for name in ("ids", "mask", "finished", "ended_eos"):
             setattr(self, name, getattr(self, name)[index])
+        self.response_texts.select(index.tolist())
         for source in {id(s.source): s.source for s in self.streams.values()}.values():
             source.select(index)  # once per model, though a paired model serves two roles
 
@@ -144,7 +163,14 @@ class Rows:
         return self.ids[row][self.mask[row]].tolist()
 
     def text(self, row: int) -> str:
-        return self.tokenizer.decode(self.response(row), skip_special_tokens=True)
+        return self.response_text(row, finished=True)
+
+    def set_responses(self, responses: list[list[int]]) -> None:
+        """Start every row from a given response (equal lengths): for inspecting distributions."""
+        self.ids = torch.tensor(responses, dtype=torch.long, device=self.device).view(len(responses), -1)
+        self.mask = torch.ones_like(self.ids, dtype=torch.bool)
+        for column in self.ids.T.tolist():
+            self.response_texts.append(column)
 
     def texts(self) -> list[str]:
         return [self.text(row) for row in range(self.n)]
@@ -158,20 +184,23 @@ class Decoder:
     the unguided logits), inside CBS with one chunk scorer (or none, for one row per prompt).
 
     ``members`` maps roles to models: ``guided`` always; ``tuned``/``untuned``/``value`` as the
-    guides and the scorer need them. ``use_cache=False`` re-encodes every sequence at every step (the
-    slow reference for tests and benchmarks; same outputs). ``pair_small=True`` runs the tuned and
-    untuned models as one paired model (one pass for both, see ``paired.py``) where they can be.
+    guides and the scorer need them. The roles in ``text_roles`` read the rows as text in their own
+    tokens (``aligned.TextStream``: guidance across vocabularies); the others share the guided model's
+    tokens. ``use_cache=False`` re-encodes every sequence at every step (the slow reference for tests
+    and benchmarks; same outputs). ``pair_small=True`` runs the tuned and untuned models as one paired
+    model (one pass for both, see ``paired.py``) where they can be.
     """
 
     def __init__(self, members: dict[str, Member], *, token_guides=(), scorer=None, search: Search = Search(),
                  sampling: Sampling = Sampling(), max_new_tokens: int = 32, stop=(), use_cache: bool = True,
-                 pair_small: bool = True):
+                 pair_small: bool = True, text_roles=frozenset()):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if search.rows > 1 and scorer is None:
             raise ValueError(f"CBS with W*K = {search.rows} rows needs a scorer")
         self.members, self.token_guides, self.scorer, self.search = members, tuple(token_guides), scorer, search
         self.sampling, self.max_new_tokens, self.stop, self.use_cache = sampling, max_new_tokens, tuple(stop), use_cache
+        self.text_roles = frozenset(text_roles)
         missing = set(self._roles()) - set(members)
         if missing:
             raise ValueError(f"the method needs models for roles {sorted(missing)}")
@@ -195,9 +224,28 @@ class Decoder:
                 roles[role] = roles.get(role, False) or track
         return roles
 
+    def _text_stream(self, roles: tuple[str, ...], meter: Meter):
+        """One stream for roles that read the rows as text and share a tokenizer and template."""
+        member = self.members[roles[0]]
+        if not self.use_cache:
+            return ReencodedTextStream({r: self.members[r].model for r in roles}, member.kind, member.tokenizer,
+                                       member.template, meter)
+        if roles == PAIR and self.paired is not None:
+            feed = Feed(self.paired, LM, copies=2)
+            return TextStream({"tuned": (feed, 0), "untuned": (feed, 1)}, member.tokenizer, member.template, meter)
+        return TextStream({r: (Feed(self.members[r].model, member.kind), 0) for r in roles}, member.tokenizer,
+                          member.template, meter)
+
     def _start(self, prompts: list[str], per_prompt: int) -> Rows:
         meter, streams, roles = Meter(), {}, self._roles()
-        if self.paired is not None:
+        for group in (PAIR, ("value",)):
+            if set(group) <= set(roles) and set(group) <= self.text_roles:
+                stream = self._text_stream(group, meter)
+                stream.start(prompts, per_prompt)
+                for role in group:
+                    streams[role] = stream
+                    roles.pop(role)
+        if self.paired is not None and set(PAIR) <= set(roles):
             untuned = self.members["untuned"]
             pair = PairedStream(PAIR, self.paired, meter, use_cache=self.use_cache,
                                 track=roles.pop("tuned") | roles.pop("untuned"), pad_id=pad_id(untuned.tokenizer))
@@ -225,9 +273,7 @@ class Decoder:
         if len({len(r) for r in responses}) > 1:
             raise ValueError("responses must all have the same length")
         rows = self._start(prompts, 1)
-        if responses[0]:
-            rows.ids = torch.tensor(responses, device=rows.device)
-            rows.mask = torch.ones_like(rows.ids, dtype=torch.bool)
+        rows.set_responses(responses)
         return self._probs(rows)
 
     def _chunk(self, rows: Rows, generator) -> None:

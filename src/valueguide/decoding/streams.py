@@ -21,15 +21,20 @@ LM, VALUE = "lm", "value"
 
 
 class Meter:
-    """Forward passes and tokens fed, per model role: the cost columns of a generation."""
+    """Forward passes and tokens fed, per model role: the cost columns of a generation. Tokens fed to
+    score candidate next tokens (token-level guidance) are counted apart, in ``candidates``."""
 
     def __init__(self):
         self.passes: dict[str, int] = defaultdict(int)
         self.tokens: dict[str, int] = defaultdict(int)
+        self.candidates: dict[str, int] = defaultdict(int)
 
-    def add(self, role: str, passes: int, tokens: int) -> None:
-        self.passes[role] += passes
-        self.tokens[role] += tokens
+    def add(self, role: str, passes: int, tokens: int, candidates: bool = False) -> None:
+        if candidates:
+            self.candidates[role] += tokens
+        else:
+            self.passes[role] += passes
+            self.tokens[role] += tokens
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,7 +189,9 @@ class Stream:
             inp, inp_pos = torch.cat([inp, peek], 1), torch.cat([inp_pos, next_pos], 1)
         out = self._forward(inp, attn, inp_pos, self.cache)
         fed_tokens = int(full_mask.sum()) if not self.use_cache else int(new_mask.sum())
-        self.meter.add(self.role, 1, fed_tokens + (peek.numel() if peek is not None else 0))
+        self.meter.add(self.role, 1, fed_tokens)
+        if peek is not None:
+            self.meter.add(self.role, 0, peek.numel(), candidates=True)
         if peek is not None and self.cache is not None:
             self.cache.crop(-peek.shape[1])
         self._absorb(new, new_mask, out[:, n_inp - new.shape[1]:n_inp])
@@ -225,9 +232,9 @@ class _SplitMeter:
     def __init__(self, meter: Meter, roles: tuple[str, str]):
         self.meter, self.roles = meter, roles
 
-    def add(self, role: str, passes: int, tokens: int) -> None:
+    def add(self, role: str, passes: int, tokens: int, candidates: bool = False) -> None:
         for r in self.roles:
-            self.meter.add(r, passes, tokens // 2)
+            self.meter.add(r, passes, tokens // 2, candidates)
 
 
 class PairedStream:

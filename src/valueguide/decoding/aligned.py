@@ -1,0 +1,561 @@
+"""Models that read the guided rows as text, in their own tokens (guidance across vocabularies).
+
+A ``TextStream`` serves the models that share one tokenizer and one template: the tuned and untuned
+small pair (one paired model, or two models) or a value model. Per row it holds the tokenisation of
+``template(prompt) + u`` (``u``: the guided response text so far, see ``detokenize``), followed by its
+tokenizer's EOS once the guided row has ended with EOS. The response starts at the row's
+``boundary``, where that tokenisation stops matching the template's own.
+
+When ``u`` grows, the stream re-tokenises a short tail (``retokenize``), rolls each row back to the
+longest prefix it shares with what it holds, and feeds the rest. A roll-back marks the row's cache
+columns past that prefix dead instead of moving anything: positions count live columns only, so the
+model computes exactly what a fresh pass over the live tokens computes. Dead columns are compacted
+away now and then. Each row keeps the model's outputs at its last ``KEEP`` positions, so a roll-back
+of fewer tokens than that feeds nothing but the tokens that changed.
+
+A model contributes one number per position ``j``, its *score*:
+
+- a causal LM: ``log p(v_j | v_<j)``; a role's response score is ``R = sum_{j >= boundary} score[j]``;
+- a value model: ``Q(v_<j, v_j)`` (token head) or ``V(v_<=j)`` (scalar head); the row's value is the
+  score at its last position.
+
+Candidate next tokens of the guided model (token-level guidance) are scored as branches: each
+candidate's text is tokenised and rolled back to its common prefix with the row, and the branches of
+every row go through each model in one pass with a tree attention mask, then leave the cache.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from ..templates import render_for
+from ..texts import common_prefix
+from .retokenize import Retokenizer, Tokens
+from .streams import LM, Meter, left_pad, model_config, pad_id
+
+KEEP = 4  # outputs kept per row, for the last positions
+COMPACT_AT = 64  # dead cache columns tolerated beyond a half of the longest row
+
+
+@dataclass
+class Trunk:
+    """The rows' tokens to feed, left-aligned ([N, W]): row i from own position ``start[i]`` on."""
+
+    ids: torch.Tensor
+    start: torch.Tensor
+    real: torch.Tensor  # bool: a token, not padding
+    keep_first: torch.Tensor  # [N] bool: the first token is re-fed (its score stays as it was)
+
+
+@dataclass
+class Branches:
+    """Candidate tokens of every row, left-aligned ([N, Wb]): token ``step`` of branch ``branch``
+    (-1: padding) at own position ``pos``, seeing the row's tokens below ``limit``; ``parent`` is the
+    column of the branch's previous token (-1: the first, read after the row's kept outputs)."""
+
+    ids: torch.Tensor
+    pos: torch.Tensor
+    branch: torch.Tensor
+    step: torch.Tensor
+    limit: torch.Tensor
+    parent: torch.Tensor
+
+
+class Feed:
+    """One model of a ``TextStream``: its cache, which columns are live, the kept outputs and the
+    per-position scores. A paired model (``copies=2``) holds the rows of both halves,
+    ``[copy 0 rows; copy 1 rows]``, and every row operation applies to both."""
+
+    def __init__(self, model, kind: str, copies: int = 1):
+        self.model, self.kind, self.copies = model, kind, copies
+        self.config = model_config(model)
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.head = "lm" if kind == LM else model.head_kind
+        if kind == LM:
+            params = inspect.signature(model.forward).parameters
+            self._cache_arg = "cache" if "cache" in params else "past_key_values"
+            self._can_keep_last = "logits_to_keep" in params
+
+    # --- model calls --------------------------------------------------------------------------
+
+    def _tile(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x] * self.copies) if self.copies > 1 else x
+
+    def _forward(self, ids, attention_mask, position_ids, keep_last: int | None = None) -> torch.Tensor:
+        kwargs = dict(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
+        if self.kind == LM:
+            if keep_last and self._can_keep_last:
+                kwargs["logits_to_keep"] = keep_last
+            out = self.model(**kwargs, **{self._cache_arg: self.cache}).logits
+        else:
+            out = self.model(**kwargs, past_key_values=self.cache).values
+        return out.float()
+
+    def score_of(self, prev: torch.Tensor | None, out: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Scores of ``tokens`` ([B, T]) given the outputs before them (``prev``) and at them (``out``)."""
+        if self.head == "scalar":
+            return out
+        index = tokens.clamp(max=prev.shape[-1] - 1)[..., None]
+        if self.head == "lm":
+            return torch.log_softmax(prev, -1).gather(-1, index).squeeze(-1)
+        return prev.gather(-1, index).squeeze(-1)
+
+    # --- rows ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def start(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        """Encode the templated prompts (left padded, row space) and keep the last outputs."""
+        ids, mask = self._tile(ids.to(self.device)), self._tile(mask.to(self.device))
+        self.cache = DynamicCache(config=self.config)
+        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = self._forward(ids, mask, pos, keep_last=KEEP)
+        if any(getattr(layer, "is_sliding", False) for layer in self.cache.layers):
+            raise ValueError(f"{type(self.model).__name__} uses sliding-window attention, whose cache cannot "
+                             "follow text re-tokenised across vocabularies")
+        out = out[:, -KEEP:]
+        if out.shape[1] < KEEP:  # prompts shorter than KEEP: the missing outputs are never read
+            out = torch.cat([out[:, :1].expand(-1, KEEP - out.shape[1], *out.shape[2:]), out], 1)
+            ids = torch.cat([ids[:, :1].expand(-1, KEEP - ids.shape[1]), ids], 1)
+        self.tail, self.live = out, mask
+        self.scores = torch.zeros((ids.shape[0], ids.shape[1] + 64), device=self.device)
+        # the scores of the last prompt positions (the value of a row with no response yet)
+        length = mask.sum(1)
+        first = 0 if self.head == "scalar" else 1
+        scores = self.score_of(out[:, :-1] if first else None, out[:, first:], ids[:, -KEEP + first:])
+        pos = length[:, None] - KEEP + torch.arange(first, KEEP, device=self.device)[None, :]
+        rows, cols = (pos >= first).nonzero(as_tuple=True)
+        self.scores[rows, pos[rows, cols]] = scores[rows, cols]
+
+    def select(self, index: torch.Tensor) -> None:
+        index = index.to(self.device)
+        n = self.live.shape[0] // self.copies
+        index = torch.cat([index + c * n for c in range(self.copies)])
+        self.cache.reorder_cache(index)
+        self.live, self.tail, self.scores = self.live[index], self.tail[index], self.scores[index]
+
+    def _positions(self) -> torch.Tensor:
+        """Own position of every cache column (live columns count from 0; dead ones read -1)."""
+        return torch.where(self.live, self.live.long().cumsum(-1) - 1, -1)
+
+    def _grow_scores(self, length: int) -> None:
+        if length >= self.scores.shape[1]:
+            extra = torch.zeros((self.scores.shape[0], length - self.scores.shape[1] + 64), device=self.device)
+            self.scores = torch.cat([self.scores, extra], 1)
+
+    @torch.no_grad()
+    def advance(self, trunk: Trunk, branches: Branches | None, old_len: torch.Tensor,
+                new_len: torch.Tensor) -> torch.Tensor | None:
+        """Roll rows back and feed ``trunk`` (each row's tokens from ``trunk.pos[:, 0]`` on); with
+        ``branches``, score the candidates' tokens in the same pass and return their scores ([B, Wb]).
+        ``old_len``/``new_len`` are the rows' lengths before and after (row space)."""
+        t_ids, start, t_real, t_keep = (self._tile(x.to(self.device)) for x in
+                                        (trunk.ids, trunk.start, trunk.real, trunk.keep_first))
+        old_len, new_len = self._tile(old_len.to(self.device)), self._tile(new_len.to(self.device))
+        width = t_ids.shape[1]
+        t_pos = start[:, None] + torch.arange(width, device=self.device)[None, :]
+        self.live = self.live & (self._positions() < start[:, None])  # the roll-back
+        if branches is None:
+            attention, ids, pos = torch.cat([self.live, t_real], 1), t_ids, t_pos
+        else:
+            b_ids, b_pos = self._tile(branches.ids.to(self.device)), self._tile(branches.pos.to(self.device))
+            attention = self._tree_mask(t_real, t_pos, branches)
+            ids, pos = torch.cat([t_ids, b_ids], 1), torch.cat([t_pos, b_pos], 1)
+        out = self._forward(ids, attention, pos)
+        self.live = torch.cat([self.live, t_real], 1)
+        t_out = out[:, :width]
+        if width:
+            self._score_trunk(t_ids, t_pos, t_real, t_keep, t_out, old_len, new_len)
+            self._keep_last(t_out, start, old_len, new_len)
+        if branches is None:
+            return None
+        self.cache.crop(-b_ids.shape[1])
+        b_out = out[:, width:]
+        if self.head == "scalar":
+            return self.score_of(None, b_out, b_ids)
+        parent = self._tile(branches.parent.to(self.device))  # column of the previous branch token; -1: none
+        shape = (*parent.shape, *[1] * (b_out.dim() - 2))
+        prev_col = b_out.gather(1, parent.clamp(min=0).view(shape).expand(-1, -1, *b_out.shape[2:]))
+        prev = torch.where((parent >= 0).view(shape), prev_col, self._kept_at(new_len, b_pos - 1))
+        return self.score_of(prev, b_out, b_ids)
+
+    def _score_trunk(self, ids, pos, real, keep_first, out, old_len, new_len) -> None:
+        """Scores of the fed trunk positions; a re-fed first token keeps the score it had."""
+        if self.head == "scalar":
+            scores = out
+        else:
+            first = self._kept_at(old_len, pos[:, :1] - 1)
+            scores = self.score_of(torch.cat([first, out[:, :-1]], 1), out, ids)
+        write = real.clone()
+        if self.head != "scalar":  # a re-fed token keeps its score; position 0 has none (stays 0)
+            write[:, 0] &= ~keep_first
+        self._grow_scores(int(new_len.max()))
+        rows, cols = write.nonzero(as_tuple=True)
+        self.scores[rows, pos[rows, cols]] = scores[rows, cols]
+
+    def _keep_last(self, out, start, old_len, new_len) -> None:
+        """Kept outputs after a pass: the last KEEP of (kept outputs below ``start``, then ``out``)."""
+        keep_pos = new_len[:, None] - KEEP + torch.arange(KEEP, device=self.device)[None, :]
+        index = torch.where(keep_pos >= start[:, None], KEEP + keep_pos - start[:, None],
+                            KEEP - old_len[:, None] + keep_pos)
+        both = torch.cat([self.tail, out], 1)
+        index = index.clamp(0, both.shape[1] - 1)
+        self.tail = both.gather(1, index.view(*index.shape, *[1] * (both.dim() - 2)).expand(-1, -1, *both.shape[2:]))
+
+    def _kept_at(self, length: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The kept outputs at ``positions`` ([B, T]) of rows of ``length`` ([B, T, ...]); what is not
+        kept reads garbage (the caller knows)."""
+        index = (KEEP - length[:, None] + positions).clamp(0, KEEP - 1)
+        tail = self.tail
+        return tail.gather(1, index.view(*index.shape, *[1] * (tail.dim() - 2)).expand(-1, -1, *tail.shape[2:]))
+
+    def _tree_mask(self, t_real, t_pos, branches: Branches) -> torch.Tensor:
+        """Who attends to whom in a pass of trunk tokens then branch tokens (4D, [B, 1, Q, K]).
+
+        Trunk tokens see the live columns before them; a branch token sees the live and trunk columns
+        before its branch point and the earlier tokens of its own branch; every query sees itself."""
+        live_pos = torch.where(self.live, self._positions(), torch.iinfo(torch.long).max)
+        key_pos = torch.cat([live_pos, torch.where(t_real, t_pos, torch.iinfo(torch.long).max)], 1)  # [B, K0]
+        b_branch, b_step, b_limit = (self._tile(x.to(self.device)) for x in
+                                     (branches.branch, branches.step, branches.limit))
+        q_limit = torch.cat([torch.where(t_real, t_pos + 1, -1), b_limit], 1)  # [B, Q]: trunk keys below this
+        allowed_trunk = key_pos[:, None, :] < q_limit[:, :, None]  # [B, Q, K0]
+        n_trunk = t_pos.shape[1]
+        q_branch = torch.cat([torch.full_like(t_pos, -1), b_branch], 1)  # [B, Q]; -1: not a branch token
+        q_step = torch.cat([torch.zeros_like(t_pos), b_step], 1)
+        allowed_branch = ((b_branch[:, None, :] == q_branch[:, :, None]) & (q_branch[:, :, None] >= 0)
+                          & (b_step[:, None, :] <= q_step[:, :, None]))  # [B, Q, Wb]
+        allowed = torch.cat([allowed_trunk, allowed_branch], 2)
+        q = allowed.shape[1]
+        k0 = key_pos.shape[1] - n_trunk
+        allowed[:, torch.arange(q), k0 + torch.arange(q)] = True
+        allowed = allowed[:, None]
+        attn = self.config._attn_implementation
+        if attn == "sdpa":
+            return allowed
+        if attn == "eager":
+            zero = torch.zeros((), dtype=self.dtype, device=self.device)
+            return torch.where(allowed, zero, torch.finfo(self.dtype).min)
+        raise ValueError(f"scoring candidate tokens across vocabularies needs sdpa or eager attention, not {attn!r}")
+
+    def compact(self) -> None:
+        """Drop dead cache columns when they are many: each row's live columns move to the right end."""
+        count = self.live.sum(1)
+        width = int(count.max())
+        if self.live.shape[1] - width <= max(COMPACT_AT, width // 2):
+            return
+        order = torch.argsort((~self.live).long(), dim=1, stable=True)  # live columns first, in order
+        shift = width - count
+        col = torch.arange(width, device=self.device)
+        index = order.gather(1, (col[None, :] - shift[:, None]).clamp(min=0))
+        for layer in self.cache.layers:
+            idx = index[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[-1])
+            layer.keys, layer.values = layer.keys.gather(2, idx), layer.values.gather(2, idx)
+        self.live = col[None, :] >= shift[:, None]
+
+
+ROW_STATE = ("prompt_text", "text", "tokens", "template_ids", "eos", "boundary", "tail_n", "seen")
+
+
+class TextStream:
+    """The rows as text, in the tokens of models that share one tokenizer and template.
+
+    ``roles`` maps each role it serves to ``(feed, copy)``: the paired small model serves ``tuned``
+    (copy 0) and ``untuned`` (copy 1) from one feed; a value model one role from its own."""
+
+    def __init__(self, roles: dict[str, tuple[Feed, int]], tokenizer, template: str, meter: Meter):
+        if tokenizer.eos_token_id is None:
+            raise ValueError("a model read across vocabularies needs a tokenizer with an EOS token")
+        self.roles, self.tokenizer, self.template, self.meter = roles, tokenizer, template, meter
+        self.feeds = list({id(feed): feed for feed, _ in roles.values()}.values())
+        self.retokenizer = Retokenizer(tokenizer)
+        self.eos_id = tokenizer.eos_token_id
+        self.source = self  # what ``Rows.select`` copies, once for all roles
+
+    def _book(self, feed: Feed, tokens: int, candidates: bool = False) -> None:
+        for role, (f, _) in self.roles.items():
+            if f is feed:
+                self.meter.add(role, 1, tokens, candidates=candidates)
+
+    # --- rows ---------------------------------------------------------------------------------
+
+    def start(self, prompts: list[str], repeats: int) -> None:
+        texts = [render_for(self.tokenizer, self.template, p) for p in prompts]
+        tokens = self.retokenizer.tokenize(texts)
+        for prompt, tok in zip(prompts, tokens):
+            if not tok.ids:
+                raise ValueError(f"prompt {prompt!r} renders to no tokens through template {self.template!r}")
+        ids, mask = left_pad([t.ids for t in tokens], pad_id(self.tokenizer))
+        for feed in self.feeds:
+            feed.start(ids, mask)
+            self._book(feed, int(mask.sum()))
+        self.prompt_text, self.text, self.tokens = texts, list(texts), tokens
+        self.template_ids = [t.ids for t in tokens]
+        self.eos = [False] * len(prompts)
+        self.boundary = [len(t) for t in tokens]
+        self.tail_n = [min(KEEP, len(t)) for t in tokens]
+        self.seen = [0] * len(prompts)
+        self.select(torch.arange(len(prompts)).repeat_interleave(repeats))
+
+    def select(self, index: torch.Tensor) -> None:
+        rows = index.tolist()
+        for name in ROW_STATE:
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in rows])
+        for feed in self.feeds:
+            feed.select(index)
+
+    def own(self, i: int) -> list[int]:
+        """Row ``i`` in this stream's tokens: the text's tokens, then EOS when the row ended with EOS."""
+        return self.tokens[i].ids + [self.eos_id] if self.eos[i] else self.tokens[i].ids
+
+    # --- keeping up with the guided rows -------------------------------------------------------
+
+    def _plan(self, rows) -> tuple[Trunk, dict]:
+        """What feeding the rows' new text takes, and the row state after it."""
+        n = len(self.text)
+        ended = rows.ended_eos.tolist()
+        finished = rows.finished.tolist()
+        changed = [i for i in range(n) if self.seen[i] != rows.length(i) or self.eos[i] != ended[i]]
+        texts = {i: self.prompt_text[i] + rows.response_text(i, finished[i]) for i in changed}
+        grow = [i for i in changed if texts[i] != self.text[i] and texts[i].startswith(self.text[i])]
+        fresh = [i for i in changed if texts[i] != self.text[i] and not texts[i].startswith(self.text[i])]
+        tokens = dict(zip(grow, self.retokenizer.update([self.tokens[i] for i in grow], [texts[i] for i in grow])))
+        tokens.update(zip(fresh, self.retokenizer.tokenize([texts[i] for i in fresh])))
+        state = {name: list(getattr(self, name)) for name in ("text", "tokens", "eos", "boundary", "tail_n", "seen")}
+        starts, feeds, keep_first = [], [], []
+        for i in range(n):
+            old = self.own(i)
+            if i not in texts:
+                starts.append(len(old)), feeds.append([]), keep_first.append(False)
+                continue
+            state["text"][i], state["seen"][i], state["eos"][i] = texts[i], rows.length(i), ended[i]
+            state["tokens"][i] = tokens.get(i, self.tokens[i])
+            new = state["tokens"][i].ids + ([self.eos_id] if ended[i] else [])
+            p = common_prefix(old, new)
+            start, refeed = self._branch_point(p, len(old), self.tail_n[i])
+            starts.append(start), feeds.append(new[start:]), keep_first.append(refeed)
+            state["tail_n"][i] = min(KEEP, max(0, start - len(old) + self.tail_n[i]) + len(new) - start)
+            state["boundary"][i] = common_prefix(self.template_ids[i], new, min(self.boundary[i], p))
+        return self._trunk(starts, feeds, keep_first), state
+
+    @staticmethod
+    def _branch_point(p: int, length: int, tail_n: int) -> tuple[int, bool]:
+        """Where feeding starts for tokens that differ from position ``p`` on: at ``p`` when the output
+        at ``p - 1`` is kept; else one earlier, re-feeding a token whose score is known. (At 0 there is
+        no output before: position 0 scores 0 with an LM or a token head.)"""
+        if p >= 1 and p - 1 >= length - tail_n:
+            return p, False
+        return max(p - 1, 0), True
+
+    @staticmethod
+    def _trunk(starts: list[int], feeds: list[list[int]], keep_first: list[bool]) -> Trunk:
+        width = max(len(f) for f in feeds)
+        ids = torch.zeros((len(feeds), width), dtype=torch.long)
+        for i, f in enumerate(feeds):
+            if f:
+                ids[i, :len(f)] = torch.tensor(f)
+        real = torch.arange(width)[None, :] < torch.tensor([len(f) for f in feeds])[:, None]
+        return Trunk(ids, torch.tensor(starts), real, torch.tensor(keep_first))
+
+    def _commit(self, state: dict) -> None:
+        for name, values in state.items():
+            setattr(self, name, values)
+
+    def _lengths(self, state: dict | None = None) -> torch.Tensor:
+        tokens, eos = (state["tokens"], state["eos"]) if state else (self.tokens, self.eos)
+        return torch.tensor([len(t) + e for t, e in zip(tokens, eos)])
+
+    def sync(self, rows) -> None:
+        """Feed every row's text that the models have not read yet."""
+        trunk, state = self._plan(rows)
+        if trunk.real.any():
+            old_len, new_len = self._lengths(), self._lengths(state)
+            for feed in self.feeds:
+                feed.advance(trunk, None, old_len, new_len)
+                feed.compact()
+                self._book(feed, int(trunk.real.sum()))
+        self._commit(state)
+
+    # --- what the guides and scorers read ---------------------------------------------------------
+
+    def response_scores(self, rows) -> dict[str, torch.Tensor]:
+        """Per role and row: ``R`` over the response (an LM), or the value at the last token."""
+        self.sync(rows)
+        length = self._lengths()
+        out = {}
+        for role, (feed, copy) in self.roles.items():
+            scores = self._rows_of(feed.scores, copy).cpu()
+            if feed.head == "lm":
+                j = torch.arange(scores.shape[1])[None, :]
+                inside = (j >= torch.tensor(self.boundary)[:, None]) & (j < length[:, None])
+                out[role] = (scores * inside).sum(1)
+            else:
+                out[role] = scores.gather(1, (length - 1)[:, None]).squeeze(1)
+        return out
+
+    def _rows_of(self, tensor: torch.Tensor, copy: int) -> torch.Tensor:
+        n = len(self.text)
+        return tensor[copy * n:(copy + 1) * n]
+
+    def candidate_scores(self, rows, candidates: torch.Tensor, guided_eos: int | None) -> dict[str, torch.Tensor]:
+        """Per role, the score of each row with each candidate token of the guided model appended
+        ([N, k]): ``R`` (an LM) or the value at the last token (a value model). A candidate whose text
+        adds nothing whole scores as the row does; the guided EOS appends this tokenizer's EOS.
+        The rows' own new text is fed in the same pass (finished rows score 0)."""
+        trunk, state = self._plan(rows)
+        n, k = candidates.shape
+        finished = rows.finished.tolist()
+        cand = candidates.tolist()
+        queries = [(i, a) for i in range(n) if not finished[i] for a in cand[i] if a != guided_eos]
+        extended = iter(rows.extended_texts(queries))
+        to_branch, branch_of = [], {}
+        for i in range(n):
+            if finished[i]:
+                continue
+            for j, a in enumerate(cand[i]):
+                if a == guided_eos:
+                    branch_of[i, j] = (len(state["tokens"][i]), [self.eos_id])
+                    continue
+                text = self.prompt_text[i] + next(extended)
+                if text == state["text"][i]:
+                    branch_of[i, j] = (len(state["tokens"][i]), [])
+                else:
+                    to_branch.append((i, j, text))
+        for (i, j, _), joined in zip(to_branch, self.retokenizer.branch(
+                [state["tokens"][i] for i, _, _ in to_branch], [text for _, _, text in to_branch])):
+            branch_of[i, j] = joined
+        branches, plan = self._branches(n, k, branch_of, state)
+        old_len, new_len = self._lengths(), self._lengths(state)
+        results = {}
+        for feed in self.feeds:
+            results[id(feed)] = feed.advance(trunk, branches, old_len, new_len)
+            feed.compact()
+            self._book(feed, int(trunk.real.sum()))
+            self._book(feed, int((branches.branch >= 0).sum()), candidates=True)
+        self._commit(state)
+        return {role: self._candidate_values(feed, copy, results[id(feed)], plan, new_len)
+                for role, (feed, copy) in self.roles.items()}
+
+    def _branches(self, n: int, k: int, branch_of: dict, state: dict) -> tuple[Branches, dict]:
+        """The branch block, and per candidate what its score sums: trunk scores over ``[lo, hi)``,
+        the branch columns marked ``include``, and the column of its last token (-1: none)."""
+        columns = [[] for _ in range(n)]  # per row: (id, pos, branch, step, limit, parent, include)
+        lo, hi, last = torch.zeros((n, k), dtype=torch.long), torch.zeros((n, k), dtype=torch.long), \
+            torch.full((n, k), -1, dtype=torch.long)
+        for (i, j), (p, ids) in branch_of.items():
+            tokens, length = state["tokens"][i], len(state["tokens"][i])
+            own = tokens.ids
+            b = common_prefix(self.template_ids[i], own[:p] + ids, min(state["boundary"][i], p))
+            if not ids:  # nothing new: the row as it is
+                lo[i, j], hi[i, j] = state["boundary"][i], length
+                continue
+            start, refeed = self._branch_point(p, length, state["tail_n"][i])
+            feed_ids = own[start:p] + ids if refeed else ids
+            lo[i, j], hi[i, j] = min(b, start + (refeed and p >= 1)), start + (refeed and p >= 1)
+            hi[i, j] = max(hi[i, j], lo[i, j])
+            for t, token in enumerate(feed_ids):
+                pos = start + t
+                include = pos >= b and not (refeed and p >= 1 and t == 0)
+                parent = len(columns[i]) - 1 if t else -1
+                columns[i].append((token, pos, j, t, start, parent, include))
+            last[i, j] = len(columns[i]) - 1
+        width = max([len(c) for c in columns] + [1])
+        fields = torch.zeros((7, n, width), dtype=torch.long)
+        fields[2].fill_(-1), fields[4].fill_(-1), fields[5].fill_(-1)
+        for i, cols in enumerate(columns):
+            if cols:
+                fields[:, i, :len(cols)] = torch.tensor(cols).T
+        ids, pos, branch, step, limit, parent, include = fields
+        active = torch.tensor([any((i, j) in branch_of for j in range(k)) for i in range(n)])
+        return Branches(ids, pos, branch, step, limit, parent), {
+            "lo": lo, "hi": hi, "last": last, "branch": branch, "include": include.bool(), "pos": pos,
+            "active": active}
+
+    def _candidate_values(self, feed: Feed, copy: int, branch_scores: torch.Tensor, plan: dict,
+                          length: torch.Tensor) -> torch.Tensor:
+        scores = self._rows_of(feed.scores, copy).cpu()
+        bs = self._rows_of(branch_scores, copy).cpu()
+        n, k = plan["lo"].shape
+        if feed.head != "scalar":
+            bs = torch.where(plan["pos"] == 0, 0.0, bs)  # position 0 has no state before it
+        if feed.head == "lm":
+            cumulative = torch.cat([torch.zeros((n, 1)), scores.cumsum(1)], 1)
+            trunk = cumulative.gather(1, plan["hi"]) - cumulative.gather(1, plan["lo"])
+            counted = torch.where(plan["include"] & (plan["branch"] >= 0), bs, 0.0)
+            values = trunk.scatter_add(1, plan["branch"].clamp(min=0), counted)
+        else:
+            current = scores.gather(1, (length - 1).clamp(min=0)[:, None]).expand(n, k)
+            values = torch.where(plan["last"] >= 0, bs.gather(1, plan["last"].clamp(min=0)), current)
+        return torch.where(plan["active"][:, None], values, 0.0)
+
+
+class ReencodedTextStream:
+    """The slow reference for ``TextStream`` (``use_cache=False``): every read tokenises each row's
+    whole text again and encodes it from the start, and each candidate as a sequence of its own."""
+
+    def __init__(self, models: dict, kind: str, tokenizer, template: str, meter: Meter):
+        self.models, self.kind, self.tokenizer, self.template, self.meter = models, kind, tokenizer, template, meter
+        self.eos_id = tokenizer.eos_token_id
+        self.source = self
+
+    def start(self, prompts: list[str], repeats: int) -> None:
+        texts = [render_for(self.tokenizer, self.template, p) for p in prompts]
+        self.prompt_text = [t for t in texts for _ in range(repeats)]
+
+    def select(self, index: torch.Tensor) -> None:
+        self.prompt_text = [self.prompt_text[i] for i in index.tolist()]
+
+    def _tokens(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    @torch.no_grad()
+    def _scores(self, sequences: list[tuple[list[int], int]], candidates: bool = False) -> dict[str, torch.Tensor]:
+        """Per role, one number per ``(ids, boundary)``: ``R`` (an LM) or the last token's value."""
+        ids, mask = left_pad([s for s, _ in sequences], pad_id(self.tokenizer))
+        width = ids.shape[1]
+        starts = torch.tensor([width - len(s) + b for s, b in sequences])
+        out = {}
+        for role, model in self.models.items():
+            feed = Feed(model, self.kind)
+            pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+            kwargs = dict(input_ids=ids.to(feed.device), attention_mask=mask.to(feed.device),
+                          position_ids=pos.to(feed.device))
+            result = model(**kwargs)
+            values = (result.logits if self.kind == LM else result.values).float().cpu()
+            self.meter.add(role, 1, int(mask.sum()))
+            if candidates:
+                self.meter.add(role, 0, int(mask.sum()), candidates=True)
+            prev = torch.cat([values[:, :1], values[:, :-1]], 1) if feed.head != "scalar" else None
+            scores = feed.score_of(prev, values, ids)
+            first = mask.long().argmax(1)
+            if feed.head != "scalar":  # position 0 of a row has no state before it
+                scores[torch.arange(len(sequences)), first] = 0.0
+            if feed.head == "lm":
+                out[role] = (scores * (torch.arange(width)[None, :] >= starts[:, None])).sum(1)
+            else:
+                out[role] = scores[:, -1]
+        return out
+
+    def _own(self, i: int, text: str, eos: bool) -> tuple[list[int], int]:
+        ids = self._tokens(self.prompt_text[i] + text) + ([self.eos_id] if eos else [])
+        return ids, common_prefix(self._tokens(self.prompt_text[i]), ids)
+
+    def response_scores(self, rows) -> dict[str, torch.Tensor]:
+        ended, finished = rows.ended_eos.tolist(), rows.finished.tolist()
+        return self._scores([self._own(i, rows.response_text(i, finished[i]), ended[i])
+                             for i in range(len(self.prompt_text))])
+
+    def candidate_scores(self, rows, candidates: torch.Tensor, guided_eos: int | None) -> dict[str, torch.Tensor]:
+        n, k = candidates.shape
+        cand = candidates.tolist()
+        texts = iter(rows.extended_texts([(i, a) for i in range(n) for a in cand[i] if a != guided_eos]))
+        sequences = [self._own(i, rows.response_text(i) if a == guided_eos else next(texts), a == guided_eos)
+                     for i in range(n) for a in cand[i]]
+        scores = self._scores(sequences, candidates=True)
+        finished = rows.finished.to(torch.bool).cpu()[:, None]
+        return {role: torch.where(finished, 0.0, v.view(n, k)) for role, v in scores.items()}

@@ -1,0 +1,325 @@
+"""Guidance across vocabularies is exact: checked against full re-encoding, by brute force.
+
+Two toy tokenizers whose boundaries disagree (``toy_tokenizers``: a byte-level BPE and a
+SentencePiece-style BPE with byte fallback) take turns as the guided and the guiding vocabulary.
+The references here re-tokenise the whole text and run one unpadded, uncached pass per sequence
+(per candidate, for token-level guidance), straight from ALGORITHMS.md §4:
+
+- ``R(u) = sum_{j >= b} [log pi*(v_j | v_<j) - log pi(v_j | v_<j)]`` over ``v = tok(template + u)``
+  (EOS appended when the row ended with EOS), ``b`` where ``v`` stops matching ``tok(template)``;
+- ``V(u)``: the value model's score at the last token of ``v`` (token head: ``Q(v_<T, v_T)``);
+- EFT: ``z(a) + w (R(u + text(a)) - R(u))``, VAS: ``z(a) + beta (Q(a) - mean_C Q)`` over ``C = top-k(z)``.
+"""
+
+import random
+
+import pytest
+import torch
+
+from test_decoding_distributions import reference_probs
+from test_decoding_toys import TabularLM
+from toy_models import make_gpt2, make_tokenizer
+from toy_tokenizers import WORDS, byte_bpe, sentencepiece_bpe
+from valueguide.decoding import Member, Sampling, build_decoder
+from valueguide.decoding.detokenize import ResponseText, text_so_far
+from valueguide.decoding.retokenize import Retokenizer
+from valueguide.decoding.scorers import TextExplicitScorer, TextImplicitScorer
+from valueguide.templates import render
+from valueguide.texts import common_prefix, decode
+from valueguide.value.model import ValueModel
+
+PAIRS = {"bpe->spm": (byte_bpe, sentencepiece_bpe), "spm->bpe": (sentencepiece_bpe, byte_bpe)}
+TEMPLATES = {"guided": "Review: {prompt}", "small": "<s>Q: {prompt}\nA: ", "value": "{prompt} => "}
+PROMPTS = ["the film was", "café €5 日本"]
+
+
+def value_model(tok, head: str, seed: int = 7, n_positions: int = 256) -> ValueModel:
+    vm = ValueModel(make_gpt2(len(tok), seed=seed, n_layer=2, n_positions=n_positions).transformer, head,
+                    {"template": TEMPLATES["value"]})
+    torch.manual_seed(seed)
+    torch.nn.init.normal_(vm.head.weight)
+    torch.nn.init.normal_(vm.head.bias)
+    return vm.eval()
+
+
+def members(pair: str, head: str = "token", guided=None, n_positions: int = 256) -> dict:
+    guided_tok, other = (make() for make in PAIRS[pair])
+    return {"guided": Member(guided or make_gpt2(len(guided_tok), seed=1, n_layer=2), guided_tok, TEMPLATES["guided"]),
+            "tuned": Member(make_gpt2(len(other), seed=2, n_positions=n_positions), other, TEMPLATES["small"]),
+            "untuned": Member(make_gpt2(len(other), seed=3, n_positions=n_positions), other, TEMPLATES["small"]),
+            "value": Member(value_model(other, head, n_positions=n_positions), other, TEMPLATES["value"], "value")}
+
+
+# --- references ---------------------------------------------------------------------------------
+
+
+def own_tokens(member: Member, prompt: str, text: str, eos: bool) -> tuple[list[int], int]:
+    tok = member.tokenizer
+    template = render(member.template, prompt)
+    ids = tok(template + text, add_special_tokens=False).input_ids + ([tok.eos_token_id] if eos else [])
+    return ids, common_prefix(tok(template, add_special_tokens=False).input_ids, ids)
+
+
+@torch.no_grad()
+def reference_R(models: dict, prompt: str, text: str, eos: bool = False) -> float:
+    ids, b = own_tokens(models["untuned"], prompt, text, eos)
+    total = 0.0
+    for role, sign in (("tuned", 1.0), ("untuned", -1.0)):
+        logits = models[role].model(input_ids=torch.tensor([ids])).logits[0].float()
+        logp = torch.log_softmax(logits, -1)
+        total += sign * sum(float(logp[j - 1, ids[j]]) for j in range(max(b, 1), len(ids)))
+    return total
+
+
+@torch.no_grad()
+def reference_V(models: dict, prompt: str, text: str, eos: bool = False) -> float:
+    member = models["value"]
+    ids, _ = own_tokens(member, prompt, text, eos)
+    values = member.model(input_ids=torch.tensor([ids])).values[0].float()
+    if member.model.head_kind == "scalar":
+        return float(values[-1])
+    return float(values[-2, ids[-1]]) if len(ids) > 1 else 0.0
+
+
+@torch.no_grad()
+def guided_logits(models: dict, prompt: str, response: list[int]) -> torch.Tensor:
+    member = models["guided"]
+    return member.model(input_ids=torch.tensor([member.encode_prompt(prompt) + response])).logits[0, -1].float()
+
+
+def candidate_text(tok, response: list[int], token: int) -> str:
+    return text_so_far(tok, response + [token])
+
+
+# --- text on both sides ---------------------------------------------------------------------------
+
+
+def random_ids(tok, rng: random.Random, n: int) -> list[int]:
+    """Mostly tokens of real text (whole words, multi-byte characters), some arbitrary ids."""
+    text_ids = tok(" ".join(WORDS), add_special_tokens=False).input_ids
+    return [rng.choice(text_ids) if rng.random() < 0.7 else rng.randrange(len(tok)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("make", [byte_bpe, sentencepiece_bpe, make_tokenizer])
+def test_response_text_is_the_whole_decode_at_every_step_through_row_copies(make):
+    tok, rng = make(), random.Random(0)
+    texts, ids = ResponseText(tok, 3), [[], [], []]
+    for _ in range(120):
+        step = random_ids(tok, rng, 3)
+        texts.append(step)
+        ids = [row + [t] for row, t in zip(ids, step)]
+        if rng.random() < 0.2:
+            index = [rng.randrange(3) for _ in range(3)]
+            texts.select(index)
+            ids = [list(ids[i]) for i in index]
+        for i in range(3):
+            assert texts.text(i) == text_so_far(tok, ids[i])
+            assert texts.text(i, finished=True) == decode(tok, ids[i])
+        queries = [(i, t) for i in range(3) for t in random_ids(tok, rng, 2)]
+        assert texts.extended(queries) == [candidate_text(tok, ids[i], t) for i, t in queries]
+
+
+@pytest.mark.parametrize("make", [byte_bpe, sentencepiece_bpe])
+def test_retokenising_a_tail_equals_tokenising_the_whole_text(make):
+    tok, rng = make(), random.Random(1)
+    retok = Retokenizer(tok)
+    pieces = WORDS + [" ", "  ", "\n", "é", "€", "本", "😀", "x", "ab", "<s>"]
+    for _ in range(40):
+        text = "<s>Q: " + "".join(rng.choice(pieces) for _ in range(3))
+        tokens = retok.tokenize([text])[0]
+        for _ in range(25):
+            text += "".join(rng.choice(pieces) for _ in range(rng.choice([1, 1, 2])))
+            longer = [text + rng.choice(pieces) for _ in range(3)]
+            for candidate, (p, tail) in zip(longer, retok.branch([tokens] * 3, longer)):
+                want = retok.tokenize([candidate])[0].ids
+                assert tokens.ids[:p] + tail == want and (p == len(tokens) or tokens.ids[p] != want[p])
+            tokens = retok.update([tokens], [text])[0]
+            assert tokens == retok.tokenize([text])[0]
+
+
+# --- next-token distributions -----------------------------------------------------------------------
+
+
+def responses_for(tok) -> list[list[int]]:
+    """Two responses of one length; the second ends inside a multi-byte character where it can."""
+    euro = tok("€", add_special_tokens=False).input_ids
+    words = tok(" the film was", add_special_tokens=False).input_ids
+    first = tok(" wonderful ça va", add_special_tokens=False).input_ids
+    n = max(len(first), len(words) + len(euro) - 1)
+    second = (words + euro[:-1] if len(euro) > 1 else words + euro)
+    pad = tok(" good", add_special_tokens=False).input_ids
+    while len(second) < n:
+        second = pad[:1] + second
+    while len(first) < n:
+        first = first + pad[:1]
+    return [first[:n], second[-n:]]
+
+
+@pytest.mark.parametrize("pair", list(PAIRS))
+@pytest.mark.parametrize("k,masked", [(6, False), (6, True)])
+def test_cross_vocabulary_eft_is_the_text_log_ratio_on_the_top_k(pair, k, masked):
+    models = members(pair)
+    tok = models["guided"].tokenizer
+    responses = responses_for(tok)
+    w, temperature = 0.7, 0.9
+    method = {"token": {"kind": "implicit", "w": w, "top_k": k, "mask_outside_topk": masked}}
+    decoder = build_decoder(method, models, sampling=Sampling(temperature))
+    assert decoder.text_roles == {"tuned", "untuned"}
+    got = decoder.next_token_probs(PROMPTS, responses)
+    for i, (prompt, response) in enumerate(zip(PROMPTS, responses)):
+        z = guided_logits(models, prompt, response)
+        u = text_so_far(tok, response)
+        now = reference_R(models, prompt, u)
+        want = torch.full_like(z, float("-inf")) if masked else z.clone()
+        for a in z.topk(k).indices.tolist():
+            after = (reference_R(models, prompt, u, eos=True) if a == tok.eos_token_id
+                     else reference_R(models, prompt, candidate_text(tok, response, a)))
+            want[a] = z[a] + w * (after - now)
+        torch.testing.assert_close(got[i], reference_probs(want, temperature), atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pair", list(PAIRS))
+@pytest.mark.parametrize("head", ["token", "scalar"])
+def test_cross_vocabulary_vas_centres_the_text_values_of_the_top_k(pair, head):
+    models = members(pair, head)
+    tok = models["guided"].tokenizer
+    responses = responses_for(tok)
+    beta, k = 1.5, 5
+    decoder = build_decoder({"token": {"kind": "explicit", "beta": beta, "top_k": k}}, models, sampling=Sampling(1.0))
+    got = decoder.next_token_probs(PROMPTS, responses)
+    for i, (prompt, response) in enumerate(zip(PROMPTS, responses)):
+        z = guided_logits(models, prompt, response)
+        cand = z.topk(k).indices.tolist()
+        q = torch.tensor([reference_V(models, prompt, text_so_far(tok, response), eos=True) if a == tok.eos_token_id
+                          else reference_V(models, prompt, candidate_text(tok, response, a)) for a in cand])
+        want = z.clone()
+        want[cand] += beta * (q - q.mean())
+        torch.testing.assert_close(got[i], reference_probs(want, 1.0), atol=2e-5, rtol=0)
+
+
+def test_a_candidate_that_completes_no_character_scores_as_the_row_does():
+    """Inside a multi-byte character the guided model's candidates add no whole text: psi = 0 for
+    them, and a value reads the text without them (the documented rule)."""
+    models = members("bpe->spm")
+    tok = models["guided"].tokenizer
+    euro = tok("€", add_special_tokens=False).input_ids
+    assert len(euro) == 3  # bytes of one character, in three tokens
+    response = tok(" the", add_special_tokens=False).input_ids + euro[:1]
+    decoder = build_decoder({"token": {"kind": "implicit", "w": 1.0, "top_k": len(tok)}}, models,
+                            sampling=Sampling(1.0))
+    probs = decoder.next_token_probs(PROMPTS[:1], [response])[0]
+    z = guided_logits(models, PROMPTS[0], response)
+    middle = euro[1]  # completes nothing: the character still needs its third byte
+    assert candidate_text(tok, response, middle) == text_so_far(tok, response)
+    ratio = float(probs[middle] / probs[euro[0]])
+    assert ratio == pytest.approx(float(torch.exp(z[middle] - z[euro[0]]) * torch.exp(torch.tensor(
+        -(reference_R(models, PROMPTS[0], candidate_text(tok, response, euro[0]))
+          - reference_R(models, PROMPTS[0], text_so_far(tok, response)))))), rel=1e-4)
+
+
+def test_the_text_path_on_one_shared_tokenizer_is_the_shared_path_on_the_top_k():
+    """With two copies of one word-level tokenizer, re-tokenising text gives back the guided tokens,
+    so the text definitions reduce to today's token-level guidance restricted to the top-k."""
+    tok = make_tokenizer()
+    vocab = len(tok)
+    models = {"guided": Member(make_gpt2(vocab, seed=1, n_layer=2), tok, "the film {prompt}"),
+              "tuned": Member(make_gpt2(vocab, seed=2), tok, "{prompt} good "),
+              "untuned": Member(make_gpt2(vocab, seed=3), tok, "{prompt} good "),
+              "value": Member(value_model(tok, "scalar"), tok, "a {prompt} b ", "value")}
+    responses = [[4, 5, 1], [7, 8, 9]]  # the first ends with EOS (id 1) in the middle: it is a plain id here
+    responses = [[4, 5, 6], [7, 8, 9]]
+    for method in ({"token": {"kind": "implicit", "w": 0.8, "top_k": 5}},
+                   {"token": {"kind": "implicit", "w": 0.8, "top_k": 5, "mask_outside_topk": True}},
+                   {"token": {"kind": "explicit", "beta": 2.0, "top_k": 5}}):
+        text = build_decoder(method, models, read_text=True, sampling=Sampling(0.8))
+        shared = build_decoder(method, models, sampling=Sampling(0.8))
+        assert text.text_roles and not shared.text_roles
+        torch.testing.assert_close(text.next_token_probs(["good", "a b"], responses),
+                                   shared.next_token_probs(["good", "a b"], responses), atol=2e-5, rtol=0)
+
+
+# --- chunk scorers over long generations -----------------------------------------------------------------
+
+
+class Checked:
+    """Wraps a text scorer: every chunk score must equal the reference on the whole text."""
+
+    def __init__(self, scorer, models, reference):
+        self.scorer, self.models, self.reference, self.roles = scorer, models, reference, scorer.roles
+        self.checked = self.longest = self.multibyte = 0
+
+    def score(self, rows):
+        got = self.scorer.score(rows)
+        for i in range(rows.n):
+            finished = bool(rows.finished[i])
+            text = rows.response_text(i, finished)
+            want = self.reference(self.models, rows.prompt(i), text, bool(rows.ended_eos[i]))
+            # R sums log-probs over up to ~200 positions in float32: its rounding grows with length
+            assert float(got[i]) == pytest.approx(want, abs=1e-3 if "tuned" in self.roles else 1e-4)
+            ids, _ = own_tokens(self.models["untuned" if "tuned" in self.roles else "value"], rows.prompt(i), text,
+                                bool(rows.ended_eos[i]))
+            self.checked, self.longest = self.checked + 1, max(self.longest, len(ids))
+            self.multibyte += any(ord(c) > 127 for c in text)
+        return got
+
+
+def long_policy(tok):
+    """A guided model that writes words of the corpus (multi-byte ones too) and rarely EOS."""
+    words = [tok(" " + w, add_special_tokens=False).input_ids for w in WORDS]
+    preferred = sorted({t for w in words for t in w})
+
+    def logits(prefix):
+        g = torch.Generator().manual_seed(len(prefix) * 7919 + sum(prefix) % 7919)
+        z = torch.full((len(tok),), -8.0)
+        z[preferred] = torch.randn(len(preferred), generator=g)
+        z[tok.eos_token_id] = -4.0
+        z[tok.pad_token_id] = -50.0
+        return z
+    return logits
+
+
+@pytest.mark.parametrize("pair,n_positions", [("bpe->spm", 128), ("spm->bpe", 240)])
+@pytest.mark.parametrize("scorer", ["explicit-token", "explicit-scalar", "implicit"])
+def test_incremental_text_scores_equal_full_reencoding_past_half_the_context(pair, n_positions, scorer):
+    """Rows copied by CBS, stopped by a stop string or EOS, carrying multi-byte characters, and
+    longer than half of the scorer's positions (the byte-level side needs more tokens per text)."""
+    kind, head = (scorer.split("-") + ["token"])[:2]
+    guided_tok = PAIRS[pair][0]()
+    models = members(pair, head, guided=TabularLM(len(guided_tok), long_policy(guided_tok)), n_positions=n_positions)
+    decoder = build_decoder({"chunk": {"scorer": kind, "W": 2, "K": 3, "L": 4, "beta": 1.0}}, models,
+                            sampling=Sampling(1.0), max_new_tokens=48, stop=("boring",))
+    wrapped = TextImplicitScorer if kind == "implicit" else TextExplicitScorer
+    assert isinstance(decoder.scorer, wrapped)
+    decoder.scorer = Checked(decoder.scorer, models, reference_R if kind == "implicit" else reference_V)
+    decoder.generate(PROMPTS * 2, torch.Generator().manual_seed(3))
+    assert decoder.scorer.longest > n_positions // 2 and decoder.scorer.multibyte > 0
+
+
+@pytest.mark.parametrize("pair", list(PAIRS))
+@pytest.mark.parametrize("method", [
+    {"token": {"kind": "implicit", "w": 1.0, "top_k": 6}, "chunk": {"scorer": "explicit", "W": 2, "K": 2, "L": 3}},
+    {"token": {"kind": "explicit", "beta": 1.0, "top_k": 6}, "chunk": {"scorer": "implicit", "W": 2, "K": 2, "L": 3}},
+    {"chunk": {"scorer": "explicit", "W": 1, "K": 4, "L": None}},
+])
+def test_cached_cross_vocabulary_decoding_equals_full_reencoding_token_for_token(pair, method):
+    guided_tok = PAIRS[pair][0]()
+    models = members(pair, guided=TabularLM(len(guided_tok), long_policy(guided_tok)))
+    runs = [build_decoder(method, models, sampling=Sampling(1.0), max_new_tokens=16, use_cache=cache)
+            .generate(PROMPTS, torch.Generator().manual_seed(5)) for cache in (True, False)]
+    assert [g.ids for g in runs[0].generations] == [g.ids for g in runs[1].generations]
+    chunked = method["chunk"]["L"] is not None  # best-of-N reads each row once either way
+    for role in set(runs[0].meter.tokens) - {"guided"}:
+        assert runs[0].meter.tokens[role] <= runs[1].meter.tokens[role] / (2 if chunked else 1)
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+
+
+def test_bad_input_is_refused_by_name_before_generating():
+    models = members("bpe->spm")
+    models["value"] = Member(models["value"].model, models["value"].tokenizer, "chat", "value")
+    with pytest.raises(ValueError, match="value model's tokenizer cannot render its template 'chat'"):
+        build_decoder({"chunk": {"scorer": "explicit", "W": 2, "K": 2, "L": 3}}, models)
+    models = members("bpe->spm")
+    with pytest.raises(ValueError, match="top_k"):
+        build_decoder({"token": {"kind": "implicit", "top_k": 0}}, models)
