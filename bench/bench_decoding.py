@@ -81,9 +81,8 @@ def members(head: str, shape: tuple[int, int, int]) -> dict[str, Member]:
             "untuned": Member(gpt2(2, 64, 2, seed=3), tok), "value": Member(value_model(head, 4), tok, kind="value")}
 
 
-def run(decoder, prompts: list[str]) -> tuple[float, int, int]:
-    """CPU seconds of this process (robust to other jobs on a shared machine), tokens sampled,
-    tokens fed to the value model."""
+def run(decoder, prompts: list[str]) -> tuple[float, object]:
+    """CPU seconds of this process (robust to other jobs on a shared machine) and the result."""
     gc.collect()
     gc.disable()  # as timeit does: a collection landing in one run but not its partner is noise
     try:
@@ -92,7 +91,7 @@ def run(decoder, prompts: list[str]) -> tuple[float, int, int]:
         seconds = time.process_time() - began
     finally:
         gc.enable()
-    return seconds, result.sampled, result.meter.tokens.get("value", 0)
+    return seconds, result
 
 
 class HFGenerate:
@@ -106,7 +105,7 @@ class HFGenerate:
         n = self.max_new_tokens
         self.member.model.generate(**enc, do_sample=True, temperature=0.7, top_k=None, max_new_tokens=n,
                                    min_new_tokens=n, pad_token_id=0)
-        return SimpleNamespace(sampled=n * len(prompts), meter=SimpleNamespace(tokens={}))
+        return SimpleNamespace(sampled=n * len(prompts), meter=SimpleNamespace(tokens={}, candidates={}))
 
 
 @torch.no_grad()
@@ -155,6 +154,14 @@ def bench_shape(shape: tuple[int, int, int], args) -> tuple[list[dict], dict]:
                                     use_cache=cached)
             runs[(name, cached)] = (decoder, [prompt] * n_prompts)
     baseline = {key: BASELINES.get(key[0], CASES.get(key[0], [None] * 4)[3]) for key in runs}
+    prompt_tokens = len(by_head["token"]["value"].encode_prompt(prompt))
+    return time_runs(runs, baseline, args, prompt_tokens, TARGETS), floors(by_head["token"])
+
+
+def time_runs(runs: dict, baseline: dict, args, prompt_tokens: int, targets: dict) -> list[dict]:
+    """Time every run against its baseline (plain sampling of as many rows), back to back, and
+    return one table row per run: ratios of the least disturbed runs and the median ratio, and the
+    tokens the value model read per token sampled (all of them, and the response part only)."""
     timings, ratios = {key: [] for key in runs}, {key: [] for key in runs}
     partner = {key: [] for key in runs}  # per-token times of the baseline runs timed right before key
     for round_ in range(args.repeats + 1):  # the first round warms up and is dropped
@@ -163,20 +170,20 @@ def bench_shape(shape: tuple[int, int, int], args) -> tuple[list[dict], dict]:
                 continue  # the naive reference is slow and only needs a rough ratio
             base = baseline[key]
             if base:  # time the baseline right before, so the pair sees the same machine load
-                seconds, sampled, _ = run(*runs[(base, True)])
-                timings[(base, True)].append((seconds, sampled, 0))
+                timings[(base, True)].append(run(*runs[(base, True)]))
             timings[key].append(run(decoder, prompts))
             if base and round_:
-                (s_base, n_base, _), (s_key, n_key, _) = timings[(base, True)][-1], timings[key][-1]
-                ratios[key].append((s_key / n_key) / (s_base / n_base))
-                partner[key].append(s_base / n_base)
-    prompt_tokens = len(by_head["token"]["value"].encode_prompt(prompt))
+                (s_base, r_base), (s_key, r_key) = timings[(base, True)][-1], timings[key][-1]
+                ratios[key].append((s_key / r_key.sampled) / (s_base / r_base.sampled))
+                partner[key].append(s_base / r_base.sampled)
     rows = []
-    best = {key: min(r[0] / r[1] for r in results[1:]) for key, results in timings.items()}
+    best = {key: min(s / r.sampled for s, r in results[1:]) for key, results in timings.items()}
     best_partner = {key: min(times) for key, times in partner.items() if times}
     for (name, cached), results in timings.items():
-        seconds = min(r[0] for r in results[1:])  # the least disturbed repeat
-        _, sampled, value_tokens = results[-1]
+        seconds = min(s for s, _ in results[1:])  # the least disturbed repeat
+        result = results[-1][1]
+        sampled, meter = result.sampled, result.meter
+        value_tokens = meter.tokens.get("value", 0)
         base = baseline[(name, cached)]
         n_prompts = len(runs[(name, cached)][1])
         response_tokens = max(value_tokens - prompt_tokens * n_prompts, 0) if cached else value_tokens
@@ -184,10 +191,12 @@ def bench_shape(shape: tuple[int, int, int], args) -> tuple[list[dict], dict]:
         rows.append({"method": name if cached else f"{name} (naive)", "tokens_per_s": sampled / seconds,
                      "seconds": seconds, "sampled": sampled, "value_tokens_per_sampled": value_tokens / sampled,
                      "value_response_tokens_per_sampled": response_tokens / sampled,
+                     "tokens_per_sampled": {r: t / sampled for r, t in sorted(meter.tokens.items()) if r != "guided"},
+                     "candidates_per_sampled": {r: t / sampled for r, t in sorted(meter.candidates.items())},
                      "baseline": base, "ratio": best[(name, cached)] / best_partner[(name, cached)] if base else 1.0,
                      "median_ratio": statistics.median(pairs) if pairs else 1.0,
-                     "target": TARGETS.get(name) if cached else None})
-    return rows, floors(by_head["token"])
+                     "target": targets.get(name) if cached else None})
+    return rows
 
 
 def print_table(name: str, shape: tuple[int, int, int], rows: list[dict], cost: dict) -> None:

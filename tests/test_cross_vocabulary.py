@@ -116,25 +116,27 @@ def test_response_text_is_the_whole_decode_at_every_step_through_row_copies(make
             assert texts.text(i) == text_so_far(tok, ids[i])
             assert texts.text(i, finished=True) == decode(tok, ids[i])
         queries = [(i, t) for i in range(3) for t in random_ids(tok, rng, 2)]
-        assert texts.extended(queries) == [candidate_text(tok, ids[i], t) for i, t in queries]
+        got = [texts.text(i) + text if extends else text for (i, _), (extends, text) in zip(queries, texts.extended(queries))]
+        assert got == [candidate_text(tok, ids[i], t) for i, t in queries]
 
 
 @pytest.mark.parametrize("make", [byte_bpe, sentencepiece_bpe])
 def test_retokenising_a_tail_equals_tokenising_the_whole_text(make):
     tok, rng = make(), random.Random(1)
     retok = Retokenizer(tok)
-    pieces = WORDS + [" ", "  ", "\n", "é", "€", "本", "😀", "x", "ab", "<s>"]
+    pieces = WORDS + [" " + w for w in WORDS] + [" ", "  ", "\n", "é", "€", "本", "😀", "x", "ab", "<s>"]
     for _ in range(40):
         text = "<s>Q: " + "".join(rng.choice(pieces) for _ in range(3))
         tokens = retok.tokenize([text])[0]
         for _ in range(25):
-            text += "".join(rng.choice(pieces) for _ in range(rng.choice([1, 1, 2])))
-            longer = [text + rng.choice(pieces) for _ in range(3)]
-            for candidate, (p, tail) in zip(longer, retok.branch([tokens] * 3, longer)):
-                want = retok.tokenize([candidate])[0].ids
+            more = [rng.choice(pieces) for _ in range(3)]
+            for appended, (p, tail) in zip(more, retok.branch([tokens] * 3, [text] * 3, more)):
+                want = retok.tokenize([text + appended])[0].ids
                 assert tokens.ids[:p] + tail == want and (p == len(tokens) or tokens.ids[p] != want[p])
-            tokens = retok.update([tokens], [text])[0]
-            assert tokens == retok.tokenize([text])[0]
+            old, before = tokens, text
+            text += "".join(rng.choice(pieces) for _ in range(rng.choice([0, 1, 1, 2])))
+            shared, tokens = retok.update([old], [before], [text[len(before):]])[0]
+            assert tokens == retok.tokenize([text])[0] and tokens.ids[:shared] == old.ids[:shared]
 
 
 # --- next-token distributions -----------------------------------------------------------------------
@@ -323,3 +325,19 @@ def test_bad_input_is_refused_by_name_before_generating():
     models = members("bpe->spm")
     with pytest.raises(ValueError, match="top_k"):
         build_decoder({"token": {"kind": "implicit", "top_k": 0}}, models)
+
+
+def test_the_value_fit_reads_a_response_in_another_vocabulary_as_the_scorer_does():
+    """Fitted on samples of a policy with another tokenizer, the value model sees ``tok(template +
+    text)`` and the response from where it leaves the template's tokens: what ``TextStream`` feeds."""
+    from valueguide.value.model import value_examples
+
+    models = members("bpe->spm")
+    policy = models["guided"].tokenizer
+    ids = [policy(" wonderful ça va", add_special_tokens=False).input_ids + [policy.eos_token_id],
+           policy(" naïve €5", add_special_tokens=False).input_ids]
+    examples = value_examples(PROMPTS, ids, [1.0, 2.0], models["value"].tokenizer, TEMPLATES["value"], policy)
+    for prompt, response, example in zip(PROMPTS, ids, examples):
+        want, boundary = own_tokens(models["value"], prompt, decode(policy, response),
+                                    eos=response[-1] == policy.eos_token_id)
+        assert example.ids == want and example.n_response == len(want) - boundary

@@ -13,7 +13,8 @@ from valueguide.value.model import ValueModel
 
 TOK = make_tokenizer()
 V = len(TOK)
-COLUMNS = ["prompt_id", "prompt", "output", "output_ids", "n_tokens", "forward_passes", "tokens_encoded", "wall_time"]
+COLUMNS = ["prompt_id", "prompt", "output", "output_ids", "n_tokens", "forward_passes", "tokens_encoded",
+           "candidate_tokens", "wall_time"]
 CBS = {"W": 2, "K": 2, "L": 3, "beta": 1.0}
 METHODS = {
     "base": {},
@@ -83,6 +84,7 @@ def test_run_generate_writes_the_contract_columns_with_costs(world, method):
                 "bon_gold": {"guided", "reward"}}[method]
     assert set(passes) == expected and all(v > 0 for v in passes.values())
     assert set(json.loads(back.tokens_encoded[0])) == expected
+    assert json.loads(back.candidate_tokens[0]) == {}  # a token head scores candidates from one output
     again, _ = run(world, method, out=world / "again.parquet")
     assert again.output_ids.map(list).tolist() == df.output_ids.map(list).tolist()
 

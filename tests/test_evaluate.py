@@ -33,11 +33,12 @@ class WordReward:
 
 
 def _generations(prompts: list[str], outputs: list[str], passes: dict, tokens: dict, wall: float = 0.5,
-                 ids=None) -> pd.DataFrame:
+                 ids=None, candidates: dict | None = None) -> pd.DataFrame:
     return pd.DataFrame({
         "prompt_id": ids if ids is not None else np.arange(len(prompts)), "prompt": prompts, "output": outputs,
         "output_ids": [[1] * len(o.split()) for o in outputs], "n_tokens": [len(o.split()) for o in outputs],
-        "forward_passes": json.dumps(passes), "tokens_encoded": json.dumps(tokens), "wall_time": wall})
+        "forward_passes": json.dumps(passes), "tokens_encoded": json.dumps(tokens),
+        "candidate_tokens": json.dumps(candidates or {}), "wall_time": wall})
 
 
 def test_rewards_score_prompt_plus_output_and_summaries_carry_cost(tmp_path):
@@ -45,7 +46,7 @@ def test_rewards_score_prompt_plus_output_and_summaries_carry_cost(tmp_path):
     write_parquet(_generations(prompts, [" good", " good good", " bad", " good"], {"guided": 3.0}, {"guided": 10.0}),
                   tmp_path / "base.parquet")
     write_parquet(_generations(prompts, [" bad"] * 4, {"guided": 5.0, "value": 2.5}, {"guided": 20.0, "value": 8.0},
-                               wall=1.25), tmp_path / "vas.parquet")
+                               wall=1.25, candidates={"value": 3.0}), tmp_path / "vas.parquet")
     base = evaluate_reward(tmp_path / "base.parquet", WordReward(), "gpt2-large", "base")
     vas = evaluate_reward(tmp_path / "vas.parquet", WordReward(), "gpt2-large", "vas")
     # prompt + output is what is scored: "good film" + " good" -> 2, "bad film" + " good good" -> 1, ...
@@ -59,7 +60,8 @@ def test_rewards_score_prompt_plus_output_and_summaries_carry_cost(tmp_path):
     # cost: per-row shares summed over rows; a role a method does not use costs 0
     assert table.loc["base", "passes_guided"] == 12.0 and table.loc["base", "passes_value"] == 0.0
     assert table.loc["vas", "passes"] == 30.0 and table.loc["vas", "passes_value"] == 10.0
-    assert table.loc["vas", "tokens_encoded"] == 112.0 and table.loc["vas", "wall_time"] == 5.0
+    # tokens encoded: the rows' (28 a row) and the candidates' (3 a row)
+    assert table.loc["vas", "tokens_encoded"] == 124.0 and table.loc["vas", "wall_time"] == 5.0
 
 
 def test_reward_stage_uses_the_gold_reward_and_writes_scores_and_metrics(tiny_config, tiny_world, tmp_path):

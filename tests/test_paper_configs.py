@@ -86,9 +86,14 @@ def test_alpaca_eval_has_the_papers_settings():
         "pretrained", "allenai/tulu-2-7b", "allenai/tulu-2-dpo-7b")
     assert config["prompts"]["n_alpaca"] == 805 and config["prompts"]["hub"]["alpaca"]["columns"] == {
         "prompt": "instruction", "reference": "output"}
-    assert chunks(config) == {"cbs_implicit": (2, 2, 30), "cbs_explicit": (2, 2, 30)}
-    assert set(gen["methods"]) == {"base", "cbs_implicit", "cbs_explicit"}  # null dropped the rest
-    assert (gen["top_p"], gen["temperature"]) == (1.0, 0.7)
+    assert chunks(config) == {"cbs_implicit": (2, 2, 30), "cbs_explicit": (2, 2, 30), "ivg": (2, 2, 30),
+                              "bon": (1, 4, None)}
+    methods = gen["methods"]
+    assert set(methods) == {"base", "bon", "eft", "vas", "cbs_implicit", "cbs_explicit", "ivg"}
+    # the "with IVG" row: Tulu EFT across vocabularies on the sampling's top-k, in CBS with the explicit value
+    assert methods["ivg"]["token"] == methods["eft"]["token"] == {"kind": "implicit", "w": 1.0, "top_k": 50}
+    assert methods["ivg"]["chunk"]["scorer"] == "explicit"
+    assert (gen["top_p"], gen["temperature"], gen["top_k"]) == (1.0, 0.7, 50)
     assert (alpaca["judge"], alpaca["glm"]) == ("gpt4_turbo", "length_controlled_v1") and alpaca["gamed_path"]
     assert config["fit_value"]["backbone"] == "openai-community/gpt2" and not config["evaluate"]["reward"]
 
@@ -140,7 +145,7 @@ def test_snakemake_plans_the_jobs_the_plan_command_counts(planned):
     task, jobs = planned
     counts = pd.Series([rule for rule, _ in jobs]).value_counts().to_dict()
     assert counts == jobs_per_stage(paper(task))
-    expected_generate = {"imdb": 3 * 7, "tldr": 3 * 7, "alpaca_eval": 2 * 3 * 4}[task]
+    expected_generate = {"imdb": 3 * 7, "tldr": 3 * 7, "alpaca_eval": 2 * 7 * 4}[task]  # models x methods x shards
     assert counts["generate"] == expected_generate and counts["fetch"] == 1
     assert not [rule for rule in counts if rule.startswith("world")]
 
@@ -165,7 +170,7 @@ def test_the_slurm_profile_sizes_every_gpu_rule(tmp_path):
     (local / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in profile.items() if k != "executor"}))
     jobs = _jobs(_dry_run(tmp_path / "run", "alpaca_eval", local))
     generate = [res for rule, res in jobs if rule == "generate"]
-    assert len(generate) == 24 and all(r["gpu"] == "1" and r["gpu_model"] == "h100" and r["runtime"] == "720"
+    assert len(generate) == 2 * 7 * 4 and all(r["gpu"] == "1" and r["gpu_model"] == "h100" and r["runtime"] == "720"
                                        for r in generate)
     assert {res["slurm_partition"] for rule, res in jobs if rule == "prompts"} == {"cpu"}
 

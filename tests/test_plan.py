@@ -11,7 +11,8 @@ import toy_generation
 from valueguide import cli
 from valueguide.config import load_config
 from valueguide.decoding import run_generate
-from valueguide.plan import HARDWARE, PASS_OVERHEAD, Planner, jobs_per_stage, pass_seconds
+from valueguide.plan import (CANDIDATE_FEED, HARDWARE, PASS_OVERHEAD, TEXT_FEED, Planner, jobs_per_stage,
+                             pass_seconds)
 
 ROOT = Path(__file__).resolve().parents[1]
 H100 = HARDWARE["h100"]
@@ -37,15 +38,25 @@ def test_the_plan_counts_the_forward_passes_the_decoder_makes(world, method):
     assert sampled == len(df) * rows * steps
 
 
-def test_a_scorer_with_another_vocabulary_rereads_the_text_each_chunk():
+def test_a_scorer_with_another_vocabulary_streams_its_own_tokens():
+    """Tulu reads Mistral's text in Llama-2's tokens: a prefill, then TEXT_FEED of its tokens per
+    guided token after each chunk, not the whole row again (155 M tokens per model before)."""
     config = load_config(ROOT / "config.yaml", ROOT / "config" / "alpaca_eval.yaml")
     cost, sampled = Planner(config, H100, prompt_tokens=100).generate("mistral", "cbs_implicit", 805)
     batches, chunks, rows = 101, math.ceil(1536 / 30), 8 * 4  # 805 prompts / 8; CBS(2, 2, 30)
-    assert cost.passes == {"guided": batches * 1536, "tuned": batches * chunks, "untuned": batches * chunks}
-    reread = sum(rows * (100 + min(30 * c, 1536)) for c in range(1, chunks + 1))
-    assert cost.tokens["tuned"] == batches * reread
-    assert cost.tokens["guided"] == batches * (8 * 100 + rows * 1535)
+    assert cost.passes == {"guided": batches * 1536, "tuned": batches * (1 + chunks),
+                           "untuned": batches * (1 + chunks)}
+    assert cost.tokens["tuned"] == pytest.approx(batches * (8 * 100 + rows * 1536 * TEXT_FEED))
+    assert cost.tokens["tuned"] < 6e6 and cost.tokens["guided"] == batches * (8 * 100 + rows * 1535)
     assert sampled == 805 * 4 * 1536
+
+
+def test_token_level_guidance_across_vocabularies_books_its_candidates():
+    config = load_config(ROOT / "config.yaml", ROOT / "config" / "alpaca_eval.yaml")
+    cost, _ = Planner(config, H100, prompt_tokens=100).generate("mistral", "eft", 805)
+    per_step = 8 * (TEXT_FEED + 50 * CANDIDATE_FEED["lm"])  # 8 rows a batch, top-50 candidates
+    assert cost.passes["tuned"] == cost.passes["guided"] == 101 * 1536
+    assert cost.tokens["tuned"] == pytest.approx(101 * (8 * 100 + 1535 * per_step))
 
 
 def test_a_pass_costs_its_weights_or_its_flops_whichever_is_slower():
@@ -70,10 +81,11 @@ def test_jobs_per_stage_follow_shards_and_the_world():
 def test_the_plan_command_prints_the_budget_of_the_alpaca_eval_run(capsys):
     assert cli.main(["plan", "--config", str(ROOT / "config.yaml"), str(ROOT / "config" / "alpaca_eval.yaml")]) == 0
     out = capsys.readouterr().out
-    for line in ["generate           24", "merge_shards        6", "total              39",
-                 "evaluate_alpaca: 4830 GPT-4-turbo judgements (API, no GPU)"]:
+    for line in ["generate           56", "merge_shards       14", "total              79",
+                 "evaluate_alpaca: 11270 GPT-4-turbo judgements (API, no GPU)"]:  # 7 methods on 2 models
         assert line in out
     assert "alpaca/mixtral/cbs_implicit           4     4.9M  guided 155.1k / " in out
+    assert "alpaca/mixtral/ivg                    4     4.9M  guided 155.1k / " in out
     stages = dict(line.split(None, 1) for line in out.split("(sum over its jobs):\n", 1)[1].splitlines()[:5])
     assert set(stages) == {"sample", "fit_value", "fit_implicit", "generate", "total"}
     assert stages["generate"].strip().endswith(" h") and "?" not in out

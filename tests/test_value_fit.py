@@ -55,9 +55,11 @@ def test_inputs_reuse_ids_on_a_shared_vocabulary_and_retokenise_otherwise():
     same = value_examples(["the film"], [policy_ids], [2.0], OTHER_TOK, "{prompt}", OTHER_TOK)[0]
     assert same.ids == OTHER_TOK.convert_tokens_to_ids(["the", "film"]) + policy_ids
     assert (same.n_response, same.reward) == (3, 2.0)
-    other = value_examples(["the film"] * 2, [policy_ids, policy_ids[:2]], [2.0, 1.0], TOK, "{prompt}", OTHER_TOK)
+    # another vocabulary reads template and response text as one text (here joined by the template's space)
+    other = value_examples(["the film"] * 2, [policy_ids, policy_ids[:2]], [2.0, 1.0], TOK, "{prompt} ", OTHER_TOK)
     assert other[0].ids == TOK.convert_tokens_to_ids(["the", "film", "good", "a", "<eos>"])
     assert other[1].ids == TOK.convert_tokens_to_ids(["the", "film", "good", "a"])  # not finished: no EOS
+    assert (other[0].n_response, other[1].n_response) == (3, 2)
     with pytest.raises(ValueError, match="renders to no tokens"):
         encode_prompt(TOK, "{prompt}", "")
 

@@ -38,24 +38,22 @@ def _fast(raw: Tokenizer, **special) -> PreTrainedTokenizerFast:
     return tok
 
 
-@functools.cache
-def byte_bpe(vocab_size: int = 300) -> PreTrainedTokenizerFast:
+def train_byte_bpe(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
-    raw.train_from_iterator(CORPUS, trainers.BpeTrainer(
+    raw.train_from_iterator(texts, trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False))
     return _fast(raw, pad_token="<pad>", eos_token="<eos>")
 
 
-@functools.cache
-def sentencepiece_bpe(vocab_size: int = 360, alphabet: int = 30) -> PreTrainedTokenizerFast:
+def train_sentencepiece_bpe(texts: list[str], vocab_size: int, alphabet: int) -> PreTrainedTokenizerFast:
     """Trained on the ``alphabet`` most frequent characters; every other character is byte tokens."""
     metaspace = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
     trainer_tok = Tokenizer(models.BPE())
     trainer_tok.pre_tokenizer = metaspace
-    trainer_tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
+    trainer_tok.train_from_iterator(texts, trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"], limit_alphabet=alphabet, show_progress=False))
     model = json.loads(trainer_tok.to_str())["model"]
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
@@ -68,3 +66,13 @@ def sentencepiece_bpe(vocab_size: int = 360, alphabet: int = 30) -> PreTrainedTo
                                      decoders.Strip(" ", 1, 0)])
     raw.add_special_tokens(["<pad>", "<s>", "</s>"])
     return _fast(raw, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+
+
+@functools.cache
+def byte_bpe() -> PreTrainedTokenizerFast:
+    return train_byte_bpe(CORPUS, 300)
+
+
+@functools.cache
+def sentencepiece_bpe() -> PreTrainedTokenizerFast:
+    return train_sentencepiece_bpe(CORPUS, 360, alphabet=30)

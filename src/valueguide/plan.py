@@ -6,11 +6,13 @@ Time per forward pass is ``overhead + max(weight bytes / bandwidth, 2 * active p
 decoding a few rows streams the weights (memory bound), long prompts and training are compute bound,
 and an eager transformers forward costs ~10 ms of launches and Python whatever its size.
 Bandwidth and FLOP/s are effective figures (60 % and 40 % of the data sheet's peaks), weights bf16.
-The counting mirrors ``decoding.search.Decoder``: every model sharing the guided model's vocabulary
-gets one prefill pass per batch, then is fed the new tokens of every row when it is next read: each
-step for the guided model and token-level guides, after each chunk for a chunk scorer (at most
-``Stream.max_block`` tokens a pass). A scorer with another vocabulary re-reads whole sequences, one
-pass per chunk.
+The counting mirrors ``decoding.search.Decoder``: every model gets one prefill pass per batch, then is
+fed the new tokens of every row when it is next read: each step for the guided model and token-level
+guides, after each chunk for a chunk scorer (at most ``Stream.max_block`` tokens a pass). A model with
+another vocabulary reads the text in its own tokens (``aligned.TextStream``): ``TEXT_FEED`` of them per
+guided token, roll-backs included, and for token-level guidance the top-k candidates' tokens that its
+kept outputs cannot score (``CANDIDATE_FEED`` per candidate a step). Only the gold reward re-reads whole
+texts, one pass per chunk.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from .config import model_specs, prompt_splits
-from .decoding.method import Method
+from .decoding.method import EXPLICIT_TOP_K, Method
 from .decoding.streams import Stream
 from .hub import hub_ids
 
@@ -86,6 +88,9 @@ class Cost:
 
 
 PASS_OVERHEAD = 0.01  # seconds per forward pass: kernel launches and Python of an eager transformers model
+# Measured by bench/bench_cross_vocabulary.py (a GPT-2-like guided tokenizer, Llama-like guiding ones):
+TEXT_FEED = 1.1  # own tokens a text-aligned model is fed per guided token (fed/tok 1.0-1.1)
+CANDIDATE_FEED = {"lm": 0.08, "token": 0.08, "scalar": 1.1}  # tokens fed per top-k candidate a step
 
 
 def pass_seconds(params: tuple[float, float] | None, tokens: float, hw: Hardware) -> float | None:
@@ -118,12 +123,13 @@ class Planner:
         return _vocabulary(self.spec("guided", model)) == _vocabulary(self.spec(role, model))
 
     def stream(self, cost: Cost, role: str, params, batches: int, prompts: int, rows: int, steps: int,
-               every: int = 1, extra: int = 0) -> None:
+               every: int = 1, extra: float = 0, per_token: float = 1.0) -> None:
         """A model fed the growing rows: a prefill pass over the prompts, then the new tokens each
-        ``every`` steps; ``extra`` candidate tokens per row ride along each pass (a scalar value head's top-k)."""
+        ``every`` steps (``per_token`` of its own per guided token); ``extra`` candidate tokens per row
+        ride along each pass (token-level guidance that scores its top-k by feeding them)."""
         fed = [min(every, steps - t) for t in range(0, steps, every)]
         feeds = [min(Stream.max_block, n - b) for n in fed for b in range(0, n, Stream.max_block)]
-        tokens = [prompts * self.prompt] + [rows * (n + extra) for n in feeds]
+        tokens = [prompts * self.prompt] + [rows * (n * per_token + extra) for n in feeds]
         seconds = _total(pass_seconds(params, n, self.hw) for n in tokens)
         cost.add(role, batches * len(tokens), batches * sum(tokens), seconds and batches * seconds)
 
@@ -145,17 +151,21 @@ class Planner:
         every_step = {"guided"} | token_roles
         scorer = {"implicit": ("tuned", "untuned"), "explicit": ("value",), "gold": ("reward",)}.get(
             method.chunk.scorer, ())
+        k = EXPLICIT_TOP_K if method.token.top_k is None else method.token.top_k
         for role in sorted(every_step | set(scorer)):
             params = PARAMS.get(self.spec(role, model))
-            if role in every_step:
-                scalar = role == "value" and self.config["fit_value"]["head"] == "scalar"
-                extra = (method.token.top_k or 0) if scalar else 0
-                # read before each draw: the last token drawn is never fed
-                self.stream(cost, role, params, batches, size, rows, steps - 1, extra=extra)
-            elif role != "reward" and self.shares_vocabulary(model, role):
-                self.stream(cost, role, params, batches, size, rows, steps, every=chunk)
-            else:
+            if role == "reward":
                 self.rescore(cost, role, params, batches, rows, steps, chunk)
+                continue
+            text = role != "guided" and not self.shares_vocabulary(model, role)
+            per_token = TEXT_FEED if text else 1.0
+            if role in every_step:
+                head = self.config["fit_value"]["head"] if role == "value" else "lm"
+                extra = k * CANDIDATE_FEED[head] if text else (k if head == "scalar" else 0)
+                # read before each draw: the last token drawn is never fed
+                self.stream(cost, role, params, batches, size, rows, steps - 1, extra=extra, per_token=per_token)
+            else:
+                self.stream(cost, role, params, batches, size, rows, steps, every=chunk, per_token=per_token)
         return cost, n_prompts * rows_per_prompt * steps
 
     def training_seconds(self, spec: str, tokens: float) -> float | None:
@@ -198,7 +208,9 @@ class Planner:
 
 
 # Repositories whose tokenizers are one vocabulary, by name prefix (the tiny world has one tokenizer).
-VOCABULARIES = (("world:",), ("openai-community/gpt2", "lvwerra/gpt2"))
+VOCABULARIES = (("world:",), ("openai-community/gpt2", "lvwerra/gpt2"),
+                ("meta-llama/Llama-2", "allenai/tulu-2", "chadlzx/llama-ultrafeedback"),
+                ("mistralai/Mistral-7B", "mistralai/Mixtral-8x7B"))
 
 
 def _vocabulary(spec: str):

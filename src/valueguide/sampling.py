@@ -20,6 +20,7 @@ from .models import load_causal_lm, load_options, load_tokenizer
 from .reward import RewardModel
 from .seeding import derive_seed
 from .templates import render_for
+from .texts import decode
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def cut_response(ids: list[int], logprobs: list[float], tokenizer, eos_id: int, 
         end, finished = ids.index(eos_id) + 1, True
     if stop:
         for t in range(end):
-            text = tokenizer.decode(ids[: t + 1], skip_special_tokens=True)
+            text = decode(tokenizer, ids[: t + 1])
             if any(s in text for s in stop):
                 end, finished = t + 1, True
                 break
@@ -101,7 +102,7 @@ def run_sample(config: dict, prompts_path: str | Path, out_path: str | Path, wor
         responses = sample_batch(model, tokenizer, texts, params, derive_seed(config["seed"], "sample", b))
         for (pid, prompt, k), resp in zip(chunk, responses):
             records.append({"prompt_id": pid, "prompt": prompt, "sample_idx": k,
-                            "response": tokenizer.decode(resp.ids, skip_special_tokens=True),
+                            "response": decode(tokenizer, resp.ids),
                             "response_ids": resp.ids, "finished": resp.finished, "logprobs": resp.logprobs})
     df = pd.DataFrame(records)
     df["reward"] = reward_model.score([p + r for p, r in zip(df.prompt, df.response)])

@@ -15,7 +15,16 @@ from __future__ import annotations
 
 def decode(tokenizer, ids) -> str:
     """The text of token ids as every stage reads it."""
-    return tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return decode_batch(tokenizer, [list(ids)])[0]
+
+
+def decode_batch(tokenizer, batch: list[list[int]]) -> list[str]:
+    """``decode`` of each id list; a fast tokenizer decodes them in one call of its backend, which is
+    what its ``decode`` does without clean-up."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return backend.decode_batch(batch, skip_special_tokens=True)
+    return [tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False) for ids in batch]
 
 
 def common_prefix(a, b, start: int = 0) -> int:

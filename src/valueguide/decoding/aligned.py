@@ -53,16 +53,14 @@ class Trunk:
 
 @dataclass
 class Branches:
-    """Candidate tokens of every row, left-aligned ([N, Wb]): token ``step`` of branch ``branch``
-    (-1: padding) at own position ``pos``, seeing the row's tokens below ``limit``; ``parent`` is the
-    column of the branch's previous token (-1: the first, read after the row's kept outputs)."""
+    """Candidates' tokens to feed, left-aligned ([N, Wb]): token ``step`` of branch ``branch``
+    (-1: padding) at own position ``pos``, seeing the row's tokens below ``limit``."""
 
     ids: torch.Tensor
     pos: torch.Tensor
     branch: torch.Tensor
     step: torch.Tensor
     limit: torch.Tensor
-    parent: torch.Tensor
 
 
 class Feed:
@@ -87,23 +85,20 @@ class Feed:
         return torch.cat([x] * self.copies) if self.copies > 1 else x
 
     def _forward(self, ids, attention_mask, position_ids, keep_last: int | None = None) -> torch.Tensor:
+        """The model's outputs as scores read them: an LM's log-probabilities, a value model's values."""
         kwargs = dict(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
         if self.kind == LM:
             if keep_last and self._can_keep_last:
                 kwargs["logits_to_keep"] = keep_last
-            out = self.model(**kwargs, **{self._cache_arg: self.cache}).logits
-        else:
-            out = self.model(**kwargs, past_key_values=self.cache).values
-        return out.float()
+            return torch.log_softmax(self.model(**kwargs, **{self._cache_arg: self.cache}).logits.float(), -1)
+        return self.model(**kwargs, past_key_values=self.cache).values.float()
 
     def score_of(self, prev: torch.Tensor | None, out: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Scores of ``tokens`` ([B, T]) given the outputs before them (``prev``) and at them (``out``)."""
+        """Scores of ``tokens`` ([B, T]) given the outputs before them (``prev``) and at them (``out``):
+        outputs as ``_forward`` gives them (an LM's log-probabilities)."""
         if self.head == "scalar":
             return out
-        index = tokens.clamp(max=prev.shape[-1] - 1)[..., None]
-        if self.head == "lm":
-            return torch.log_softmax(prev, -1).gather(-1, index).squeeze(-1)
-        return prev.gather(-1, index).squeeze(-1)
+        return prev.gather(-1, tokens.clamp(max=prev.shape[-1] - 1)[..., None]).squeeze(-1)
 
     # --- rows ---------------------------------------------------------------------------------
 
@@ -150,9 +145,9 @@ class Feed:
     @torch.no_grad()
     def advance(self, trunk: Trunk, branches: Branches | None, old_len: torch.Tensor,
                 new_len: torch.Tensor) -> torch.Tensor | None:
-        """Roll rows back and feed ``trunk`` (each row's tokens from ``trunk.pos[:, 0]`` on); with
-        ``branches``, score the candidates' tokens in the same pass and return their scores ([B, Wb]).
-        ``old_len``/``new_len`` are the rows' lengths before and after (row space)."""
+        """Roll rows back and feed ``trunk`` (row i's tokens from own position ``trunk.start[i]`` on);
+        with ``branches``, feed the candidates' tokens in the same pass, drop them from the cache and
+        return their outputs ([B, Wb, ...]). ``old_len``/``new_len``: the rows' lengths before and after."""
         t_ids, start, t_real, t_keep = (self._tile(x.to(self.device)) for x in
                                         (trunk.ids, trunk.start, trunk.real, trunk.keep_first))
         old_len, new_len = self._tile(old_len.to(self.device)), self._tile(new_len.to(self.device))
@@ -174,14 +169,19 @@ class Feed:
         if branches is None:
             return None
         self.cache.crop(-b_ids.shape[1])
-        b_out = out[:, width:]
+        return out[:, width:]
+
+    def scores_at(self, branch_out: torch.Tensor | None, source: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Scores of ``tokens`` ([N, S], row space) read at outputs ``source``: an index into the kept
+        outputs (``0..KEEP-1``, oldest first) followed by ``branch_out``. For an LM or a token head
+        the source is the output *before* the token, for a scalar head the token's own ([B, S])."""
+        src = self.tail if branch_out is None else torch.cat([self.tail, branch_out], 1)
+        source, tokens = self._tile(source.to(self.device)), self._tile(tokens.to(self.device))
         if self.head == "scalar":
-            return self.score_of(None, b_out, b_ids)
-        parent = self._tile(branches.parent.to(self.device))  # column of the previous branch token; -1: none
-        shape = (*parent.shape, *[1] * (b_out.dim() - 2))
-        prev_col = b_out.gather(1, parent.clamp(min=0).view(shape).expand(-1, -1, *b_out.shape[2:]))
-        prev = torch.where((parent >= 0).view(shape), prev_col, self._kept_at(new_len, b_pos - 1))
-        return self.score_of(prev, b_out, b_ids)
+            return src.gather(1, source)
+        vocab = src.shape[-1]
+        flat = source * vocab + tokens.clamp(max=vocab - 1)
+        return src.flatten(1).gather(1, flat)
 
     def _score_trunk(self, ids, pos, real, keep_first, out, old_len, new_len) -> None:
         """Scores of the fed trunk positions; a re-fed first token keeps the score it had."""
@@ -267,12 +267,13 @@ class TextStream:
     ``roles`` maps each role it serves to ``(feed, copy)``: the paired small model serves ``tuned``
     (copy 0) and ``untuned`` (copy 1) from one feed; a value model one role from its own."""
 
-    def __init__(self, roles: dict[str, tuple[Feed, int]], tokenizer, template: str, meter: Meter):
+    def __init__(self, roles: dict[str, tuple[Feed, int]], tokenizer, template: str, meter: Meter,
+                 retokenizer: Retokenizer | None = None):
         if tokenizer.eos_token_id is None:
             raise ValueError("a model read across vocabularies needs a tokenizer with an EOS token")
         self.roles, self.tokenizer, self.template, self.meter = roles, tokenizer, template, meter
         self.feeds = list({id(feed): feed for feed, _ in roles.values()}.values())
-        self.retokenizer = Retokenizer(tokenizer)
+        self.retokenizer = retokenizer or Retokenizer(tokenizer)  # one per decoder keeps what it remembers
         self.eos_id = tokenizer.eos_token_id
         self.source = self  # what ``Rows.select`` copies, once for all roles
 
@@ -324,8 +325,9 @@ class TextStream:
         texts = {i: self.prompt_text[i] + rows.response_text(i, finished[i]) for i in changed}
         grow = [i for i in changed if texts[i] != self.text[i] and texts[i].startswith(self.text[i])]
         fresh = [i for i in changed if texts[i] != self.text[i] and not texts[i].startswith(self.text[i])]
-        tokens = dict(zip(grow, self.retokenizer.update([self.tokens[i] for i in grow], [texts[i] for i in grow])))
-        tokens.update(zip(fresh, self.retokenizer.tokenize([texts[i] for i in fresh])))
+        tokens = dict(zip(grow, self.retokenizer.update([self.tokens[i] for i in grow], [self.text[i] for i in grow],
+                                                        [texts[i][len(self.text[i]):] for i in grow])))
+        tokens.update((i, (0, t)) for i, t in zip(fresh, self.retokenizer.tokenize([texts[i] for i in fresh])))
         state = {name: list(getattr(self, name)) for name in ("text", "tokens", "eos", "boundary", "tail_n", "seen")}
         starts, feeds, keep_first = [], [], []
         for i in range(n):
@@ -333,10 +335,11 @@ class TextStream:
             if i not in texts:
                 starts.append(len(old)), feeds.append([]), keep_first.append(False)
                 continue
+            shared, new_tokens = tokens.get(i, (len(self.tokens[i]), self.tokens[i]))
             state["text"][i], state["seen"][i], state["eos"][i] = texts[i], rows.length(i), ended[i]
-            state["tokens"][i] = tokens.get(i, self.tokens[i])
-            new = state["tokens"][i].ids + ([self.eos_id] if ended[i] else [])
-            p = common_prefix(old, new)
+            state["tokens"][i] = new_tokens
+            new = new_tokens.ids + [self.eos_id] if ended[i] else new_tokens.ids
+            p = common_prefix(old, new, min(shared, len(old)))
             start, refeed = self._branch_point(p, len(old), self.tail_n[i])
             starts.append(start), feeds.append(new[start:]), keep_first.append(refeed)
             state["tail_n"][i] = min(KEEP, max(0, start - len(old) + self.tail_n[i]) + len(new) - start)
@@ -355,10 +358,7 @@ class TextStream:
     @staticmethod
     def _trunk(starts: list[int], feeds: list[list[int]], keep_first: list[bool]) -> Trunk:
         width = max(len(f) for f in feeds)
-        ids = torch.zeros((len(feeds), width), dtype=torch.long)
-        for i, f in enumerate(feeds):
-            if f:
-                ids[i, :len(f)] = torch.tensor(f)
+        ids = torch.tensor([f + [0] * (width - len(f)) for f in feeds], dtype=torch.long).view(len(feeds), width)
         real = torch.arange(width)[None, :] < torch.tensor([len(f) for f in feeds])[:, None]
         return Trunk(ids, torch.tensor(starts), real, torch.tensor(keep_first))
 
@@ -386,6 +386,9 @@ class TextStream:
     def response_scores(self, rows) -> dict[str, torch.Tensor]:
         """Per role and row: ``R`` over the response (an LM), or the value at the last token."""
         self.sync(rows)
+        return self._current()
+
+    def _current(self) -> dict[str, torch.Tensor]:
         length = self._lengths()
         out = {}
         for role, (feed, copy) in self.roles.items():
@@ -398,100 +401,145 @@ class TextStream:
                 out[role] = scores.gather(1, (length - 1)[:, None]).squeeze(1)
         return out
 
-    def _rows_of(self, tensor: torch.Tensor, copy: int) -> torch.Tensor:
-        n = len(self.text)
-        return tensor[copy * n:(copy + 1) * n]
 
-    def candidate_scores(self, rows, candidates: torch.Tensor, guided_eos: int | None) -> dict[str, torch.Tensor]:
+    def candidate_scores(self, rows, candidates: torch.Tensor,
+                         guided_eos: int | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Per role, the score of each row with each candidate token of the guided model appended
-        ([N, k]): ``R`` (an LM) or the value at the last token (a value model). A candidate whose text
-        adds nothing whole scores as the row does; the guided EOS appends this tokenizer's EOS.
-        The rows' own new text is fed in the same pass (finished rows score 0)."""
+        ([N, k]): ``R`` (an LM) or the value at the last token (a value model); and, as
+        ``response_scores`` gives them, the rows' scores now ([N]). A candidate whose text adds
+        nothing whole scores as the row does; the guided EOS appends this tokenizer's EOS. Finished
+        rows' candidates score 0. One pass per model, with the rows' own new text.
+
+        A candidate's tokens are scored from the outputs before them, so an LM or a token head
+        feeds none of a one-token candidate (the row's kept outputs hold what it needs) and only
+        the tokens before the last of a longer one."""
         trunk, state = self._plan(rows)
+        plan = self._candidates(rows, candidates, guided_eos, state)
+        old_len, new_len = self._lengths(), self._lengths(state)
+        columns = plan["columns"]
+        scores = {}
+        for feed in self.feeds:
+            if columns is None and not trunk.real.any():
+                out = None
+            else:
+                out = feed.advance(trunk, columns, old_len, new_len)
+                self._book(feed, int(trunk.real.sum()))
+                if columns is not None:
+                    self._book(feed, int((columns.branch >= 0).sum()), candidates=True)
+            scores[id(feed)] = feed.scores_at(out, plan["source"], plan["token"])
+            feed.compact()
+        self._commit(state)
+        return ({role: self._candidate_values(feed, copy, scores[id(feed)], plan, new_len)
+                 for role, (feed, copy) in self.roles.items()}, self._current())
+
+    def _candidates(self, rows, candidates: torch.Tensor, guided_eos: int | None, state: dict) -> dict:
+        """Each candidate as ``(p, ids)``, its tokens after the ``p`` it shares with the row, and what
+        scoring them takes (``_score_plan``)."""
         n, k = candidates.shape
         finished = rows.finished.tolist()
         cand = candidates.tolist()
         queries = [(i, a) for i in range(n) if not finished[i] for a in cand[i] if a != guided_eos]
         extended = iter(rows.extended_texts(queries))
-        to_branch, branch_of = [], {}
+        branch_of, to_branch, rewritten = {}, [], []
         for i in range(n):
             if finished[i]:
                 continue
+            length = len(state["tokens"][i])
             for j, a in enumerate(cand[i]):
                 if a == guided_eos:
-                    branch_of[i, j] = (len(state["tokens"][i]), [self.eos_id])
+                    branch_of[i, j] = (length, [self.eos_id])
                     continue
-                text = self.prompt_text[i] + next(extended)
-                if text == state["text"][i]:
-                    branch_of[i, j] = (len(state["tokens"][i]), [])
-                else:
+                extends, text = next(extended)
+                if not extends:
+                    rewritten.append((i, j, text))
+                elif text:
                     to_branch.append((i, j, text))
-        for (i, j, _), joined in zip(to_branch, self.retokenizer.branch(
-                [state["tokens"][i] for i, _, _ in to_branch], [text for _, _, text in to_branch])):
-            branch_of[i, j] = joined
-        branches, plan = self._branches(n, k, branch_of, state)
-        old_len, new_len = self._lengths(), self._lengths(state)
-        results = {}
-        for feed in self.feeds:
-            results[id(feed)] = feed.advance(trunk, branches, old_len, new_len)
-            feed.compact()
-            self._book(feed, int(trunk.real.sum()))
-            self._book(feed, int((branches.branch >= 0).sum()), candidates=True)
-        self._commit(state)
-        return {role: self._candidate_values(feed, copy, results[id(feed)], plan, new_len)
-                for role, (feed, copy) in self.roles.items()}
+                else:
+                    branch_of[i, j] = (length, [])
+        joined = self.retokenizer.branch([state["tokens"][i] for i, _, _ in to_branch],
+                                         [state["text"][i] for i, _, _ in to_branch], [t for _, _, t in to_branch])
+        for (i, j, _), branch in zip(to_branch, joined):
+            branch_of[i, j] = branch
+        for (i, j, _), tokens in zip(rewritten, self.retokenizer.tokenize(
+                [self.prompt_text[i] + text for i, _, text in rewritten])):
+            p = common_prefix(state["tokens"][i].ids, tokens.ids)
+            branch_of[i, j] = (p, tokens.ids[p:])
+        return self._score_plan(n, k, branch_of, state)
 
-    def _branches(self, n: int, k: int, branch_of: dict, state: dict) -> tuple[Branches, dict]:
-        """The branch block, and per candidate what its score sums: trunk scores over ``[lo, hi)``,
-        the branch columns marked ``include``, and the column of its last token (-1: none)."""
-        columns = [[] for _ in range(n)]  # per row: (id, pos, branch, step, limit, parent, include)
-        lo, hi, last = torch.zeros((n, k), dtype=torch.long), torch.zeros((n, k), dtype=torch.long), \
-            torch.full((n, k), -1, dtype=torch.long)
+    def _score_plan(self, n: int, k: int, branch_of: dict, state: dict) -> dict:
+        """The columns to feed and, per scored token, where its score is read (``source``: a kept
+        output, or a column) and which candidate it counts for. An LM sums ``[lo, hi)`` of the row's
+        scores and the candidate's included tokens; a value model reads the candidate's last scored
+        token (``last``: its index among the scored, -1: the row's own value)."""
+        scalar = self.feeds[0].head == "scalar"
+        lm = self.feeds[0].head == "lm"
+        cols: list[list[tuple]] = [[] for _ in range(n)]  # (id, pos, branch, step, limit)
+        scored: list[list[tuple]] = [[] for _ in range(n)]  # (source, token, candidate, include)
+        lo, hi, last, at_zero = [[0] * k for _ in range(n)], [[0] * k for _ in range(n)], \
+            [[-1] * k for _ in range(n)], [[False] * k for _ in range(n)]
+        lengths = [len(t) for t in state["tokens"]]
         for (i, j), (p, ids) in branch_of.items():
-            tokens, length = state["tokens"][i], len(state["tokens"][i])
-            own = tokens.ids
-            b = common_prefix(self.template_ids[i], own[:p] + ids, min(state["boundary"][i], p))
+            length, b = lengths[i], state["boundary"][i]
             if not ids:  # nothing new: the row as it is
-                lo[i, j], hi[i, j] = state["boundary"][i], length
+                lo[i][j], hi[i][j] = b, length
                 continue
-            start, refeed = self._branch_point(p, length, state["tail_n"][i])
-            feed_ids = own[start:p] + ids if refeed else ids
-            lo[i, j], hi[i, j] = min(b, start + (refeed and p >= 1)), start + (refeed and p >= 1)
-            hi[i, j] = max(hi[i, j], lo[i, j])
-            for t, token in enumerate(feed_ids):
-                pos = start + t
-                include = pos >= b and not (refeed and p >= 1 and t == 0)
-                parent = len(columns[i]) - 1 if t else -1
-                columns[i].append((token, pos, j, t, start, parent, include))
-            last[i, j] = len(columns[i]) - 1
-        width = max([len(c) for c in columns] + [1])
-        fields = torch.zeros((7, n, width), dtype=torch.long)
-        fields[2].fill_(-1), fields[4].fill_(-1), fields[5].fill_(-1)
-        for i, cols in enumerate(columns):
-            if cols:
-                fields[:, i, :len(cols)] = torch.tensor(cols).T
-        ids, pos, branch, step, limit, parent, include = fields
-        active = torch.tensor([any((i, j) in branch_of for j in range(k)) for i in range(n)])
-        return Branches(ids, pos, branch, step, limit, parent), {
-            "lo": lo, "hi": hi, "last": last, "branch": branch, "include": include.bool(), "pos": pos,
-            "active": active}
+            b_new = b if b < p else p + common_prefix(self.template_ids[i][p:], ids)
+            lo[i][j], hi[i][j] = min(b_new, p), p
+            row_cols, row_scored = cols[i], scored[i]
+            if len(ids) == 1 and not scalar and p == length and p >= 1:  # appends one token: read, not fed
+                row_scored.append((KEEP - 1, ids[0], j, p >= b_new))
+            elif scalar:  # a token's own output
+                first = len(row_cols)
+                row_cols.extend((t, p + s, j, s, p) for s, t in enumerate(ids))
+                row_scored.extend((KEEP + first + s, t, j, p + s >= b_new) for s, t in enumerate(ids))
+            else:  # the output before each token
+                kept = p >= 1 and p - 1 >= length - state["tail_n"][i]
+                if kept or p == 0:
+                    fed, at = ids[:-1], p
+                    first_source = KEEP - length + p - 1 if p >= 1 else 0
+                else:  # re-feed the token before the branch: its output is not kept
+                    fed, at = [state["tokens"][i].ids[p - 1]] + ids[:-1], p - 1
+                    first_source = KEEP + len(row_cols)
+                first = len(row_cols)
+                row_cols.extend((t, at + s, j, s, at) for s, t in enumerate(fed))
+                shift = first - (at == p)
+                row_scored.extend((first_source if s == 0 else KEEP + shift + s, t, j, p + s >= b_new and p + s > 0)
+                                  for s, t in enumerate(ids))
+            last[i][j] = len(row_scored) - 1
+            at_zero[i][j] = p + len(ids) == 1 and not scalar
+        width = max(len(c) for c in cols)
+        columns = None
+        if width:
+            pad = (0, 0, -1, 0, -1)
+            fields = torch.tensor([c + [pad] * (width - len(c)) for c in cols], dtype=torch.long)
+            columns = Branches(*fields.permute(2, 0, 1))
+        s_width = max([len(c) for c in scored] + [1])
+        source, token, candidate, include = torch.tensor(
+            [c + [(0, 0, -1, False)] * (s_width - len(c)) for c in scored], dtype=torch.long).permute(2, 0, 1)
+        active = torch.tensor([bool(c) or any((i, j) in branch_of for j in range(k)) for i, c in enumerate(scored)])
+        return {"columns": columns, "source": source, "token": token, "candidate": candidate,
+                "include": include.bool() & (candidate >= 0) & lm, "lo": torch.tensor(lo), "hi": torch.tensor(hi),
+                "last": torch.tensor(last), "at_zero": torch.tensor(at_zero), "active": active}
 
-    def _candidate_values(self, feed: Feed, copy: int, branch_scores: torch.Tensor, plan: dict,
+    def _candidate_values(self, feed: Feed, copy: int, token_scores: torch.Tensor, plan: dict,
                           length: torch.Tensor) -> torch.Tensor:
         scores = self._rows_of(feed.scores, copy).cpu()
-        bs = self._rows_of(branch_scores, copy).cpu()
+        scored = self._rows_of(token_scores, copy).cpu()
         n, k = plan["lo"].shape
-        if feed.head != "scalar":
-            bs = torch.where(plan["pos"] == 0, 0.0, bs)  # position 0 has no state before it
         if feed.head == "lm":
             cumulative = torch.cat([torch.zeros((n, 1)), scores.cumsum(1)], 1)
-            trunk = cumulative.gather(1, plan["hi"]) - cumulative.gather(1, plan["lo"])
-            counted = torch.where(plan["include"] & (plan["branch"] >= 0), bs, 0.0)
-            values = trunk.scatter_add(1, plan["branch"].clamp(min=0), counted)
+            values = cumulative.gather(1, plan["hi"]) - cumulative.gather(1, plan["lo"])
+            counted = torch.where(plan["include"], scored, 0.0)
+            values = values.scatter_add(1, plan["candidate"].clamp(min=0), counted)
         else:
             current = scores.gather(1, (length - 1).clamp(min=0)[:, None]).expand(n, k)
-            values = torch.where(plan["last"] >= 0, bs.gather(1, plan["last"].clamp(min=0)), current)
+            at_last = torch.where(plan["at_zero"], 0.0, scored.gather(1, plan["last"].clamp(min=0)))
+            values = torch.where(plan["last"] >= 0, at_last, current)
         return torch.where(plan["active"][:, None], values, 0.0)
+
+    def _rows_of(self, tensor: torch.Tensor, copy: int) -> torch.Tensor:
+        n = len(self.text)
+        return tensor[copy * n:(copy + 1) * n]
 
 
 class ReencodedTextStream:
@@ -526,7 +574,7 @@ class ReencodedTextStream:
             kwargs = dict(input_ids=ids.to(feed.device), attention_mask=mask.to(feed.device),
                           position_ids=pos.to(feed.device))
             result = model(**kwargs)
-            values = (result.logits if self.kind == LM else result.values).float().cpu()
+            values = (torch.log_softmax(result.logits.float(), -1) if self.kind == LM else result.values.float()).cpu()
             self.meter.add(role, 1, int(mask.sum()))
             if candidates:
                 self.meter.add(role, 0, int(mask.sum()), candidates=True)
@@ -553,9 +601,12 @@ class ReencodedTextStream:
     def candidate_scores(self, rows, candidates: torch.Tensor, guided_eos: int | None) -> dict[str, torch.Tensor]:
         n, k = candidates.shape
         cand = candidates.tolist()
-        texts = iter(rows.extended_texts([(i, a) for i in range(n) for a in cand[i] if a != guided_eos]))
+        queries = [(i, a) for i in range(n) for a in cand[i] if a != guided_eos]
+        texts = iter(rows.response_text(i) + text if extends else text
+                     for (i, _), (extends, text) in zip(queries, rows.extended_texts(queries)))
         sequences = [self._own(i, rows.response_text(i) if a == guided_eos else next(texts), a == guided_eos)
                      for i in range(n) for a in cand[i]]
         scores = self._scores(sequences, candidates=True)
         finished = rows.finished.to(torch.bool).cpu()[:, None]
-        return {role: torch.where(finished, 0.0, v.view(n, k)) for role, v in scores.items()}
+        return ({role: torch.where(finished, 0.0, v.view(n, k)) for role, v in scores.items()},
+                self.response_scores(rows))

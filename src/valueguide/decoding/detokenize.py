@@ -22,7 +22,7 @@ new part shows it. Such a window is not trusted: the whole response is decoded i
 
 from __future__ import annotations
 
-from ..texts import decode
+from ..texts import decode, decode_batch
 
 REPLACEMENT = "\ufffd"
 WINDOW = 24  # tokens a window may span before its start moves up
@@ -122,18 +122,23 @@ class ResponseText:
             if moved and REPLACEMENT not in moved:
                 row.start, row.window = read, moved
 
-    def extended(self, queries: list[tuple[int, int]]) -> list[str]:
-        """``u`` after one more token, for each ``(row, token)``; the rows stay as they are.
-        All window decodes go through one ``batch_decode``."""
+    def extended(self, queries: list[tuple[int, int]]) -> list[tuple[bool, str]]:
+        """``u`` after one more token, for each ``(row, token)``, as ``(True, what it appends to u)``
+        or, where it does not extend ``u`` (invalid bytes rewritten), ``(False, the new u)``. The
+        rows stay as they are; all window decodes go through one ``decode_batch``."""
         for i in {i for i, _ in queries}:
             if not self.rows[i].fresh:
                 self._refresh(self.rows[i])
-        tails = self.tokenizer.batch_decode(
-            [self.rows[i].ids[self.rows[i].start:] + [token] for i, token in queries],
-            skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        texts = []
+        windows = {i: self.rows[i].ids[self.rows[i].start:] for i, _ in queries}
+        tails = decode_batch(self.tokenizer, [windows[i] + [token] for i, token in queries])
+        out = []
         for (i, token), tail in zip(queries, tails):
             row = self.rows[i]
-            full, _ = self._full(row, tail, row.ids + [token])
-            texts.append(row.base if full.endswith(REPLACEMENT) else full)
-        return texts
+            new = tail[len(row.window):]
+            if tail.startswith(row.window) and REPLACEMENT not in new.rstrip(REPLACEMENT):
+                out.append((True, "" if new.endswith(REPLACEMENT) else new))
+                continue
+            full = self._decode(row.ids + [token])
+            text = row.base if full.endswith(REPLACEMENT) else full
+            out.append((True, text[len(row.base):]) if text.startswith(row.base) else (False, text))
+        return out

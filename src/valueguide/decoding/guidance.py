@@ -95,9 +95,7 @@ class TextImplicitGuide:
     def adjust(self, logits: torch.Tensor, base: torch.Tensor, rows) -> torch.Tensor:
         width = common_width(logits, base)
         cand = top_candidates(base, width, self.top_k)
-        stream = rows.streams["tuned"]
-        after = stream.candidate_scores(rows, cand, self.eos_id)
-        now = stream.response_scores(rows)
+        after, now = rows.streams["tuned"].candidate_scores(rows, cand, self.eos_id)
         psi = (after["tuned"] - after["untuned"]) - (now["tuned"] - now["untuned"])[:, None]
         return add_bonus(logits[:, :width], cand, self.w * psi, self.mask_outside_topk)
 
@@ -114,6 +112,6 @@ class TextExplicitGuide:
     def adjust(self, logits: torch.Tensor, base: torch.Tensor, rows) -> torch.Tensor:
         width = common_width(logits, base)
         cand = top_candidates(base, width, self.top_k)
-        q = rows.streams["value"].candidate_scores(rows, cand, self.eos_id)["value"]
+        q = rows.streams["value"].candidate_scores(rows, cand, self.eos_id)[0]["value"]
         bonus = self.beta * (q - q.mean(-1, keepdim=True))
         return add_bonus(logits[:, :width], cand, bonus, self.mask_outside_topk)

@@ -17,6 +17,7 @@ import torch
 
 from ..templates import render_for
 from .aligned import Feed, ReencodedTextStream, TextStream
+from .retokenize import Retokenizer
 from .detokenize import ResponseText
 from .paired import PairingError, pair_models
 from .sampler import Sampling, draw
@@ -129,8 +130,9 @@ class Rows:
         """``u``: the response text of ``row``, an incomplete last character held back unless finished."""
         return self.response_texts.text(row, finished)
 
-    def extended_texts(self, queries: list[tuple[int, int]]) -> list[str]:
-        """``u`` after one more token, for each ``(row, token)``."""
+    def extended_texts(self, queries: list[tuple[int, int]]) -> list[tuple[bool, str]]:
+        """``u`` after one more token, for each ``(row, token)``: ``(True, what it appends)`` or
+        ``(False, the new u)`` (see ``ResponseText.extended``)."""
         return self.response_texts.extended(queries)
 
     # --- growing and selecting rows --------------------------------------------------------------
@@ -201,6 +203,8 @@ class Decoder:
         self.members, self.token_guides, self.scorer, self.search = members, tuple(token_guides), scorer, search
         self.sampling, self.max_new_tokens, self.stop, self.use_cache = sampling, max_new_tokens, tuple(stop), use_cache
         self.text_roles = frozenset(text_roles)
+        self._retokenizers = {role: Retokenizer(members[role].tokenizer) for role in self.text_roles
+                              if role in members and use_cache}
         missing = set(self._roles()) - set(members)
         if missing:
             raise ValueError(f"the method needs models for roles {sorted(missing)}")
@@ -230,11 +234,13 @@ class Decoder:
         if not self.use_cache:
             return ReencodedTextStream({r: self.members[r].model for r in roles}, member.kind, member.tokenizer,
                                        member.template, meter)
+        retokenizer = self._retokenizers[roles[0]]
         if roles == PAIR and self.paired is not None:
             feed = Feed(self.paired, LM, copies=2)
-            return TextStream({"tuned": (feed, 0), "untuned": (feed, 1)}, member.tokenizer, member.template, meter)
+            return TextStream({"tuned": (feed, 0), "untuned": (feed, 1)}, member.tokenizer, member.template, meter,
+                              retokenizer)
         return TextStream({r: (Feed(self.members[r].model, member.kind), 0) for r in roles}, member.tokenizer,
-                          member.template, meter)
+                          member.template, meter, retokenizer)
 
     def _start(self, prompts: list[str], per_prompt: int) -> Rows:
         meter, streams, roles = Meter(), {}, self._roles()

@@ -119,8 +119,9 @@ def _generate_all(decoder, prompts: pd.DataFrame, size: int, seed: int, desc: st
         wall = (time.perf_counter() - began) * share
         passes = json.dumps({k: round(v * share, 3) for k, v in sorted(result.meter.passes.items())})
         tokens = json.dumps({k: round(v * share, 3) for k, v in sorted(result.meter.tokens.items())})
+        candidates = json.dumps({k: round(v * share, 3) for k, v in sorted(result.meter.candidates.items())})
         for pid, prompt, g in zip(chunk.prompt_id, chunk.prompt, result.generations):
             records.append({"prompt_id": int(pid), "prompt": prompt, "output": g.text, "output_ids": g.ids,
                             "n_tokens": len(g.ids), "forward_passes": passes, "tokens_encoded": tokens,
-                            "wall_time": wall})
+                            "candidate_tokens": candidates, "wall_time": wall})
     return pd.DataFrame(records)

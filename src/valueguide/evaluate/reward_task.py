@@ -20,7 +20,8 @@ from . import split_key, write_csv
 
 log = logging.getLogger(__name__)
 
-GENERATION_COLUMNS = ("prompt_id", "prompt", "output", "n_tokens", "forward_passes", "tokens_encoded", "wall_time")
+GENERATION_COLUMNS = ("prompt_id", "prompt", "output", "n_tokens", "forward_passes", "tokens_encoded",
+                      "candidate_tokens", "wall_time")
 
 
 def read_generations(path: str | Path) -> pd.DataFrame:
@@ -47,7 +48,9 @@ def cost_summary(gens: pd.DataFrame) -> dict[str, float]:
     passes = _sum_json(gens["forward_passes"])
     out = {"tokens_mean": float(gens["n_tokens"].mean()), "passes": sum(passes.values())}
     out.update({f"passes_{role}": value for role, value in sorted(passes.items())})
-    out["tokens_encoded"] = sum(_sum_json(gens["tokens_encoded"]).values())
+    # every token any model encoded: the rows' own, and the candidates of token-level guidance
+    out["tokens_encoded"] = sum(_sum_json(gens["tokens_encoded"]).values()) + sum(
+        _sum_json(gens["candidate_tokens"]).values())
     out["wall_time"] = float(gens["wall_time"].sum())
     return out
 

@@ -9,12 +9,11 @@ from .model import (
     encode_prompt,
     predict_last,
     response_values,
-    to_value_ids,
     value_examples,
 )
 from .targets import lambda_returns, last_positions
 
 __all__ = [
     "Example", "ValueBatch", "ValueModel", "ValueOutput", "collate", "encode_prompt", "lambda_returns",
-    "last_positions", "predict_last", "response_values", "to_value_ids", "value_examples",
+    "last_positions", "predict_last", "response_values", "value_examples",
 ]

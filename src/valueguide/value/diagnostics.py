@@ -20,6 +20,7 @@ from ..models import LoadOptions, load_causal_lm
 from ..reward import RewardModel
 from ..sampling import SamplingParams, cut_response
 from ..seeding import derive_seed
+from ..texts import decode
 from .model import ValueModel, encode_prompt, left_pad, predict_last, value_examples
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def rollout_values(policy, tokenizer, template: str, reward_model: RewardModel, 
             # A shorter budget's sample is the first tokens of a longer one: truncation is exact.
             new_ids = new_ids[:max(budget, 0)].tolist()
             completion = cut_response(new_ids, [0.0] * len(new_ids), tokenizer, tokenizer.eos_token_id, params.stop)
-            texts.append(prompts[row] + tokenizer.decode(prefixes[row] + completion.ids, skip_special_tokens=True))
+            texts.append(prompts[row] + decode(tokenizer, prefixes[row] + completion.ids))
     scores = reward_model.score(texts).reshape(len(prompts), rollouts)
     return scores.mean(1), scores.var(1, ddof=1) / rollouts if rollouts > 1 else np.zeros(len(prompts))
 

@@ -29,6 +29,7 @@ from transformers import AutoModel
 from ..artifacts import ArtifactError, atomic_dir, read_json
 from ..models import LoadOptions, ModelNotFoundError, resolve_spec, same_vocabulary, torch_dtype
 from ..templates import render_for
+from ..texts import decode, encode_joint
 
 HEADS = ("token", "scalar")
 CONFIG_FILE = "value_config.json"
@@ -184,17 +185,6 @@ def encode_prompt(tokenizer, template: str, prompt: str) -> list[int]:
     return ids
 
 
-def to_value_ids(response_ids: list[int], tokenizer, policy_tokenizer=None) -> list[int]:
-    """A response in the value tokenizer's ids: the policy's ids as they are when both tokenizers
-    share a vocabulary, else the decoded text re-tokenised (EOS kept when the policy emitted it)."""
-    if policy_tokenizer is None or same_vocabulary(tokenizer, policy_tokenizer):
-        return list(response_ids)
-    text = policy_tokenizer.decode(response_ids, skip_special_tokens=True)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    ended = len(response_ids) > 0 and response_ids[-1] == policy_tokenizer.eos_token_id
-    return ids + [tokenizer.eos_token_id] if ended else ids
-
-
 @dataclass
 class Example:
     ids: list[int]  # templated prompt + response, value-tokenizer ids
@@ -204,13 +194,27 @@ class Example:
 
 def value_examples(prompts, response_ids, rewards, tokenizer, template: str,
                    policy_tokenizer=None) -> list[Example]:
-    """One example per (prompt, response); ``response_ids`` are the policy's ids (see to_value_ids)."""
+    """One example per (prompt, response); ``response_ids`` are the policy's ids.
+
+    On the policy's vocabulary they are used as they are. Otherwise the response is read as a
+    decoder across vocabularies reads it: its text and the templated prompt tokenised as one text,
+    the response being what follows their common prefix with the prompt's own tokens, and the value
+    tokenizer's EOS appended where the policy emitted EOS (``texts.encode_joint``)."""
+    shared = policy_tokenizer is None or same_vocabulary(tokenizer, policy_tokenizer)
     examples = []
     for prompt, ids, reward in zip(prompts, response_ids, rewards, strict=True):
-        response = to_value_ids([int(i) for i in ids], tokenizer, policy_tokenizer)
-        if not response:
+        ids = [int(i) for i in ids]
+        if not ids:
             raise ValueError(f"empty response to prompt {prompt!r}: it has no token to value")
-        examples.append(Example(encode_prompt(tokenizer, template, prompt) + response, len(response), float(reward)))
+        if shared:
+            examples.append(Example(encode_prompt(tokenizer, template, prompt) + ids, len(ids), float(reward)))
+            continue
+        joint, boundary = encode_joint(tokenizer, render_for(tokenizer, template, prompt),
+                                       decode(policy_tokenizer, ids), eos=ids[-1] == policy_tokenizer.eos_token_id)
+        if boundary == len(joint):
+            raise ValueError(f"the response {decode(policy_tokenizer, ids)!r} to prompt {prompt!r} is no text "
+                             "in the value model's tokens: it has no token to value")
+        examples.append(Example(joint, len(joint) - boundary, float(reward)))
     return examples
 
 
