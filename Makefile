@@ -30,6 +30,7 @@ dry-run: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_decoding.py
+	$(VENV)/bin/python bench/bench_cross_vocabulary.py
 	$(VENV)/bin/python bench/bench_training.py
 
 test: $(STAMP)

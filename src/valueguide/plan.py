@@ -246,10 +246,14 @@ def render_plan(config: dict, hw: Hardware = HARDWARE["h100"], prompt_tokens: in
     lines.append(f"Generation, upper bounds (every row runs to max_new_tokens = {gen['max_new_tokens']}; "
                  f"prompts of {prompt_tokens} tokens assumed); GPU time on one {hw.name}:")
     lines.append(f"  {'split/model/method':<34}{'rows':>5}{'sampled':>9}  role: passes / tokens fed / GPU time")
+    slowest = []
     for split in prompt_splits(config)[1:]:
         for model in gen["large_models"]:
             for method in gen["methods"]:
                 cost, sampled = planner.generate(model, method, config["prompts"][f"n_{split}"])
+                total = _total(cost.seconds.values())
+                if total is not None:
+                    slowest.append((total, f"{split}/{model}/{method}"))
                 chunk = Method.from_config(gen["methods"][method] or {}).chunk
                 roles = "; ".join(f"{role} {_count(cost.passes[role])} / {_count(cost.tokens[role])} / "
                                   f"{_duration(cost.seconds[role])}" for role in sorted(cost.passes))
@@ -260,6 +264,10 @@ def render_plan(config: dict, hw: Hardware = HARDWARE["h100"], prompt_tokens: in
     stages = planner.stages()
     lines += [f"  {stage:<16}{_duration(seconds):>10}" for stage, seconds in stages.items()]
     lines.append(f"  {'total':<16}{_duration(_total(stages.values())):>10}")
+    if slowest:
+        seconds, name = max(slowest)
+        lines.append(f"  slowest generate job: {name}, {_duration(seconds / gen.get('shards', 1))} "
+                     f"(one GPU per job: the generate stage's wall time)")
     if config["evaluate"].get("alpaca") and config["evaluate"]["alpaca"]["judge"] == "gpt4_turbo":
         calls = config["prompts"]["n_alpaca"] * len(gen["large_models"]) * len(gen["methods"])
         lines.append(f"  evaluate_alpaca: {calls} GPT-4-turbo judgements (API, no GPU)")

@@ -37,7 +37,7 @@ from ..texts import common_prefix
 from .retokenize import Retokenizer, Tokens
 from .streams import LM, Meter, left_pad, model_config, pad_id
 
-KEEP = 4  # outputs kept per row, for the last positions
+KEEP = 2  # outputs kept per row, for the last positions (a roll-back of one token re-feeds nothing)
 COMPACT_AT = 64  # dead cache columns tolerated beyond a half of the longest row
 
 
