@@ -15,10 +15,11 @@ export TOKENIZERS_PARALLELISM ?= false
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml src/valueguide/vocabularies.py
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/valueguide fetch-tokenizers
 	touch $(STAMP)
 
 run: $(STAMP)

