@@ -2,26 +2,29 @@
 # Thin on purpose: the config is validated, cut into per-stage slices, and every rule shells out
 # to the package CLI (`valueguide <stage>`). See README "How it works".
 import re
+import shlex
 import sys
 from pathlib import Path
 
-from valueguide.config import stage_slice, validate_config, write_if_changed
+from valueguide.config import stage_slice, validate_config, world_dir, write_if_changed
 
 configfile: str(Path(workflow.basedir) / "config.yaml")
 
 config = validate_config(config)
 R = config["results_dir"]
-WORLD = f"{R}/world"
+WORLD = str(world_dir(config))  # shared by the settings that name one world.dir
 # The interpreter that runs Snakemake runs the stages too: no PATH lookup, no other environment.
-CLI = f"{sys.executable} -m valueguide.cli --log-level INFO"
+# Every path in a shell command is quoted (`{...:q}`, shlex.quote): no config value is ever run.
+CLI = f"{shlex.quote(sys.executable)} -m valueguide.cli --log-level INFO"
 
 
 def slice_path(stage, **wildcards):
     """Write the stage's config slice now (only if it changed) and return its path.
 
-    Rules take these files as inputs, so a changed parameter reruns exactly the stages that read it."""
+    Rules take these files as inputs, so a changed parameter reruns exactly the stages that read it.
+    The world's slices live in the world folder, which several settings may share."""
     name = "-".join([stage, *wildcards.values()])
-    path = f"{R}/configs/{name}.json"
+    path = f"{WORLD if stage in ('world_corpus', 'world_lm', 'world_reward') else R}/configs/{name}.json"
     write_if_changed(stage_slice(config, stage, **wildcards), path)
     return path
 

@@ -49,9 +49,10 @@ def test_nested_method_keys_are_checked(config):
 
 def test_dangling_model_reference_is_named(config):
     config["generate"]["large_models"].append("llama")
+    at = len(config["generate"]["large_models"]) - 1
     config["models"]["x"] = {"path": "world:gpt5", "template": "{prompt}"}
     message = _error(config)
-    assert "generate.large_models[4]: 'llama' is not a key of models" in message
+    assert f"generate.large_models[{at}]: 'llama' is not a key of models" in message
     assert "models.x.path: 'world:gpt5' names no model of world.models" in message
 
 
@@ -95,3 +96,30 @@ def test_the_ivg_weight_ablation_adds_two_methods_and_keeps_the_seven():
     assert set(methods) == set(base["generate"]["methods"]) | {"eft_w05", "ivg_w05"}
     assert methods["ivg_w05"]["token"]["w"] == 0.5 and methods["ivg_w05"]["chunk"] == methods["ivg"]["chunk"]
     assert ablation["results_dir"] == base["results_dir"]  # reuses the default run's artifacts
+
+
+def test_a_whole_number_float_is_not_an_integer(config):
+    config["sample"]["n"] = 2.0
+    assert "sample.n: 2.0 is not of type 'integer'" in _error(config)
+
+
+def test_a_run_that_evaluates_nothing_is_refused(config):
+    config["evaluate"]["reward"], config["evaluate"]["alpaca"] = False, None
+    assert "nothing would be evaluated" in _error(config)
+
+
+def test_bad_yaml_is_named_with_file_and_line(tmp_path):
+    from valueguide.config import ConfigError, load_config
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 1\nsample:\n  n: [1, 2\n  temperature: 1.0\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml, line \d+, column \d+: not valid YAML"):
+        load_config(bad)
+
+
+def test_threads_are_in_no_stage_slice(config):
+    from valueguide.config import stage_slice
+
+    config["threads"] = 2
+    for stage in ("sample", "fit_value", "fit_implicit", "evaluate_reward", "report"):
+        assert "threads" not in stage_slice(config, stage), stage

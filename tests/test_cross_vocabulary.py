@@ -1,7 +1,9 @@
 """Guidance across vocabularies is exact: checked against full re-encoding, by brute force.
 
 Two toy tokenizers whose boundaries disagree (``toy_tokenizers``: a byte-level BPE and a
-SentencePiece-style BPE with byte fallback) take turns as the guided and the guiding vocabulary.
+SentencePiece-style BPE with byte fallback) take turns as the guided and the guiding vocabulary, and
+the paper's own pairs run too: a Mistral-vocabulary model guided by a Llama-2-vocabulary pair (Tulu's)
+and a GPT-2-vocabulary value (``vocabularies``), through their chat formats.
 The references here re-tokenise the whole text and run one unpadded, uncached pass per sequence
 (per candidate, for token-level guidance), straight from ALGORITHMS.md §4:
 
@@ -24,18 +26,28 @@ from valueguide.decoding import Member, Sampling, build_decoder
 from valueguide.decoding.detokenize import ResponseText, text_so_far
 from valueguide.decoding.retokenize import Retokenizer
 from valueguide.decoding.scorers import TextExplicitScorer, TextImplicitScorer
-from valueguide.templates import render
+from valueguide import vocabularies
+from valueguide.templates import render_for
 from valueguide.texts import common_prefix, decode
 from valueguide.value.model import ValueModel
 
-PAIRS = {"bpe->spm": (byte_bpe, sentencepiece_bpe), "spm->bpe": (sentencepiece_bpe, byte_bpe)}
+
+def real(name: str):
+    return lambda: vocabularies.load(name)
+
+
+# guided <- small pair, value: factories of their tokenizers
+PAIRS = {"bpe->spm": (byte_bpe, sentencepiece_bpe, sentencepiece_bpe),
+         "spm->bpe": (sentencepiece_bpe, byte_bpe, byte_bpe),
+         "mistral<-llama2,gpt2": (real("mistral"), real("llama2"), real("gpt2"))}
+TOY = ["bpe->spm", "spm->bpe"]
 TEMPLATES = {"guided": "Review: {prompt}", "small": "<s>Q: {prompt}\nA: ", "value": "{prompt} => "}
+CHAT = {"guided": "chat", "small": "chat", "value": "{prompt}\n"}  # the paper's: Mistral's and Tulu's chat formats
 PROMPTS = ["the film was", "café €5 日本"]
 
 
 def value_model(tok, head: str, seed: int = 7, n_positions: int = 256) -> ValueModel:
-    vm = ValueModel(make_gpt2(len(tok), seed=seed, n_layer=2, n_positions=n_positions).transformer, head,
-                    {"template": TEMPLATES["value"]})
+    vm = ValueModel(make_gpt2(len(tok), seed=seed, n_layer=2, n_positions=n_positions).transformer, head, {})
     torch.manual_seed(seed)
     torch.nn.init.normal_(vm.head.weight)
     torch.nn.init.normal_(vm.head.bias)
@@ -43,11 +55,12 @@ def value_model(tok, head: str, seed: int = 7, n_positions: int = 256) -> ValueM
 
 
 def members(pair: str, head: str = "token", guided=None, n_positions: int = 256) -> dict:
-    guided_tok, other = (make() for make in PAIRS[pair])
-    return {"guided": Member(guided or make_gpt2(len(guided_tok), seed=1, n_layer=2), guided_tok, TEMPLATES["guided"]),
-            "tuned": Member(make_gpt2(len(other), seed=2, n_positions=n_positions), other, TEMPLATES["small"]),
-            "untuned": Member(make_gpt2(len(other), seed=3, n_positions=n_positions), other, TEMPLATES["small"]),
-            "value": Member(value_model(other, head, n_positions=n_positions), other, TEMPLATES["value"], "value")}
+    guided_tok, small, value = (make() for make in PAIRS[pair])
+    t = TEMPLATES if pair in TOY else CHAT
+    return {"guided": Member(guided or make_gpt2(len(guided_tok), seed=1, n_layer=2), guided_tok, t["guided"]),
+            "tuned": Member(make_gpt2(len(small), seed=2, n_positions=n_positions), small, t["small"]),
+            "untuned": Member(make_gpt2(len(small), seed=3, n_positions=n_positions), small, t["small"]),
+            "value": Member(value_model(value, head, n_positions=n_positions), value, t["value"], "value")}
 
 
 # --- references ---------------------------------------------------------------------------------
@@ -55,7 +68,7 @@ def members(pair: str, head: str = "token", guided=None, n_positions: int = 256)
 
 def own_tokens(member: Member, prompt: str, text: str, eos: bool) -> tuple[list[int], int]:
     tok = member.tokenizer
-    template = render(member.template, prompt)
+    template = render_for(tok, member.template, prompt)
     ids = tok(template + text, add_special_tokens=False).input_ids + ([tok.eos_token_id] if eos else [])
     return ids, common_prefix(tok(template, add_special_tokens=False).input_ids, ids)
 
@@ -280,7 +293,7 @@ def long_policy(tok):
     return logits
 
 
-@pytest.mark.parametrize("pair,n_positions", [("bpe->spm", 128), ("spm->bpe", 240)])
+@pytest.mark.parametrize("pair,n_positions", [("bpe->spm", 128), ("spm->bpe", 240), ("mistral<-llama2,gpt2", 128)])
 @pytest.mark.parametrize("scorer", ["explicit-token", "explicit-scalar", "implicit"])
 def test_incremental_text_scores_equal_full_reencoding_past_half_the_context(pair, n_positions, scorer):
     """Rows copied by CBS, stopped by a stop string or EOS, carrying multi-byte characters, and

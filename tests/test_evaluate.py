@@ -16,9 +16,10 @@ from valueguide.evaluate.alpaca import (
     reference_outputs,
     run_evaluate_alpaca,
     win_rates,
+    bootstrap_lc,
     write_model_outputs,
-    write_zero_difficulty,
 )
+from valueguide.evaluate.gamed import CONCISE, VERBOSE, fit_difficulty, gamed_frame, gamed_outputs, write_gamed
 from valueguide.evaluate.judges import LocalJudge, MissingAPIKeyError
 from valueguide.evaluate.reward_task import evaluate_reward, run_evaluate_reward, summarize_rewards
 from valueguide.prompts import world_instruction_prompts
@@ -89,26 +90,108 @@ def _length_annotations(n: int, preference) -> pd.DataFrame:
         "annotator": "test", "preference": preference(model_len - ref_len)})
 
 
+def _gamed_file(n: int, preference, path: Path, difficulty=None) -> Path:
+    """df_gamed.csv for ``n`` instructions whose gamed baselines a length-preferring judge annotated."""
+    gamed = {}
+    for name, shift in ((VERBOSE, 200), (CONCISE, -60)):
+        rng = np.random.default_rng(len(name))
+        ref_len = rng.integers(80, 300, n)
+        model_len = (ref_len + shift + rng.normal(0, 40, n)).astype(int).clip(5, None)
+        gamed[name] = pd.DataFrame({"output_1": ["r" * k for k in ref_len], "output_2": ["m" * k for k in model_len],
+                                    "preference": preference(model_len - ref_len)})
+    return write_gamed(gamed_frame(gamed, np.zeros(n) if difficulty is None else difficulty), path)
+
+
 def test_length_controlled_win_rate_discounts_wins_bought_by_length(tmp_path):
-    difficulty = write_zero_difficulty(range(60), tmp_path / "difficulty.csv")
-    # The judge prefers whichever output is longer, and the model's are longer on average.
-    by_length = _length_annotations(60, lambda d: 1.0 + expit(d / 60.0))
-    m = win_rates(by_length, "length_controlled_noreg", difficulty)
+    by_judge = lambda d: 1.0 + expit(d / 60.0)  # the judge prefers whichever output is longer
+    gamed = _gamed_file(60, by_judge, tmp_path / "df_gamed.csv")
+    by_length = _length_annotations(60, by_judge)  # and the model's outputs are longer on average
+    m = win_rates(by_length, "length_controlled_v1", gamed)
     assert m["win_rate"] == pytest.approx((by_length["preference"] - 1).mean() * 100)
     assert m["win_rate"] > 65 and m["length_controlled_winrate"] < m["win_rate"] - 10
     assert "glm_preference" in by_length  # alpaca_eval's GLM annotated the frame it was given
-    # Control: a preference that ignores length is left where it is.
+    # Control: outputs as long as the references, preferred 70 % of the time, are left about where they are.
     flat = _length_annotations(60, lambda d: np.full(len(d), 1.7))
-    m = win_rates(flat, "length_controlled_noreg", difficulty)
-    assert m["win_rate"] == pytest.approx(70.0) and m["length_controlled_winrate"] == pytest.approx(70.0, abs=1.0)
+    jitter = np.random.default_rng(1).integers(-5, 6, 60)
+    flat["output_2"] = ["m" * (len(r) + j) for r, j in zip(flat["output_1"], jitter)]
+    m = win_rates(flat, "length_controlled_v1", gamed)
+    assert m["win_rate"] == pytest.approx(70.0) and m["length_controlled_winrate"] == pytest.approx(70.0, abs=3.0)
 
 
-def test_alpaca_settings_refuse_a_regularised_glm_without_the_gamed_baselines():
-    assert alpaca_settings({})["glm"] == "length_controlled_noreg"
-    with pytest.raises(ValueError, match="gamed_path"):
-        alpaca_settings({"evaluate": {"alpaca": {"glm": "length_controlled_v1"}}})
+def test_the_bootstrap_interval_covers_the_estimate_and_narrows_with_more_instructions(tmp_path):
+    widths = []
+    for n in (40, 160):
+        gamed = _gamed_file(n, lambda d: 1.0 + expit(d / 60.0), tmp_path / f"g{n}.csv")
+        rng = np.random.default_rng(n)
+        annotations = _length_annotations(n, lambda d: 1.0 + expit(d / 60.0 + rng.normal(0.3, 1.5, len(d))))
+        lc = win_rates(annotations.copy(), "length_controlled_v1", gamed)["length_controlled_winrate"]
+        spread = bootstrap_lc(annotations, "length_controlled_v1", gamed, n=60, seed=1)
+        assert spread["lc_low"] < lc < spread["lc_high"] and spread["lc_bootstrap_se"] > 0
+        assert bootstrap_lc(annotations, "length_controlled_v1", gamed, n=60, seed=1) == spread  # seeded
+        widths.append(spread["lc_high"] - spread["lc_low"])
+    assert widths[1] < 0.75 * widths[0]  # about 1/sqrt(4) of it
+
+
+def test_instruction_difficulty_is_recovered_from_the_generators_annotations():
+    n, rng = 80, np.random.default_rng(3)
+    truth = rng.normal(0, 1.5, n)
+    truth -= truth.mean()
+    by_generator = {}
+    for g, strength in enumerate((-1.0, 0.0, 0.5, 1.0, 2.0)):
+        frame = _length_annotations(n, lambda d: 1.0 + expit(strength - truth + d / 200.0))
+        by_generator[f"g{g}"] = frame
+    fitted = fit_difficulty(by_generator, n)
+    assert np.corrcoef(fitted, truth)[0, 1] > 0.9 and abs(fitted.mean()) < 1e-9
+
+
+def test_alpaca_settings_default_to_the_leaderboards_glm():
+    settings = alpaca_settings({})
+    assert settings["glm"] == "length_controlled_v1" and settings["gamed_path"] is None and settings["bootstrap"] > 0
     with pytest.raises(ValueError, match="not one of"):
         alpaca_settings({"evaluate": {"alpaca": {"glm": "length_controlled_v9"}}})
+
+
+class LexiconReward:
+    """The tiny world's sentiment read off its own word lists, +1 per positive word and -1 per negative
+    one, plus 0.1 per word: a judge with a length bias, as GPT-4 has."""
+
+    def __init__(self):
+        from valueguide.world.corpus import WORDS
+
+        self.sign = {w: (1 if pol == "pos" else -1) for pol, kinds in WORDS.items() for ws in kinds.values()
+                     for phrase in ws for w in phrase.split() if len(w) > 3}
+
+    def score(self, texts):
+        return np.array([sum(self.sign.get(w, 0) for w in t.split()) + 0.1 * len(t.split()) for t in texts])
+
+
+def test_padding_buys_raw_win_rate_but_not_length_controlled_win_rate(tmp_path):
+    """On tiny-world instructions: outputs as good as the references, then the same outputs padded with
+    sentences that say nothing. The padding wins a length-biased judge over; LC takes the gain back."""
+    from valueguide.world.corpus import filler, make_instructions, make_review
+
+    n = 120
+    pairs = make_instructions(n, seed=5)
+    references = [{"instruction": i, "output": r, "generator": "reference", "dataset": "t"} for i, r in pairs]
+    rng = np.random.default_rng(9)
+    plain = [{**ref, "generator": "plain", "output": make_review(rng, agreement=0.5).text} for ref in references]
+    padded = [{**row, "generator": "padded", "output": f"{row['output']} {filler(rng, int(rng.integers(1, 4)))}"}
+              for row in plain]
+    judge = LocalJudge(LexiconReward())
+
+    def annotate(outputs):
+        frame = judge.annotate(outputs, references)
+        frame.index = range(n)
+        return frame
+
+    gamed = {name: annotate(rows) for name, rows in gamed_outputs(references, seed=1).items()}
+    ours = {"plain": annotate(plain), "padded": annotate(padded)}
+    path = write_gamed(gamed_frame(gamed, fit_difficulty({**gamed, **ours}, n)), tmp_path / "df_gamed.csv")
+    m = {name: win_rates(frame, "length_controlled_v1", path) for name, frame in ours.items()}
+    raw_gain = m["padded"]["win_rate"] - m["plain"]["win_rate"]
+    lc_gain = m["padded"]["length_controlled_winrate"] - m["plain"]["length_controlled_winrate"]
+    assert raw_gain > 10, raw_gain
+    assert lc_gain < raw_gain / 2, (raw_gain, lc_gain)
 
 
 def test_local_judge_is_deterministic_and_prefers_the_higher_reward():
@@ -204,7 +287,7 @@ def test_gpt4_judge_passes_the_key_to_alpaca_eval_but_never_writes_it(tmp_path, 
     prompts_path, paths = _instruction_run(tmp_path)
     out = tmp_path / "alpaca"
     with caplog.at_level("DEBUG"):
-        table = run_evaluate_alpaca({"reward_model": "unused"}, paths, prompts_path, out, judge="gpt4_turbo")
+        table = run_evaluate_alpaca({"reward_model": "unused", "seed": 1}, paths, prompts_path, out, judge="gpt4_turbo")
     assert keys_seen and all(k == [secret] for k in keys_seen)
     assert set(table["judge"]) == {"weighted_alpaca_eval_gpt4_turbo"} and table["n"].tolist() == [6, 6]
     # alpaca_eval randomises which output the judge sees first; it maps "M" back to each side.

@@ -17,8 +17,8 @@ UPSTREAM_OF_SAMPLE = {"world_corpus", "world_lm", "world_reward", "prompts"}
 def _snakemake(workdir: Path, *args: str) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-         "--configfile", str(workdir / "override.yaml"), *args],
+        [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args,
+         "--configfile", str(workdir / "override.yaml")],  # last: it takes every value after it
         capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
@@ -29,11 +29,15 @@ def _planned_jobs(output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m.group(1) != "total"}
 
 
-def _write_override(workdir: Path, change: dict | None = None) -> None:
-    """The tiny config with results in ``workdir``, plus ``change`` (merged like a config file)."""
+def _write_override(workdir: Path, change: dict | None = None, setting: str | None = None) -> None:
+    """The tiny config with results in ``workdir`` (over ``setting``, a config file of another setting
+    whose world is ``world_dir``), plus ``change`` (merged like a config file)."""
     from valueguide.config import deep_merge
 
     override = yaml.safe_load((ROOT / "tests" / "data" / "tiny.yaml").read_text())
+    if setting:
+        override = deep_merge(yaml.safe_load((ROOT / setting).read_text()), override)
+        override["generate"]["large_models"] = ["mistral"]
     override["results_dir"] = str(workdir / "results")
     (workdir / "override.yaml").write_text(yaml.safe_dump(deep_merge(override, change or {})))
 
@@ -46,22 +50,50 @@ def workdir(tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.fixture(scope="module")
+def instruction(workdir, tmp_path_factory) -> Path:
+    """The instruction setting (config/tiny_instruction.yaml, tiny) on the sentiment setting's world."""
+    other = tmp_path_factory.mktemp("instruction")
+    _write_override(other, {"world": {"dir": str(workdir / "results" / "world")}},
+                    setting="config/tiny_instruction.yaml")
+    out = _snakemake(other)
+    assert not re.search(r"rule world_(corpus|lm|reward):", out), "the shared world was rebuilt"
+    return other
+
+
 def test_the_dag_writes_every_artifact(workdir):
     results = workdir / "results"
-    for path in ["world/summary.json", "samples/gpt2-small.parquet", "prompts/train.parquet",
+    for path in ["world_summary.json", "samples/gpt2-small.parquet", "prompts/train.parquet",
                  "report/summary.md", "report/tables.md", "report/reward_by_method.png",
-                 "world/models/mixtral/model.safetensors", "value/metrics.json", "implicit/metrics.json",
-                 "generations/test/mistral/ivg.parquet", "generations/alpaca/mistral/base.parquet",
-                 "scores/reward_metrics.csv", "alpaca_eval/metrics.csv",
-                 "alpaca_eval/mistral/ivg/model_outputs.json"]:
+                 "world/models/mixtral/model.safetensors", "world/models/tulu/pooled_vocabulary.json",
+                 "value/metrics.json", "implicit/metrics.json", "generations/test/gpt2-large/ivg.parquet",
+                 "scores/reward_metrics.csv"]:
         assert (results / path).exists(), path
     summary = (results / "report" / "summary.md").read_text()
     assert "reward mean" in summary and "Gold reward model" in summary
     tables = (results / "report" / "tables.md").read_text()
-    assert "ivg" in tables and "mistral" in tables
+    assert "ivg" in tables and "gpt2-large" in tables
     for stage in ["sample", "world", "prompts", "fit_value", "fit_implicit", "generate", "evaluate", "report"]:
         assert list((results / "logs" / stage).glob("*.log")), stage
         assert list((results / "benchmarks" / stage).glob("*.tsv")), stage
+
+
+def test_the_instruction_setting_guides_across_vocabularies(instruction):
+    """Tulu (Llama-2's vocabulary) and a gpt2 value guide mistral (Mistral's), every method, in the DAG."""
+    import json
+
+    import pandas as pd
+
+    results = instruction / "results"
+    for path in ["samples/tulu.parquet", "value/metrics.json", "implicit/pooled_vocabulary.json",
+                 "alpaca_eval/metrics.csv", "report/tables.md"]:
+        assert (results / path).exists(), path
+    for method in ["base", "bon", "eft", "vas", "cbs_implicit", "cbs_explicit", "ivg"]:
+        gens = pd.read_parquet(results / "generations" / "alpaca" / "mistral" / f"{method}.parquet")
+        assert len(gens) == 6 and (gens.n_tokens > 0).all()
+        candidates = json.loads(gens.candidate_tokens[0])
+        token_level = {"eft": "tuned", "ivg": "tuned", "vas": "value"}.get(method)
+        assert (token_level in candidates) if token_level else not candidates, method  # scored on text
 
 
 def test_a_second_run_does_nothing(workdir):
@@ -75,7 +107,7 @@ def test_a_sampling_change_reruns_exactly_sample_and_downstream(workdir):
     assert planned.get("sample") == 1
     assert not UPSTREAM_OF_SAMPLE & set(planned)
     assert set(planned) == {"sample", "world_summary", "fit_value", "fit_implicit", "generate",
-                            "evaluate_reward", "evaluate_alpaca", "report", "all"}
+                            "evaluate_reward", "report", "all"}
     # every method of the tiny config reads a fitted value except base, whose generations stay cached
     assert planned["generate"] == 6
 
@@ -85,3 +117,25 @@ def test_a_decoding_change_reruns_generation_but_no_fit(workdir):
     planned = _planned_jobs(_snakemake(workdir, "-n"))
     assert planned.get("generate") == 1
     assert not {"sample", "fit_value", "fit_implicit", *UPSTREAM_OF_SAMPLE} & set(planned)
+
+
+def test_config_values_never_run_in_the_shell(tmp_path):
+    """A results_dir with a space and a command substitution is one path to every job, never a command."""
+    hostile = tmp_path / "r $(touch PWNED) x"
+    _write_override(tmp_path)
+    override = yaml.safe_load((tmp_path / "override.yaml").read_text())
+    override["results_dir"] = str(hostile)
+    (tmp_path / "override.yaml").write_text(yaml.safe_dump(override))
+    _snakemake(tmp_path, str(hostile / "prompts" / "test.parquet"))
+    assert (hostile / "prompts" / "test.parquet").exists()
+    assert (hostile / "logs" / "prompts" / "test.log").exists()
+    assert not list(tmp_path.rglob("PWNED")) and not (ROOT / "PWNED").exists()
+
+
+def test_a_model_key_that_is_not_a_plain_name_is_refused(tmp_path):
+    from valueguide.config import ConfigError, validate_config
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["models"]["big; rm -rf ~"] = {"path": "gpt2", "template": "{prompt}"}
+    with pytest.raises(ConfigError, match="models"):
+        validate_config(config)

@@ -1,5 +1,6 @@
 """Report: paper-shaped tables whose numbers are the inputs', the paper's beside them, figures."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,11 +20,21 @@ def _reward_metrics() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _alpaca_metrics() -> pd.DataFrame:
+def _alpaca_metrics(judge="weighted_alpaca_eval_gpt4_turbo", difficulty="given") -> pd.DataFrame:
     return pd.DataFrame([
-        {"model": "mistral", "method": method, "judge": "valueguide_local_reward", "n": 4,
-         "length_controlled_winrate": lc, "lc_standard_error": 0.0, "win_rate": wr, "standard_error": 3.5,
-         **COST} for method, lc, wr in (("base", 31.25, 40.5), ("ivg", 55.0, 61.75))])
+        {"model": "mistral", "method": method, "judge": judge, "glm": "length_controlled_v1", "difficulty": difficulty,
+         "n": 4, "length_controlled_winrate": lc, "lc_standard_error": 0.0, "lc_low": lc - 4.0, "lc_high": lc + 5.0,
+         "win_rate": wr, "standard_error": 3.5, **COST} for method, lc, wr in (("base", 31.25, 40.5), ("ivg", 55.0, 61.75))])
+
+
+def _write_alpaca(tmp_path, metrics: pd.DataFrame) -> None:
+    """metrics.csv and, beside it, each method's annotations (preference 1..2 per instruction)."""
+    from valueguide.artifacts import write_json
+
+    write_csv(metrics, tmp_path / "alpaca.csv")
+    for i, r in enumerate(metrics.itertuples()):
+        write_json([{"preference": 1.0 + 0.1 * i + 0.01 * k} for k in range(4)],
+                   tmp_path / r.model / r.method / "annotations.json")
 
 
 def _row(table_md: str, first_cell: str) -> list[str]:
@@ -41,7 +52,7 @@ def _header(table_md: str) -> list[str]:
 def test_report_renders_the_inputs_numbers_in_paper_order_beside_the_papers(tmp_path):
     reward, alpaca = _reward_metrics(), _alpaca_metrics()
     write_csv(reward, tmp_path / "reward.csv")
-    write_csv(alpaca, tmp_path / "alpaca.csv")
+    _write_alpaca(tmp_path, alpaca)
     out = tmp_path / "report"
     main = run_report(tmp_path / "reward.csv", tmp_path / "alpaca.csv", out, task="summarization")
 
@@ -58,8 +69,8 @@ def test_report_renders_the_inputs_numbers_in_paper_order_beside_the_papers(tmp_
 
     alpaca_md = main.split("## AlpacaEval")[1]
     assert _header(alpaca_md) == ["method", "mistral", "mistral (paper LC)"]
-    assert _row(alpaca_md, "base")[1:] == ["31.2 / 40.5", "19.51"] and _row(alpaca_md, "ivg")[1:] == ["55.0 / 61.8", "26.51"]
-    assert "comparable only to each other" in alpaca_md
+    assert _row(alpaca_md, "base")[1:] == ["31.2 [27.2, 36.2] / 40.5 ± 3.5", "19.51"]
+    assert _row(alpaca_md, "ivg")[1:] == ["55.0 [51.0, 60.0] / 61.8 ± 3.5", "26.51"]
     assert _row(alpaca_md, "Mistral-7B-Instruct-v0.2")[1:3] == ["17.11", "14.72"]
 
     numbers = pd.read_csv(out / "tables.csv")
@@ -74,8 +85,22 @@ def test_report_renders_the_inputs_numbers_in_paper_order_beside_the_papers(tmp_
     document = (out / "tables.md").read_text()
     assert main in document and "## Cost per prompt" in document
     assert "| gpt2-large | mine | 4 | 20.0 | 14.0 (guided 10.0, value 4.0) | 100 | 0.500 |" in document
+    claims = pd.read_csv(out / "claims.csv")  # AlpacaEval's: the judge's preference, ivg minus base per instruction
+    assert claims[["claim", "difference", "verdict"]].values.tolist() == [["ivg > base", pytest.approx(0.1), "holds"]]
+    assert "## Paper claims" in main
     for name in ("reward_by_method", "reward_vs_cost", "alpaca_by_method", "alpaca_vs_cost"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("judge,difficulty", [("valueguide_local_reward", "given"),
+                                              ("weighted_alpaca_eval_gpt4_turbo", "fitted")])
+def test_an_lc_that_is_not_alpaca_evals_stands_beside_neither_the_paper_nor_the_leaderboard(tmp_path, judge,
+                                                                                             difficulty):
+    _write_alpaca(tmp_path, _alpaca_metrics(judge, difficulty))
+    main = run_report(None, tmp_path / "alpaca.csv", tmp_path / "report")
+    assert _header(main) == ["method", "mistral"]
+    assert "Mistral-7B-Instruct-v0.2" not in main and "19.51" not in main
+    assert "compare the methods of this run with each other only" in main
 
 
 def test_report_without_any_metrics_is_an_error(tmp_path):
@@ -91,3 +116,26 @@ def test_leaderboard_numbers_come_from_alpaca_eval_package():
 
 def test_methods_follow_the_paper_order():
     assert ordered(["x", "ivg", "base", "vas", "x", "eft", "bon"]) == ["base", "bon", "eft", "vas", "ivg", "x"]
+
+
+def test_paper_claims_are_paired_differences_with_verdicts():
+    from valueguide.report.claims import paired_claims
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 1, 50)
+    rows = []
+    for method, values in {"base": base, "eft": base + 1.0 + rng.normal(0, 0.1, 50),
+                           "cbs_explicit": base + 2.0 + rng.normal(0, 0.1, 50),
+                           "ivg": base + 2.0 + rng.normal(0, 0.1, 50)}.items():
+        rows += [{"model": "m", "method": method, "prompt_id": i, "value": v} for i, v in enumerate(values)]
+    frame = pd.DataFrame(rows).sample(frac=1.0, random_state=1)  # order must not matter
+    claims = paired_claims(frame).set_index("claim")
+    assert list(claims.index) == ["eft > base", "cbs_explicit > base", "ivg > base", "ivg > eft", "ivg > cbs_explicit"]
+    wide = frame.pivot(index="prompt_id", columns="method", values="value")
+    diff = wide["ivg"] - wide["eft"]
+    assert claims.loc["ivg > eft", "difference"] == pytest.approx(diff.mean())
+    assert claims.loc["ivg > eft", "se"] == pytest.approx(diff.std(ddof=1) / np.sqrt(50))
+    assert claims.loc["ivg > base", "verdict"] == "holds" and claims.loc["ivg > eft", "verdict"] == "holds"
+    assert claims.loc["ivg > cbs_explicit", "verdict"] == "not resolved"
+    flipped = frame.assign(value=np.where(frame.method == "eft", frame.value - 5.0, frame.value))
+    assert paired_claims(flipped).set_index("claim").loc["eft > base", "verdict"] == "fails"

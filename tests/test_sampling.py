@@ -37,10 +37,13 @@ def _recomputed_logprobs(model, tok, prompt: str, response_ids: list[int], param
     return logp.gather(1, torch.tensor(response_ids)[:, None])[:, 0].numpy()
 
 
-@pytest.mark.parametrize("params", [SamplingParams(temperature=1.0, max_new_tokens=6),
-                                    SamplingParams(temperature=0.7, top_k=3, max_new_tokens=6)])
-def test_stored_logprobs_equal_a_forward_pass(params):
+@pytest.mark.parametrize("params,padding_side", [(SamplingParams(temperature=1.0, max_new_tokens=6), "left"),
+                                                 (SamplingParams(temperature=0.7, top_k=3, max_new_tokens=6), "left"),
+                                                 (SamplingParams(temperature=1.0, max_new_tokens=6), "right")])
+def test_stored_logprobs_equal_a_forward_pass(params, padding_side):
+    """Also with a tokenizer that pads on the right by default, as GPT-2's and Llama-2's do."""
     tok = make_tokenizer()
+    tok.padding_side = padding_side
     model = make_gpt2(len(tok), seed=1)
     prompts = ["the film", "a b c good", "bad"]
     responses = sample_batch(model, tok, prompts, params, seed=5)

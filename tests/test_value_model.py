@@ -71,6 +71,17 @@ def test_incremental_feeding_with_cache_matches_a_full_pass(backbone, head):
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("backbone", ["gpt2", "mistral"])
+@pytest.mark.parametrize("head", ["token", "scalar"])
+def test_taken_values_are_the_full_outputs_read_at_the_tokens_taken(backbone, head):
+    """Fitting reads only the head rows of the tokens taken: the same numbers as the full output."""
+    model = random_value_model(backbone, head)
+    input_ids, mask = left_pad(ROWS, TOK.pad_token_id)
+    response = mask.bool() & (torch.arange(input_ids.shape[1]) > 0)[None, :]
+    want = response_values(model(input_ids, mask).values, input_ids, response)
+    torch.testing.assert_close(model.taken(input_ids, mask) * response, want, atol=1e-5, rtol=1e-5)
+
+
 def test_response_values_follow_their_definitions():
     input_ids = torch.tensor([ids("the", "good", "a", "<eos>")])
     response_mask = torch.tensor([[False, True, True, True]])

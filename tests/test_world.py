@@ -24,8 +24,8 @@ def test_two_builds_are_byte_identical(tiny_config, tmp_path):
         build.build_reward(tiny_config, world)
         digests.append(_digest(world))
     assert digests[0] == digests[1]
-    assert {"corpus.parquet", "tokenizer/tokenizer.json", "models/mixtral/model.safetensors",
-            "models/reward/model.safetensors"} <= set(digests[0])
+    assert {"corpus.parquet", "models/mixtral/tokenizer.json", "models/mixtral/model.safetensors",
+            "models/mixtral/pooled_vocabulary.json", "models/reward/model.safetensors"} <= set(digests[0])
 
 
 def test_a_different_seed_gives_a_different_world(tiny_config, tmp_path):
@@ -55,11 +55,13 @@ def test_review_labels_are_the_majority_polarity_of_sentences():
         assert balance != 0 and (balance > 0) == bool(review.label), review.text
 
 
-def test_world_models_load_with_auto_classes(tiny_world):
-    tok = AutoTokenizer.from_pretrained(tiny_world / "tokenizer")
-    assert tok.eos_token == "<|endoftext|>" and tok.pad_token == "<pad>" and tok.padding_side == "left"
-    lm = AutoModelForCausalLM.from_pretrained(tiny_world / "models" / "gpt2-small")
-    assert lm.config.vocab_size == len(tok)
+def test_world_models_load_with_auto_classes_on_the_real_vocabulary(tiny_world):
+    folder = tiny_world / "models" / "gpt2-small"
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert tok.eos_token == "<|endoftext|>" and tok("Hello world").input_ids == [15496, 995]
+    lm = AutoModelForCausalLM.from_pretrained(folder)
+    assert lm.config.vocab_size == len(tok) == 50257
+    assert lm.get_output_embeddings().weight.data_ptr() == lm.get_input_embeddings().weight.data_ptr()
     clf = AutoModelForSequenceClassification.from_pretrained(tiny_world / "models" / "reward")
     assert clf.config.num_labels == 2 and clf.config.id2label[1] == "POSITIVE"
 

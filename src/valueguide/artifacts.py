@@ -28,6 +28,20 @@ def _umask() -> int:
     return mask
 
 
+def _stale_siblings(path: Path) -> None:
+    """Remove what a killed writer of ``path`` left behind (each artifact has one writer)."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
+def _readable(folder: Path) -> None:
+    """Files a library wrote privately (safetensors writes 0600) get the permissions of a plain open()."""
+    mode = 0o666 & ~_umask()
+    for file in folder.rglob("*"):
+        if file.is_file():
+            file.chmod(mode)
+
+
 def _tmp_sibling(path: Path, is_dir: bool) -> Path:
     """A private temporary sibling, given the permissions a plain open()/mkdir() would give."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +60,8 @@ def _tmp_sibling(path: Path, is_dir: bool) -> Path:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary file path; on success it replaces ``path`` in one rename."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _stale_siblings(path)
     tmp = _tmp_sibling(path, is_dir=False)
     try:
         yield tmp
@@ -59,9 +75,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces the folder ``path``."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _stale_siblings(path)
     tmp = _tmp_sibling(path, is_dir=True)
     try:
         yield tmp
+        _readable(tmp)
         if path.exists():
             old = _tmp_sibling(path, is_dir=True)
             old.rmdir()

@@ -177,7 +177,7 @@ def cmd_report(args) -> None:
     config = _config(args)
     out = Path(args.out_dir)
     run_report(args.reward_metrics, args.alpaca_metrics, out, task=config["task"],
-               paper_names=config["evaluate"].get("paper_names") or None)
+               paper_names=config["evaluate"].get("paper_names") or None, reward_scores_path=args.reward_scores)
     run_summary(args.samples, args.world_summary, out / "summary.md", args.value_metrics, args.implicit_metrics)
 
 
@@ -291,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--value-metrics")
     p.add_argument("--implicit-metrics")
     p.add_argument("--reward-metrics")
+    p.add_argument("--reward-scores", help="per-prompt gold rewards, for the paired claims")
     p.add_argument("--alpaca-metrics")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_report)

@@ -46,7 +46,14 @@ def _read(path: str | Path) -> dict:
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
     text = path.read_text()
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}, line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} does not hold a mapping")
     return data
@@ -83,9 +90,19 @@ def _with_defaults(config: dict) -> dict:
     return out
 
 
+def _is_integer(checker, instance) -> bool:
+    """A whole number written as an integer: 2.0 is a float, and a stage that counts with it would fail."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
+
+
 def validate_config(config: dict) -> dict:
     """Check the schema and the cross-references; return the config with top-level defaults filled."""
-    validator = jsonschema.Draft202012Validator(schema())
+    validator = _Validator(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         lines = [f"  {_key_path(e)}: {_describe(e)}" for e in errors]
@@ -130,6 +147,8 @@ def _reference_problems(config: dict):
             yield f"{where}: {name!r} is not a key of models (has {sorted(models)})"
     if not config["generate"]["methods"]:
         yield "generate.methods: every method is null; keep at least one"
+    if not config["evaluate"]["reward"] and not config["evaluate"].get("alpaca"):
+        yield "evaluate: reward is false and alpaca is null, so nothing would be evaluated or reported"
     world = config.get("world")
     world_names = set(world["models"]) | {"reward"} if world else set()
     # Without a world, world: entries left over from config.yaml are inert; only the used ones must resolve.
@@ -160,10 +179,13 @@ def prompt_splits(config: dict) -> list[str]:
 
 
 def world_dir(config: dict) -> Path:
-    return Path(config["results_dir"]) / "world"
+    """Where the tiny world is built and kept: ``world.dir``, or ``<results_dir>/world``."""
+    return Path((config.get("world") or {}).get("dir") or Path(config["results_dir"]) / "world")
 
 
-_RUNTIME = ("seed", "device", "dtype", "device_map", "trust_remote_code", "threads")
+# What every stage's outputs depend on. Not threads: every rule passes its own (--threads), and a
+# thread count changes at most the last bits of a float sum, not what a stage computes: no rerun.
+_RUNTIME = ("seed", "device", "dtype", "device_map", "trust_remote_code")
 
 
 def _pick(config: dict, *keys: str) -> dict:
@@ -174,14 +196,14 @@ def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
     """The part of the config that ``stage`` reads, in the same shape as the full config."""
     models = config["models"]
     if stage == "world_corpus":
-        world = {k: config["world"][k] for k in ("n_reviews", "vocab_size")}
+        world = {k: config["world"][k] for k in ("n_reviews",)}
         return {"seed": config["seed"], "world": world}
     if stage == "world_lm":
-        world = {k: config["world"][k] for k in ("n_reviews", "vocab_size", "pretrain")}
+        world = {k: config["world"][k] for k in ("n_reviews", "pretrain")}
         world["models"] = {wildcards["name"]: config["world"]["models"][wildcards["name"]]}
         return {"seed": config["seed"], "world": world}
     if stage == "world_reward":
-        world = {k: config["world"][k] for k in ("n_reviews", "vocab_size", "reward")}
+        world = {k: config["world"][k] for k in ("n_reviews", "reward")}
         return {"seed": config["seed"], "world": world}
     if stage == "world_summary":
         return {"world": {"models": config["world"]["models"]}, "sample": {"policy": config["sample"]["policy"]}}

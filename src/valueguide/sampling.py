@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .artifacts import read_parquet, write_parquet
+from .decoding.sampler import Sampling, draw
 from .models import load_causal_lm, load_options, load_tokenizer
 from .reward import RewardModel
 from .seeding import derive_seed
@@ -62,22 +63,50 @@ def cut_response(ids: list[int], logprobs: list[float], tokenizer, eos_id: int, 
 
 @torch.no_grad()
 def sample_batch(model, tokenizer, texts: list[str], params: SamplingParams, seed: int) -> list[Response]:
-    """Sample one response per rendered prompt with a KV-cached ``generate``; log-probs are those of
-    the processed (tempered, filtered) distribution the tokens were drawn from."""
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    torch.manual_seed(seed)
-    out = model.generate(
-        **enc, do_sample=True, temperature=params.temperature, top_k=params.top_k or None,
-        top_p=params.top_p, max_new_tokens=params.max_new_tokens, output_scores=True,
-        return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    logprobs = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
-    new_ids = out.sequences[:, enc["input_ids"].shape[1]:]
-    return [
-        cut_response(row.tolist(), lp.float().tolist(), tokenizer, tokenizer.eos_token_id, params.stop)
-        for row, lp in zip(new_ids.cpu(), logprobs.cpu())
-    ]
+    """Sample one response per rendered prompt; log-probs are those of the processed (tempered,
+    filtered) distribution the tokens were drawn from."""
+    enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",  # continue at the right end
+                    add_special_tokens=False)
+    ids, logprobs = sample_ids(model, enc["input_ids"], enc["attention_mask"], params, params.max_new_tokens,
+                               tokenizer.eos_token_id, torch.Generator().manual_seed(seed))
+    return [cut_response(row.tolist(), lp.tolist(), tokenizer, tokenizer.eos_token_id, params.stop)
+            for row, lp in zip(ids, logprobs)]
+
+
+@torch.no_grad()
+def sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, params: SamplingParams,
+               max_new_tokens: int, eos: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """KV-cached sampling from left-padded rows: new token ids and their log-probs, [N, <= max_new_tokens]
+    on the CPU; a row that emitted EOS is padded with EOS (log-prob 0), and the loop ends when all have.
+
+    Draws by inverse CDF (``decoding.sampler``), not ``generate``'s ``torch.multinomial``, which on a
+    CPU costs seconds per step over a 50,257-entry vocabulary.
+    """
+    mask = attention_mask.to(model.device)
+    sampling = Sampling(params.temperature, params.top_k or 0, params.top_p)
+    out = model(input_ids=input_ids.to(model.device), attention_mask=mask, position_ids=_positions(mask),
+                use_cache=True)
+    done = torch.zeros(len(mask), dtype=torch.bool, device=model.device)
+    tokens, logprobs = [], []
+    for _ in range(max_new_tokens):
+        probs = sampling.probs(out.logits[:, -1])
+        token = draw(probs, generator)
+        logprob = probs.gather(1, token[:, None])[:, 0].log()
+        token = token.masked_fill(done, eos)
+        tokens.append(token)
+        logprobs.append(logprob.masked_fill(done, 0.0))
+        done |= token == eos
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=_positions(mask)[:, -1:],
+                    past_key_values=out.past_key_values, use_cache=True)
+    return torch.stack(tokens, 1).cpu(), torch.stack(logprobs, 1).float().cpu()
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 at each row's first real token (left padding)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def run_sample(config: dict, prompts_path: str | Path, out_path: str | Path, world_dir=None) -> pd.DataFrame:

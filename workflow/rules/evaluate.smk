@@ -1,5 +1,6 @@
 # Evaluation: gold reward of the test generations; AlpacaEval win rates of the alpaca generations.
 REWARD_METRICS = f"{R}/scores/reward_metrics.csv"
+REWARD_SCORES = f"{R}/scores/reward_scores.parquet"
 ALPACA_DIR = f"{R}/alpaca_eval"
 ALPACA_METRICS = f"{ALPACA_DIR}/metrics.csv"
 
@@ -10,15 +11,15 @@ rule evaluate_reward:
         generations=generations("test"),
         models=world_inputs(config["reward_model"]),
     output:
-        scores=f"{R}/scores/reward_scores.parquet",
+        scores=REWARD_SCORES,
         metrics=REWARD_METRICS,
     log:
         f"{R}/logs/evaluate/reward.log",
     benchmark:
         f"{R}/benchmarks/evaluate/reward.tsv"
     shell:
-        "{CLI} evaluate-reward --slice {input.cfg} --generations {input.generations} "
-        "--scores {output.scores} --metrics {output.metrics} --world {WORLD} 2> {log}"
+        "{CLI} evaluate-reward --slice {input.cfg:q} --generations {input.generations:q} "
+        "--scores {output.scores:q} --metrics {output.metrics:q} --world {WORLD:q} 2> {log:q}"
 
 
 rule evaluate_alpaca:
@@ -34,5 +35,5 @@ rule evaluate_alpaca:
     benchmark:
         f"{R}/benchmarks/evaluate/alpaca.tsv"
     shell:
-        "{CLI} evaluate-alpaca --slice {input.cfg} --generations {input.generations} "
-        "--prompts {input.prompts} --out {ALPACA_DIR} --world {WORLD} 2> {log}"
+        "{CLI} evaluate-alpaca --slice {input.cfg:q} --generations {input.generations:q} "
+        "--prompts {input.prompts:q} --out {ALPACA_DIR:q} --world {WORLD:q} 2> {log:q}"

@@ -17,4 +17,4 @@ rule fetch:
     benchmark:
         f"{R}/benchmarks/fetch/fetch.tsv"
     shell:
-        "{CLI} fetch --slice {input} --out {output} 2> {log}"
+        "{CLI} fetch --slice {input:q} --out {output:q} 2> {log:q}"

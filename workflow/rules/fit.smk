@@ -17,8 +17,8 @@ rule fit_value:
     benchmark:
         f"{R}/benchmarks/fit_value/fit_value.tsv"
     shell:
-        "{CLI} fit-value --slice {input.cfg} --samples {input.samples} --out {VALUE_DIR} --world {WORLD} "
-        "--threads {threads} 2> {log}"
+        "{CLI} fit-value --slice {input.cfg:q} --samples {input.samples:q} --out {VALUE_DIR:q} --world {WORLD:q} "
+        "--threads {threads} 2> {log:q}"
 
 
 rule fit_implicit:
@@ -34,5 +34,5 @@ rule fit_implicit:
     benchmark:
         f"{R}/benchmarks/fit_implicit/fit_implicit.tsv"
     shell:
-        "{CLI} fit-implicit --slice {input.cfg} --samples {input.samples} --out {IMPLICIT_DIR} "
-        "--world {WORLD} --threads {threads} 2> {log}"
+        "{CLI} fit-implicit --slice {input.cfg:q} --samples {input.samples:q} --out {IMPLICIT_DIR:q} "
+        "--world {WORLD:q} --threads {threads} 2> {log:q}"

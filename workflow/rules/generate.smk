@@ -31,9 +31,9 @@ def generate_inputs(wc):
 def generate_flags(wc, input):
     flags = []
     if "value" in input.keys():
-        flags.append(f"--value {VALUE_DIR}")
+        flags.append(f"--value {shlex.quote(VALUE_DIR)}")
     if "tuned" in input.keys():
-        flags.append(f"--tuned {IMPLICIT_DIR}")
+        flags.append(f"--tuned {shlex.quote(IMPLICIT_DIR)}")
     return " ".join(flags)
 
 
@@ -55,9 +55,9 @@ rule generate:
     benchmark:
         f"{R}/benchmarks/generate/{{model}}-{{method}}{SHARD}.tsv"
     shell:
-        "{CLI} generate --slice {input.cfg} --model {wildcards.model} --method {wildcards.method} "
-        "--prompts {input.prompts} {params.flags} {params.shard} --out {output} --world {WORLD} "
-        "--threads {threads} 2> {log}"
+        "{CLI} generate --slice {input.cfg:q} --model {wildcards.model:q} --method {wildcards.method:q} "
+        "--prompts {input.prompts:q} {params.flags} {params.shard} --out {output:q} --world {WORLD:q} "
+        "--threads {threads} 2> {log:q}"
 
 
 if SHARDS > 1:
@@ -76,7 +76,7 @@ if SHARDS > 1:
         benchmark:
             f"{R}/benchmarks/generate/{{model}}-{{method}}.merge.tsv"
         shell:
-            "{CLI} merge-shards --count {SHARDS} --out {output} 2> {log}"
+            "{CLI} merge-shards --count {SHARDS} --out {output:q} 2> {log:q}"
 
 
 def generations(split):

@@ -13,4 +13,4 @@ rule prompts:
     benchmark:
         f"{R}/benchmarks/prompts/{{split}}.tsv"
     shell:
-        "{CLI} prompts --slice {input} --split {wildcards.split} --out {output} 2> {log}"
+        "{CLI} prompts --slice {input:q} --split {wildcards.split:q} --out {output:q} 2> {log:q}"

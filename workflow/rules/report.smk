@@ -1,5 +1,5 @@
 # Tables, figures and the printed summary.
-EVALUATIONS = ([REWARD_METRICS] if config["evaluate"]["reward"] else []) + (
+EVALUATIONS = ([REWARD_METRICS, REWARD_SCORES] if config["evaluate"]["reward"] else []) + (
     [ALPACA_METRICS] if config["evaluate"].get("alpaca") else [])
 FIGURES = [f"{kind}_{plot}" for kind in (["reward"] if config["evaluate"]["reward"] else [])
            + (["alpaca"] if config["evaluate"].get("alpaca") else []) for plot in ("by_method", "vs_cost")]
@@ -8,7 +8,7 @@ FIGURES = [f"{kind}_{plot}" for kind in (["reward"] if config["evaluate"]["rewar
 rule report:
     input:
         cfg=slice_path("report"),
-        world=f"{WORLD}/summary.json" if config.get("world") else [],
+        world=f"{R}/world_summary.json" if config.get("world") else [],
         samples=SAMPLES,
         value=rules.fit_value.output[0],
         implicit=rules.fit_implicit.output[0],
@@ -16,16 +16,19 @@ rule report:
     output:
         summary=report(f"{R}/report/summary.md", caption="../report/summary.rst", category="Summary"),
         tables=report(f"{R}/report/tables.md", caption="../report/tables.rst", category="Tables"),
+        claims=f"{R}/report/claims.csv",
         figures=[report(f"{R}/report/{name}.png", caption=f"../report/{name}.rst", category="Figures")
                  for name in FIGURES],
     params:
-        reward=f"--reward-metrics {REWARD_METRICS}" if config["evaluate"]["reward"] else "",
-        alpaca=f"--alpaca-metrics {ALPACA_METRICS}" if config["evaluate"].get("alpaca") else "",
+        world=f"--world-summary {shlex.quote(f'{R}/world_summary.json')}" if config.get("world") else "",
+        reward=(f"--reward-metrics {shlex.quote(REWARD_METRICS)} --reward-scores {shlex.quote(REWARD_SCORES)}"
+                if config["evaluate"]["reward"] else ""),
+        alpaca=f"--alpaca-metrics {shlex.quote(ALPACA_METRICS)}" if config["evaluate"].get("alpaca") else "",
     log:
         f"{R}/logs/report/report.log",
     benchmark:
         f"{R}/benchmarks/report/report.tsv"
     shell:
-        "{CLI} report --slice {input.cfg} --samples {input.samples} --world-summary '{input.world}' "
-        "--value-metrics {input.value} --implicit-metrics {input.implicit} {params.reward} {params.alpaca} "
-        "--out-dir {R}/report 2> {log}"
+        "{CLI} report --slice {input.cfg:q} --samples {input.samples:q} {params.world} "
+        "--value-metrics {input.value:q} --implicit-metrics {input.implicit:q} {params.reward} {params.alpaca} "
+        "--out-dir {R:q}/report 2> {log:q}"

@@ -10,11 +10,11 @@ rule sample:
         models=world_inputs(config["models"][POLICY]["path"], config["reward_model"]),
     output:
         SAMPLES,
-    threads: 1
+    threads: 2  # the one job that nothing else runs beside, and it is bound by the vocabulary's width
     log:
         f"{R}/logs/sample/{POLICY}.log",
     benchmark:
         f"{R}/benchmarks/sample/{POLICY}.tsv"
     shell:
-        "{CLI} sample --slice {input.cfg} --prompts {input.prompts} --out {output} --world {WORLD} "
-        "--threads {threads} 2> {log}"
+        "{CLI} sample --slice {input.cfg:q} --prompts {input.prompts:q} --out {output:q} --world {WORLD:q} "
+        "--threads {threads} 2> {log:q}"

@@ -1,4 +1,4 @@
-# The tiny offline world: corpus + tokenizer, one causal LM per name, the gold reward.
+# The tiny offline world: the corpus, one causal LM per name (on a real vocabulary), the gold reward.
 from valueguide.hub import is_hub_id
 
 WORLD_MODELS = list((config.get("world") or {}).get("models", {}))
@@ -9,13 +9,12 @@ rule world_corpus:
         slice_path("world_corpus") if config.get("world") else [],
     output:
         corpus=f"{WORLD}/corpus.parquet",
-        tokenizer=f"{WORLD}/tokenizer/tokenizer.json",
     log:
         f"{R}/logs/world/corpus.log",
     benchmark:
         f"{R}/benchmarks/world/corpus.tsv"
     shell:
-        "{CLI} build-world corpus --slice {input} --world {WORLD} 2> {log}"
+        "{CLI} build-world corpus --slice {input:q} --world {WORLD:q} 2> {log:q}"
 
 
 rule world_lm:
@@ -32,8 +31,8 @@ rule world_lm:
     benchmark:
         f"{R}/benchmarks/world/lm-{{name}}.tsv"
     shell:
-        "{CLI} build-world lm --name {wildcards.name} --slice {input.cfg} --world {WORLD} "
-        "--threads {threads} 2> {log}"
+        "{CLI} build-world lm --name {wildcards.name:q} --slice {input.cfg:q} --world {WORLD:q} "
+        "--threads {threads} 2> {log:q}"
 
 
 rule world_reward:
@@ -48,7 +47,7 @@ rule world_reward:
     benchmark:
         f"{R}/benchmarks/world/reward.tsv"
     shell:
-        "{CLI} build-world reward --slice {input.cfg} --world {WORLD} --threads {threads} 2> {log}"
+        "{CLI} build-world reward --slice {input.cfg:q} --world {WORLD:q} --threads {threads} 2> {log:q}"
 
 
 def world_inputs(*specs):
@@ -72,11 +71,11 @@ rule world_summary:
         reward=rules.world_reward.output[0],
         samples=f"{R}/samples/{config['sample']['policy']}.parquet",
     output:
-        f"{WORLD}/summary.json",
+        f"{R}/world_summary.json",  # of this setting's base policy, so not in the shared world folder
     log:
         f"{R}/logs/world/summary.log",
     benchmark:
         f"{R}/benchmarks/world/summary.tsv"
     shell:
-        "{CLI} world-summary --slice {input.cfg} --world {WORLD} --samples {input.samples} "
-        "--out {output} 2> {log}"
+        "{CLI} world-summary --slice {input.cfg:q} --world {WORLD:q} --samples {input.samples:q} "
+        "--out {output:q} 2> {log:q}"

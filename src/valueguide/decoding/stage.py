@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from ..artifacts import read_parquet, write_parquet
+from ..config import world_dir as world_dir_of
 from ..models import load_causal_lm, load_tokenizer, resolve_spec
 from ..reward import RewardModel
 from ..models import load_options
@@ -80,7 +81,7 @@ def run_generate(config: dict, model_name: str, method_name: str, jobs: list[tup
         raise ValueError(f"unknown method {method_name!r}; configured: {sorted(gen['methods'])}")
     method = Method.from_config(gen["methods"][method_name] or {})
     if world_dir is None and config.get("world"):
-        world_dir = Path(config.get("results_dir", "results")) / "world"
+        world_dir = world_dir_of({"results_dir": "results", **config})
     prompt_sets = []
     for prompts_path, out_path in jobs:
         prompts = read_parquet(prompts_path, required=["prompt_id", "prompt"])

@@ -1,17 +1,21 @@
 """AlpacaEval 2.0: outputs in alpaca_eval's format, judged against the references, scored by its code.
 
-The win rate and the length-controlled win rate come from alpaca_eval's own
+The win rate and the length-controlled (LC) win rate come from alpaca_eval's own
 ``get_length_controlled_winrate`` (a GLM that predicts the preference had the two outputs been of
-equal length). That function downloads ``df_gamed.csv`` from the hub for two things: the
-instruction difficulty of the 805 AlpacaEval instructions, and the annotations of length-gamed
-baselines that ``length_controlled_v1`` regularises toward. Offline we hand it a local file instead
-(its math untouched):
+equal length), by default ``length_controlled_v1``, as the leaderboard computes it. That function
+downloads ``df_gamed.csv`` from the hub: the instruction difficulty of the 805 AlpacaEval instructions
+and the annotations of two length-gamed baselines that the GLM is regularised toward. Offline we hand
+it a local file instead (its math untouched):
 
-- ``evaluate.alpaca.gamed_path`` set: that file, e.g. the real ``df_gamed.csv`` for a paper run
-  over the 805 instructions (prompt_id = position in the AlpacaEval set);
-- unset: a file of zero difficulty for our own instructions, with the GLM ``length_controlled_noreg``
-  (no gamed baselines exist for them). Such a length-controlled win rate is comparable only to
-  itself (other methods of the same run), not to the public leaderboard.
+- ``evaluate.alpaca.gamed_path`` set: that file, e.g. the real ``df_gamed.csv`` for a paper run over
+  the 805 instructions (prompt_id = position in the AlpacaEval set);
+- unset: one made for our own instructions the way alpaca_eval made its own (``gamed.py``): verbose
+  and concise variants of the references judged by the same judge, and a difficulty fitted to every
+  generator's annotations. Such an LC is comparable within a run, never to the leaderboard's.
+
+Every LC comes with a bootstrap over instructions (``bootstrap`` resamples, the GLM refitted on each):
+a 95 % percentile interval and its standard error. alpaca_eval's own ``lc_standard_error`` (the spread
+of the predicted preferences) is kept beside it, but is not an uncertainty of the LC.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import pandas as pd
 from ..artifacts import ArtifactError, read_parquet, write_json, write_text
 from ..models import load_options
 from . import keep_root_log_level, split_key, write_csv
+from .gamed import check_instruction_index, fit_difficulty, gamed_frame, gamed_outputs, write_gamed
 from .judges import make_judge
 from .reward_task import cost_frame, cost_summary, read_generations
 
@@ -39,21 +44,18 @@ log = logging.getLogger(__name__)
 
 REFERENCE_GENERATOR = "reference"
 DATASET = "valueguide"
-DEFAULTS = {"glm": "length_controlled_noreg", "gamed_path": None, "judge_cache": None}
+DEFAULTS = {"glm": "length_controlled_v1", "gamed_path": None, "judge_cache": None, "bootstrap": 200}
 RATES = ("length_controlled_winrate", "lc_standard_error", "win_rate", "standard_error", "discrete_win_rate")
+BOOTSTRAP = ("lc_bootstrap_se", "lc_low", "lc_high")
 COUNTS = ("n_wins", "n_wins_base", "n_draws")
 
 
 def alpaca_settings(config: dict) -> dict:
     """``config["evaluate"]["alpaca"]`` over the defaults, checked before anything is judged."""
-    settings = {**DEFAULTS, **config.get("evaluate", {}).get("alpaca", {})}
+    settings = {**DEFAULTS, **(config.get("evaluate", {}).get("alpaca") or {})}
     info = glm_winrate.GLM_INFO
     if settings["glm"] not in info:
         raise ValueError(f"evaluate.alpaca.glm: {settings['glm']!r} is not one of alpaca_eval's GLMs {sorted(info)}")
-    if info[settings["glm"]]["regularize_to_baseline_lambda"] and not settings["gamed_path"]:
-        raise ValueError(
-            f"evaluate.alpaca.glm {settings['glm']!r} regularises toward alpaca_eval's length-gamed baselines: "
-            "set evaluate.alpaca.gamed_path to alpaca_eval's df_gamed.csv, or use 'length_controlled_noreg'")
     if settings["gamed_path"] and not Path(settings["gamed_path"]).exists():
         raise ArtifactError(f"evaluate.alpaca.gamed_path: {settings['gamed_path']} does not exist")
     return settings
@@ -91,17 +93,6 @@ def write_model_outputs(generations_df: pd.DataFrame, prompts_df: pd.DataFrame, 
     return records
 
 
-def write_zero_difficulty(prompt_ids, path: str | Path) -> Path:
-    """A ``df_gamed.csv`` stand-in: difficulty 0 for every instruction index up to the largest prompt_id.
-
-    alpaca_eval looks the difficulty up by row label, so row ``i`` is instruction ``i``.
-    """
-    n = int(max(prompt_ids)) + 1
-    frame = pd.DataFrame({"model": "none", "index": np.arange(n), "instruction_difficulty": 0.0})
-    write_text(frame.to_csv(index=False), path)
-    return Path(path)
-
-
 @contextmanager
 def _local_hub_files(files: dict[str, Path]):
     """Serve the files alpaca_eval's GLM would download from the hub from local paths instead."""
@@ -114,12 +105,13 @@ def _local_hub_files(files: dict[str, Path]):
         yield
 
 
-def win_rates(annotations: pd.DataFrame, glm: str, gamed_path: str | Path) -> dict:
+def win_rates(annotations: pd.DataFrame, glm: str, gamed_path: str | Path, cross_validate: bool = True) -> dict:
     """Win rate and length-controlled win rate (percent), by alpaca_eval's code.
 
     ``annotations`` is indexed by instruction index (prompt_id); the GLM adds ``glm_preference`` to it.
-    The GLM cross-validates over folds of instructions: with fewer instructions than folds the
-    length-controlled win rate is NaN (logged), the plain win rate still computed.
+    The GLM cross-validates its penalty over folds of instructions: with fewer instructions than folds
+    the length-controlled win rate is NaN (logged), the plain win rate still computed. Without
+    ``cross_validate`` it takes alpaca_eval's own fixed penalty instead (C = 100), five times faster.
     """
     n_splits = glm_winrate.GLM_INFO[glm]["kwargs"]["n_splits"]
     if len(annotations) < n_splits:
@@ -128,8 +120,33 @@ def win_rates(annotations: pd.DataFrame, glm: str, gamed_path: str | Path) -> di
         return {**get_winrate(annotations), "length_controlled_winrate": float("nan"), "lc_standard_error": float("nan")}
     with _local_hub_files({"df_gamed.csv": Path(gamed_path)}), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # scikit-learn's deprecations inside alpaca_eval
+        warnings.filterwarnings("ignore", "Inconsistent values: penalty=l1", UserWarning)
+        info = glm_winrate.GLM_INFO[glm]
+        if not cross_validate:
+            info = {**info, "kwargs": {**info["kwargs"], "n_splits": 0}}
         return glm_winrate.get_length_controlled_winrate(annotations, glm_name=glm, save_weights_dir=None,
-                                                         is_warn_extreme_changes=False)
+                                                         is_warn_extreme_changes=False, glm_info=info)
+
+
+def bootstrap_lc(annotations: pd.DataFrame, glm: str, gamed_path: str | Path, n: int, seed: int) -> dict:
+    """LC's spread over instructions: ``n`` resamples of the instructions with replacement, the GLM refitted
+    on each (at alpaca_eval's fixed penalty; the gamed baselines and difficulties fixed, as the
+    leaderboard's are). Returns the standard error and the 95 % percentile interval, NaN when ``n`` is 0
+    or the GLM cannot be fitted."""
+    nan = {k: float("nan") for k in BOOTSTRAP}
+    if n <= 0:
+        return nan
+    rng = np.random.default_rng(seed)
+    ids = annotations.index.to_numpy()
+    values = []
+    for _ in range(n):
+        sample = annotations.loc[rng.choice(ids, size=len(ids), replace=True)].copy()
+        values.append(win_rates(sample, glm, gamed_path, cross_validate=False)["length_controlled_winrate"])
+    values = np.asarray(values, float)
+    if np.isnan(values).any():
+        return nan
+    low, high = np.percentile(values, [2.5, 97.5])
+    return {"lc_bootstrap_se": float(values.std(ddof=1)), "lc_low": float(low), "lc_high": float(high)}
 
 
 def _annotation_records(annotations: pd.DataFrame) -> list[dict]:
@@ -142,8 +159,9 @@ def run_evaluate_alpaca(config: dict, generation_paths: dict[str, str], prompts_
     """Judge every ``"model/method"`` generation file against the prompts' references.
 
     Writes ``reference_outputs.json``, ``{model}/{method}/model_outputs.json`` and ``annotations.json``,
-    and ``metrics.csv`` (one row per (model, method): win rates, standard errors, average length in
-    characters, and the cost columns of the generations).
+    ``df_gamed.csv`` (made here unless ``gamed_path`` is given) and ``metrics.csv`` (one row per (model,
+    method): win rates, standard errors, LC's bootstrap interval, average length in characters, and the
+    cost columns of the generations).
     """
     if not generation_paths:
         raise ValueError("no generations to evaluate")
@@ -156,30 +174,51 @@ def run_evaluate_alpaca(config: dict, generation_paths: dict[str, str], prompts_
     prompts = read_parquet(prompts_path, required=["prompt_id", "prompt", "reference"])
     if prompts.empty:
         raise ArtifactError(f"{prompts_path} holds no prompts")
+    check_instruction_index(prompts["prompt_id"])
     references = reference_outputs(prompts)
     write_json(references, out_dir / "reference_outputs.json")
-    gamed = settings["gamed_path"] or write_zero_difficulty(prompts["prompt_id"], out_dir / "instruction_difficulty.csv")
     index = sorted(prompts["prompt_id"].astype(int))
 
-    rows = []
+    def judged(outputs: list[dict], name: str) -> pd.DataFrame:
+        annotations = judge_.annotate(outputs, references)
+        if list(annotations["instruction"]) != [r["instruction"] for r in outputs]:
+            raise RuntimeError(f"{name}: the judge did not return one annotation per instruction, in order")
+        if annotations["preference"].isna().any():  # alpaca_eval's metrics leave these out, as its evaluate does
+            log.warning("%s: %d instructions have no preference", name, annotations["preference"].isna().sum())
+        annotations.index = index
+        return annotations
+
+    by_key, outputs_by_key = {}, {}
     for key, path in generation_paths.items():
         model, method = keys[key]
         gens = read_generations(path)
-        outputs = write_model_outputs(gens, prompts, f"{model}_{method}", out_dir / model / method / "model_outputs.json")
-        annotations = judge_.annotate(outputs, references)
-        if list(annotations["instruction"]) != [r["instruction"] for r in outputs]:
-            raise RuntimeError(f"{key}: the judge did not return one annotation per instruction, in order")
-        if annotations["preference"].isna().any():  # alpaca_eval's metrics leave these out, as its evaluate does
-            log.warning("%s: %d instructions have no preference", key, annotations["preference"].isna().sum())
-        annotations.index = index
+        outputs_by_key[key] = write_model_outputs(gens, prompts, f"{model}_{method}",
+                                                  out_dir / model / method / "model_outputs.json")
+        by_key[key] = (judged(outputs_by_key[key], key), gens)
+    if settings["gamed_path"]:
+        gamed, difficulty = settings["gamed_path"], "given"
+    else:
+        gamed_annotations = {name: judged(outputs, name)
+                             for name, outputs in gamed_outputs(references, config["seed"]).items()}
+        population = {**gamed_annotations, **{key: a for key, (a, _) in by_key.items()}}
+        frame = gamed_frame(gamed_annotations, fit_difficulty(population, len(index)))
+        gamed, difficulty = write_gamed(frame, out_dir / "df_gamed.csv"), "fitted"
+
+    rows = []
+    for key, (annotations, gens) in by_key.items():
+        model, method = keys[key]
         metrics = win_rates(annotations, settings["glm"], gamed)
+        spread = bootstrap_lc(annotations[["instruction", "output_1", "generator_1", "output_2", "generator_2",
+                                           "preference", "annotator"]],
+                              settings["glm"], gamed, settings["bootstrap"], config["seed"])
         write_json(_annotation_records(annotations), out_dir / model / method / "annotations.json")
         rows.append({"model": model, "method": method, "judge": judge_.name, "glm": settings["glm"],
-                     "n": int(metrics["n_total"]), **{k: float(metrics[k]) for k in RATES},
-                     **{k: int(metrics[k]) for k in COUNTS},
-                     "avg_length": float(np.mean([len(r["output"]) for r in outputs])), **cost_summary(gens)})
-        log.info("%s: LC %.2f, WR %.2f ± %.2f", key, metrics["length_controlled_winrate"], metrics["win_rate"],
-                 metrics["standard_error"])
+                     "difficulty": difficulty, "n": int(metrics["n_total"]), **{k: float(metrics[k]) for k in RATES},
+                     **spread, **{k: int(metrics[k]) for k in COUNTS},
+                     "avg_length": float(np.mean([len(r["output"]) for r in outputs_by_key[key]])),
+                     **cost_summary(gens)})
+        log.info("%s: LC %.2f [%.2f, %.2f], WR %.2f ± %.2f", key, metrics["length_controlled_winrate"],
+                 spread["lc_low"], spread["lc_high"], metrics["win_rate"], metrics["standard_error"])
     table = cost_frame(rows)
     write_csv(table, out_dir / "metrics.csv")
     return table

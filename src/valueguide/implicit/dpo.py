@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 
 from ..artifacts import atomic_dir, read_json, read_parquet, write_json
-from ..models import LoadOptions, load_causal_lm, load_options, load_tokenizer, same_vocabulary
+from ..models import LoadOptions, load_causal_lm, load_options, load_tokenizer, resolve_spec, same_vocabulary
+from ..world.pooled import Pooling, compact, expand_like
 from ..seeding import derive_seed, seed_everything
 from .pairs import train_and_heldout_pairs
 from .score import encode_prompts, encode_responses, pairwise_accuracy, response_logprobs
@@ -130,23 +131,36 @@ def _train(pairs: pd.DataFrame, tokenizer, untuned: dict, fic: dict, seed: int, 
                           options.device_map, options.trust_remote_code)
     model = load_causal_lm(untuned["path"], world_dir, weights)
     ref_model = None if fic["lora"] else load_causal_lm(untuned["path"], world_dir, weights)
-    dataset = Dataset.from_dict({
-        "prompt_ids": encode_prompts(tokenizer, untuned["template"], pairs["prompt"].tolist()),
-        "chosen_ids": pairs["chosen_ids"].tolist(),
-        "rejected_ids": pairs["rejected_ids"].tolist(),
-    })
+    columns = {"prompt_ids": encode_prompts(tokenizer, untuned["template"], pairs["prompt"].tolist()),
+               "chosen_ids": pairs["chosen_ids"].tolist(), "rejected_ids": pairs["rejected_ids"].tolist()}
+    # A tiny-world model trains in its compact form (exact: its unused tokens share one row, see
+    # world.pooled), which costs the tokens it uses rather than the whole vocabulary.
+    pooling = Pooling.load(resolve_spec(untuned["path"], world_dir))
+    collator, full_config = None, model.config
+    if pooling is not None:
+        from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+        model, ref_model = compact(model, pooling), compact(ref_model, pooling) if ref_model is not None else None
+        columns = {name: pooling.to_compact(rows) for name, rows in columns.items()}
+        pad = pooling.index()[tokenizer.pad_token_id]
+        model.config.pad_token_id = pad
+        collator = DataCollatorForPreference(pad_token_id=pad)
+    dataset = Dataset.from_dict(columns)
     with tempfile.TemporaryDirectory() as scratch:
         args = DPOConfig(
             output_dir=scratch, beta=fic["beta"], learning_rate=fic["lr"], num_train_epochs=fic["epochs"],
             per_device_train_batch_size=fic["batch_size"], seed=seed, data_seed=seed, bf16=cuda, use_cpu=not cuda,
             max_length=None, activation_checkpointing=bool(fic["lora"]), report_to="none", save_strategy="no",
-            disable_tqdm=True, log_level="warning", dataloader_num_workers=0,
+            disable_tqdm=True, log_level="warning", dataloader_num_workers=0, optim="adamw_torch_fused",
         )
         trainer = TokenizedDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
-                                      processing_class=tokenizer,
+                                      processing_class=tokenizer, data_collator=collator,
                                       peft_config=_lora_config(fic["lora"]) if fic["lora"] else None)
         result = trainer.train()
     tuned = trainer.model.merge_and_unload() if fic["lora"] else trainer.model
+    if pooling is not None:
+        tuned = expand_like(tuned, full_config, pooling)
+        pooling.save(save_dir)
     tuned.config.use_cache = True
     tuned.save_pretrained(save_dir)
     tokenizer.save_pretrained(save_dir)

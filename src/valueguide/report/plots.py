@@ -1,18 +1,25 @@
-"""Figures: quality by method for each large model, and quality against what it cost.
+"""Figures: quality by method for each guided model, and quality against what it cost.
 
 Drawn on a bare ``Figure`` (Agg canvas, no pyplot state), so reports render on headless machines
-and in parallel jobs; written atomically like every artifact.
+and in parallel jobs; written atomically like every artifact. Methods are told apart by a marker and
+colour in one legend, never by text next to a point, so no two labels can overlap; error bars are
+95 % intervals (given, or ±1.96 standard errors) and are drawn only where an interval exists.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
 
 from ..artifacts import atomic_path
 from .paper import ordered
+
+MARKERS = "osD^vP*Xh<>p"
+Z95 = 1.959963984540054
 
 
 def _save(fig: Figure, path: str | Path) -> None:
@@ -20,37 +27,88 @@ def _save(fig: Figure, path: str | Path) -> None:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
-def plot_by_method(metrics: pd.DataFrame, value: str, se: str, ylabel: str, path: str | Path) -> None:
-    """One panel per large model: a bar per method (paper order) with its standard error."""
+def _styles(methods: list[str]) -> dict[str, dict]:
+    colours = [f"C{i % 10}" for i in range(len(methods))]
+    return {m: {"marker": MARKERS[i % len(MARKERS)], "color": colours[i]} for i, m in enumerate(methods)}
+
+
+def interval(sub: pd.DataFrame, value: str, se: str | None, low: str | None = None, high: str | None = None):
+    """[2, n] distances below and above each value for ``errorbar``; NaN where no interval exists
+    (a standard error of 0 or NaN, as an offline LC has, is not an interval)."""
+    v = sub[value].to_numpy(float)
+    if low and high and low in sub and high in sub:
+        lo, hi = v - sub[low].to_numpy(float), sub[high].to_numpy(float) - v
+    elif se and se in sub:
+        s = sub[se].to_numpy(float)
+        s = np.where(s > 0, s, np.nan)
+        lo = hi = Z95 * s
+    else:
+        lo = hi = np.full_like(v, np.nan)
+    return np.vstack([lo, hi])
+
+
+def plot_by_method(metrics: pd.DataFrame, value: str, se: str, ylabel: str, path: str | Path,
+                   low: str | None = None, high: str | None = None) -> None:
+    """One panel per guided model: a bar per method (paper order) with its 95 % interval."""
     models = list(dict.fromkeys(metrics["model"]))
-    fig = Figure(figsize=(1.2 + 2.6 * len(models), 3.4))
+    fig = Figure(figsize=(1.4 + 2.8 * len(models), 3.6))
     axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
     for ax, model in zip(axes, models):
         sub = metrics[metrics["model"] == model].set_index("method")
         methods = ordered(sub.index)
-        ax.bar(range(len(methods)), sub.loc[methods, value], yerr=sub.loc[methods, se].fillna(0.0), capsize=3,
-               color="tab:blue")
-        ax.set_xticks(range(len(methods)), methods, rotation=45, ha="right")
+        sub = sub.loc[methods]
+        err = interval(sub, value, se, low, high)
+        x = np.arange(len(methods))
+        ax.bar(x, sub[value], color="tab:blue")
+        has = ~np.isnan(err).any(0)
+        if has.any():
+            ax.errorbar(x[has], sub[value].to_numpy(float)[has], yerr=err[:, has], fmt="none", ecolor="black",
+                        capsize=3, linewidth=1)
+        ax.set_xticks(x, methods, rotation=45, ha="right")
         ax.set_title(model)
         ax.axhline(0.0, color="black", linewidth=0.6)
-    axes[0].set_ylabel(ylabel)
+    axes[0].set_ylabel(f"{ylabel}\n(bars: 95 % interval)")
     _save(fig, path)
 
 
-def plot_vs_cost(metrics: pd.DataFrame, value: str, ylabel: str, path: str | Path) -> None:
-    """Quality against forward passes per prompt and against wall time per prompt, one series per model."""
-    fig = Figure(figsize=(10, 3.8))
-    axes = fig.subplots(1, 2, sharey=True)
-    costs = (("passes", "forward passes per prompt (all models)"), ("wall_time", "wall time per prompt (s)"))
-    for ax, (cost, xlabel) in zip(axes, costs):
-        for model in dict.fromkeys(metrics["model"]):
-            sub = metrics[metrics["model"] == model]
-            x = sub[cost] / sub["n"]
-            ax.plot(x, sub[value], "o", label=model)
-            for xi, yi, method in zip(x, sub[value], sub["method"]):
-                ax.annotate(method, (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-    axes[0].set_ylabel(ylabel)
-    axes[1].legend(fontsize=8)
+def _cost_axis(ax, x: np.ndarray) -> None:
+    """Linear when the costs span less than a decade; else a log axis with plain numbers (1, 10, 100,
+    not 10^0) and few enough ticks not to collide."""
+    if np.nanmax(x) < 10 * np.nanmin(x):
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        return
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0), numticks=6))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    formatter = ScalarFormatter()
+    formatter.set_scientific(False)
+    ax.xaxis.set_major_formatter(formatter)
+
+
+def plot_vs_cost(metrics: pd.DataFrame, value: str, ylabel: str, path: str | Path, se: str | None = None,
+                 low: str | None = None, high: str | None = None) -> None:
+    """A row of panels per guided model: quality against forward passes per prompt (left) and against
+    wall time per prompt (right); one marker per method, named in one legend."""
+    models = list(dict.fromkeys(metrics["model"]))
+    styles = _styles(ordered(metrics["method"]))
+    fig = Figure(figsize=(9.5, 2.9 * len(models) + 0.6))
+    axes = fig.subplots(len(models), 2, sharey="row", squeeze=False)
+    costs = (("passes", "forward passes per prompt, all models"), ("wall_time", "seconds per prompt"))
+    for row, model in zip(axes, models):
+        sub = metrics[metrics["model"] == model].set_index("method")
+        sub = sub.loc[ordered(sub.index)]
+        err = interval(sub, value, se, low, high)
+        for ax, (cost, xlabel) in zip(row, costs):
+            x = (sub[cost] / sub["n"]).to_numpy(float)
+            for i, method in enumerate(sub.index):
+                yerr = None if np.isnan(err[:, i]).any() else err[:, i:i + 1]
+                ax.errorbar(x[i], sub[value].iloc[i], yerr=yerr, linestyle="none", markersize=7, capsize=3,
+                            label=method, **styles[method])
+            _cost_axis(ax, x)
+            ax.set_xlabel(xlabel)
+            ax.grid(True, which="major", linewidth=0.3)
+        row[0].set_ylabel(f"{model}\n{ylabel}")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 7), fontsize=8, frameon=False)
     _save(fig, path)

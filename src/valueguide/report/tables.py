@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..artifacts import write_text
 from ..evaluate import read_csv, write_csv
+from .claims import claims_markdown, paired_claims, preference_values, reward_values
 from .paper import LEADERBOARD_ANNOTATOR, leaderboard_reference, ordered, paper_number
 from .plots import plot_by_method, plot_vs_cost
 
@@ -35,7 +36,15 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
 def _cell(kind: str, row) -> str:
     if kind == "reward":
         return f"{_num(row.reward_mean, 2)} ± {_num(row.reward_se, 2)}"
-    return f"{_num(row.length_controlled_winrate, 1)} / {_num(row.win_rate, 1)}"
+    return (f"{_num(row.length_controlled_winrate, 1)} [{_num(row.lc_low, 1)}, {_num(row.lc_high, 1)}] / "
+            f"{_num(row.win_rate, 1)} ± {_num(row.standard_error, 1)}")
+
+
+def official_lc(alpaca: pd.DataFrame) -> bool:
+    """Whether these LC win rates may stand beside the paper's and the leaderboard's: AlpacaEval 2.0's
+    judge, its GLM, and the instruction difficulty of its own file (not one fitted here)."""
+    return (set(alpaca["judge"]) == {LEADERBOARD_ANNOTATOR} and set(alpaca["glm"]) == {"length_controlled_v1"}
+            and set(alpaca["difficulty"]) == {"given"})
 
 
 def quality_table(kind: str, metrics: pd.DataFrame, task: str | None, names=None) -> tuple[str, list[str]]:
@@ -119,15 +128,21 @@ def render_tables(reward: pd.DataFrame | None = None, alpaca: pd.DataFrame | Non
         csv.append(numeric_table("reward", reward, task, names))
         costs.append(reward)
     if alpaca is not None:
-        table, sources = quality_table("alpaca", alpaca, "instruction", names)
-        judges = ", ".join(dict.fromkeys(alpaca["judge"]))
-        blocks += ["## AlpacaEval 2.0: LC win rate / win rate (%)", f"Judge: {judges}.", table, *_footnotes(sources)]
-        if LEADERBOARD_ANNOTATOR not in set(alpaca["judge"]):
-            blocks.append("The local judge's win rates are against our own reference outputs, scored by our gold "
-                          "reward: comparable only to each other, not to the paper's or the leaderboard's.")
-        blocks += [f"Public AlpacaEval 2.0 leaderboard ({LEADERBOARD_ANNOTATOR}, as shipped with alpaca_eval):",
-                   leaderboard_table()]
-        csv.append(numeric_table("alpaca", alpaca, "instruction", names))
+        official = official_lc(alpaca)
+        task = "instruction" if official else None  # no paper number beside an LC that is not the official one
+        table, sources = quality_table("alpaca", alpaca, task, names)
+        judges, glms = ", ".join(dict.fromkeys(alpaca["judge"])), ", ".join(dict.fromkeys(alpaca["glm"]))
+        blocks += ["## AlpacaEval 2.0: LC win rate [95 % bootstrap interval] / win rate ± s.e. (%)",
+                   f"Judge: {judges}; GLM: {glms}; instruction difficulty: "
+                   f"{', '.join(dict.fromkeys(alpaca['difficulty']))}.", table, *_footnotes(sources)]
+        if official:
+            blocks += [f"Public AlpacaEval 2.0 leaderboard ({LEADERBOARD_ANNOTATOR}, as shipped with alpaca_eval):",
+                       leaderboard_table()]
+        else:
+            blocks.append("These win rates are not AlpacaEval 2.0's (its judge, its GLM and its instructions' "
+                          "difficulty are needed for that), so neither the paper's numbers nor the leaderboard "
+                          "stand beside them: they compare the methods of this run with each other only.")
+        csv.append(numeric_table("alpaca", alpaca, task, names))
         costs.append(alpaca)
     main = "\n\n".join(blocks) + "\n"
     cost = pd.concat(costs, ignore_index=True).drop_duplicates(["model", "method"])
@@ -141,27 +156,56 @@ def _footnotes(sources: list[str]) -> list[str]:
 
 COST_COLUMNS = ["n", "tokens_mean", "passes", "tokens_encoded", "wall_time"]
 REWARD_COLUMNS = ["model", "method", "reward_mean", "reward_se", *COST_COLUMNS]
-ALPACA_COLUMNS = ["model", "method", "judge", "length_controlled_winrate", "lc_standard_error", "win_rate",
-                  "standard_error", *COST_COLUMNS]
+ALPACA_COLUMNS = ["model", "method", "judge", "glm", "difficulty", "length_controlled_winrate", "lc_standard_error",
+                  "lc_low", "lc_high", "win_rate", "standard_error", *COST_COLUMNS]
+
+
+def claims_section(reward_scores_path, alpaca: pd.DataFrame | None, alpaca_dir) -> tuple[str, pd.DataFrame]:
+    """The paper's claims tested with paired differences over prompts, per setting present."""
+    blocks, frames = [], []
+    if reward_scores_path:
+        claims = paired_claims(reward_values(reward_scores_path)).assign(metric="gold reward")
+        blocks += ["## Paper claims, gold reward paired over test prompts", claims_markdown(claims, "reward")]
+        frames.append(claims)
+    if alpaca is not None:
+        claims = paired_claims(preference_values(alpaca, alpaca_dir)).assign(metric="judge preference")
+        blocks += ["## Paper claims, the judge's preference over the reference paired over instructions",
+                   claims_markdown(claims, "preference")]
+        frames.append(claims)
+    if not blocks:
+        return "", pd.DataFrame()
+    blocks.append("Verdict: *holds* when the 95 % interval of the paired difference lies above 0, *fails* "
+                  "when it lies below, *not resolved* otherwise.")
+    return "\n\n".join(blocks) + "\n", pd.concat(frames, ignore_index=True)
 
 
 def run_report(reward_metrics_path, alpaca_metrics_path, out_dir, task: str | None = None,
-               paper_names: dict[str, str] | None = None) -> str:
-    """Write ``tables.md``, ``tables.csv`` and the figures; return the main tables, to print.
+               paper_names: dict[str, str] | None = None, reward_scores_path=None) -> str:
+    """Write ``tables.md``, ``tables.csv``, ``claims.csv`` and the figures; return the main tables and
+    the claims, to print.
 
-    Either metrics path may be None (a run evaluates reward tasks or AlpacaEval, or both).
+    Either metrics path may be None (a run evaluates reward tasks or AlpacaEval, or both). The claims
+    read the per-prompt gold rewards (``reward_scores_path``) and the annotations beside the AlpacaEval
+    metrics (``<dir of metrics.csv>/<model>/<method>/annotations.json``).
     """
     reward = read_csv(reward_metrics_path, REWARD_COLUMNS) if reward_metrics_path else None
     alpaca = read_csv(alpaca_metrics_path, ALPACA_COLUMNS) if alpaca_metrics_path else None
     main, document, numbers = render_tables(reward, alpaca, task, paper_names)
+    claims_md, claims = claims_section(reward_scores_path, alpaca,
+                                       Path(alpaca_metrics_path).parent if alpaca_metrics_path else None)
+    if claims_md:
+        main = f"{main}\n{claims_md}"
+        document = document.replace("## Cost per prompt", f"{claims_md}\n## Cost per prompt")
     out = Path(out_dir)
     write_text(document, out / "tables.md")
     write_csv(numbers, out / "tables.csv")
+    write_csv(claims, out / "claims.csv")
     if reward is not None:
         plot_by_method(reward, "reward_mean", "reward_se", "gold reward", out / "reward_by_method.png")
-        plot_vs_cost(reward, "reward_mean", "gold reward", out / "reward_vs_cost.png")
+        plot_vs_cost(reward, "reward_mean", "gold reward", out / "reward_vs_cost.png", se="reward_se")
     if alpaca is not None:
         plot_by_method(alpaca, "length_controlled_winrate", "lc_standard_error", "LC win rate (%)",
-                       out / "alpaca_by_method.png")
-        plot_vs_cost(alpaca, "length_controlled_winrate", "LC win rate (%)", out / "alpaca_vs_cost.png")
+                       out / "alpaca_by_method.png", low="lc_low", high="lc_high")
+        plot_vs_cost(alpaca, "length_controlled_winrate", "LC win rate (%)", out / "alpaca_vs_cost.png",
+                     se="lc_standard_error", low="lc_low", high="lc_high")
     return main

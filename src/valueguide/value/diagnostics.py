@@ -18,7 +18,7 @@ import torch
 
 from ..models import LoadOptions, load_causal_lm
 from ..reward import RewardModel
-from ..sampling import SamplingParams, cut_response
+from ..sampling import SamplingParams, cut_response, sample_ids
 from ..seeding import derive_seed
 from ..texts import decode
 from .model import ValueModel, encode_prompt, left_pad, predict_last, value_examples
@@ -75,13 +75,10 @@ def rollout_values(policy, tokenizer, template: str, reward_model: RewardModel, 
         chunk = range(start, min(start + per_call, len(prompts)))
         input_ids, attention_mask = left_pad(
             [encode_prompt(tokenizer, template, prompts[i]) + prefixes[i] for i in chunk], tokenizer.pad_token_id)
-        torch.manual_seed(derive_seed(seed, "rollouts", call))
-        out = policy.generate(
-            input_ids=input_ids.to(policy.device), attention_mask=attention_mask.to(policy.device),
-            do_sample=True, temperature=params.temperature, top_k=params.top_k or None, top_p=params.top_p,
-            max_new_tokens=max(1, params.max_new_tokens - min(len(prefixes[i]) for i in chunk)),
-            num_return_sequences=rollouts, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        )[:, input_ids.shape[1]:].cpu()
+        out, _ = sample_ids(policy, input_ids.repeat_interleave(rollouts, 0),
+                            attention_mask.repeat_interleave(rollouts, 0), params,
+                            max(1, params.max_new_tokens - min(len(prefixes[i]) for i in chunk)), tokenizer.eos_token_id,
+                            torch.Generator().manual_seed(derive_seed(seed, "rollouts", call)))
         for row, new_ids in zip(np.repeat(list(chunk), rollouts), out):
             budget = params.max_new_tokens - len(prefixes[row])
             # A shorter budget's sample is the first tokens of a longer one: truncation is exact.

@@ -81,6 +81,21 @@ class ValueModel(nn.Module):
             values = values.squeeze(-1)
         return ValueOutput(values, getattr(out, self._cache_arg) if use_cache else None)
 
+    def taken(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``q_t`` of the token at every position, [B, T] (as ``response_values`` reads it, unmasked;
+        0 at position 0 for a token head). A token head uses only the rows of the tokens taken, so
+        fitting costs the same on a 50,000-token vocabulary as on a small one."""
+        position_ids = None
+        if attention_mask is not None and attention_mask.dim() == 2:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               **{self._cache_arg: None}).last_hidden_state.to(self.head.weight)
+        if self.head_kind == "scalar":
+            return self.head(hidden).squeeze(-1)
+        nxt = input_ids[:, 1:]
+        q = (hidden[:, :-1] * self.head.weight[nxt]).sum(-1) + self.head.bias[nxt]
+        return torch.cat([torch.zeros_like(q[:, :1]), q], 1)
+
     # --- building ---------------------------------------------------------------------------
 
     @classmethod
@@ -256,7 +271,7 @@ def predict_last(value_model: ValueModel, examples: list[Example], pad_id: int, 
     out = []
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start:start + batch_size], pad_id, value_model.device)
-        values = value_model(batch.input_ids, batch.attention_mask).values
-        out.append(response_values(values, batch.input_ids, batch.response_mask)[:, -1].float().cpu())
+        q = value_model.taken(batch.input_ids, batch.attention_mask) * batch.response_mask
+        out.append(q[:, -1].float().cpu())
     value_model.train(was_training)
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)

@@ -91,6 +91,17 @@ def _fill(rng: np.random.Generator, template: str, polarity: str, genre: str) ->
     )
 
 
+def filler(rng: np.random.Generator, n: int) -> str:
+    """``n`` sentences that say nothing about the film's quality (an opening without its turn): what a
+    verbose answer adds to a review without making it better or worse."""
+    sentences = []
+    for _ in range(n):
+        opening = _pick(rng, OPENINGS).format(person=_pick(rng, PERSONS), genre=_pick(rng, GENRES),
+                                              director=_pick(rng, DIRECTORS))
+        sentences.append(opening.rsplit(" ", 1)[0].rstrip(" ,") + " .")
+    return " ".join(sentences)
+
+
 def make_review(rng: np.random.Generator, agreement: float = 0.8) -> Review:
     """The label is the majority polarity of the sentences, so it can be read off the text, while
     mixed reviews keep the reward graded rather than binary."""

@@ -10,6 +10,8 @@ from transformers import (
     GPT2Config,
     GPT2ForSequenceClassification,
     GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
     MixtralConfig,
@@ -19,22 +21,26 @@ from transformers import (
 MAX_POSITIONS = 256
 
 
-def make_lm(spec: dict, vocab_size: int, eos_id: int, pad_id: int) -> torch.nn.Module:
-    """A freshly initialised causal LM from a world model spec ({arch, layers, width, heads, experts})."""
+def make_lm(spec: dict, vocab_size: int, eos_id: int, pad_id: int, bos_id: int | None = None) -> torch.nn.Module:
+    """A freshly initialised causal LM from a world model spec ({arch, layers, width, heads, experts}),
+    its output layer tied to its embeddings."""
     arch, layers, width, heads = spec["arch"], spec["layers"], spec["width"], spec["heads"]
-    common = dict(vocab_size=vocab_size, bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=pad_id)
+    common = dict(vocab_size=vocab_size, bos_token_id=eos_id if bos_id is None else bos_id, eos_token_id=eos_id,
+                  pad_token_id=pad_id)
     if arch == "gpt2":
         return GPT2LMHeadModel(GPT2Config(n_layer=layers, n_embd=width, n_head=heads,
                                           n_positions=MAX_POSITIONS, **common))
     llama_like = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
                       num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
-                      max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=False, **common)
+                      max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True, **common)
+    if arch == "llama":
+        return LlamaForCausalLM(LlamaConfig(**llama_like))
     if arch == "mistral":
         return MistralForCausalLM(MistralConfig(sliding_window=None, **llama_like))
     if arch == "mixtral":
         return MixtralForCausalLM(MixtralConfig(num_local_experts=spec.get("experts", 4),
                                                 num_experts_per_tok=2, sliding_window=None, **llama_like))
-    raise ValueError(f"unknown world architecture {arch!r}; use gpt2, mistral or mixtral")
+    raise ValueError(f"unknown world architecture {arch!r}; use gpt2, llama, mistral or mixtral")
 
 
 def make_classifier(spec: dict, vocab_size: int, eos_id: int, pad_id: int) -> GPT2ForSequenceClassification:
@@ -76,7 +82,7 @@ def train(model, loss_fn, data, cfg: dict, seed: int, desc: str) -> list[float]:
     """A plain AdamW loop with warmup and cosine decay; returns the loss of every step."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.01, fused=True)
     steps = cfg["steps"]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, steps, max(1, steps // 20)))
     model.train()

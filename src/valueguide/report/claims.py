@@ -1,0 +1,69 @@
+"""The paper's qualitative claims, tested per guided model with paired statistics over prompts.
+
+Claims: every guided method beats ``base``; IVG beats each of its two parts, EFT (its token level) and
+CBS with the explicit value (its chunk level). Each is a paired difference over the same prompts
+(method minus the other, per prompt: the gold reward, or for AlpacaEval the judge's preference for the
+output over the reference), its mean ± standard error, and a verdict: *holds* when its 95 % interval
+lies above 0, *fails* when it lies below, *not resolved* otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..artifacts import read_json, read_parquet
+from .paper import ordered
+
+IVG_PARTS = (("ivg", "eft"), ("ivg", "cbs_explicit"))
+Z95 = 1.959963984540054
+
+
+def claim_pairs(methods) -> list[tuple[str, str]]:
+    """(method, other) for every claim these methods allow, in the paper's order."""
+    present = ordered(methods)
+    pairs = [(m, "base") for m in present if m != "base" and "base" in present]
+    return pairs + [(a, b) for a, b in IVG_PARTS if a in present and b in present]
+
+
+def verdict(mean: float, se: float) -> str:
+    if not np.isfinite(se) or se == 0:
+        return "holds" if mean > 0 else "fails" if mean < 0 else "not resolved"
+    return "holds" if mean - Z95 * se > 0 else "fails" if mean + Z95 * se < 0 else "not resolved"
+
+
+def paired_claims(values: pd.DataFrame) -> pd.DataFrame:
+    """``values``: one row per (model, method, prompt_id) with ``value``. One row per (model, claim)."""
+    rows = []
+    for model in dict.fromkeys(values["model"]):
+        table = values[values["model"] == model].pivot(index="prompt_id", columns="method", values="value")
+        for method, other in claim_pairs(table.columns):
+            diff = (table[method] - table[other]).dropna()
+            se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+            rows.append({"model": model, "claim": f"{method} > {other}", "n": len(diff),
+                         "difference": float(diff.mean()), "se": se, "verdict": verdict(float(diff.mean()), se)})
+    return pd.DataFrame(rows, columns=["model", "claim", "n", "difference", "se", "verdict"])
+
+
+def reward_values(scores_path: str | Path) -> pd.DataFrame:
+    scores = read_parquet(scores_path, required=["model", "method", "prompt_id", "reward"])
+    return scores.rename(columns={"reward": "value"})[["model", "method", "prompt_id", "value"]]
+
+
+def preference_values(metrics: pd.DataFrame, alpaca_dir: str | Path) -> pd.DataFrame:
+    """The judge's preference for each output over its reference, in [0, 1], from the annotations."""
+    frames = []
+    for r in metrics.itertuples():
+        annotations = pd.DataFrame(read_json(Path(alpaca_dir) / r.model / r.method / "annotations.json"))
+        frames.append(pd.DataFrame({"model": r.model, "method": r.method, "prompt_id": np.arange(len(annotations)),
+                                    "value": annotations["preference"].astype(float) - 1.0}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def claims_markdown(claims: pd.DataFrame, unit: str) -> str:
+    lines = ["| model | claim | difference (mean ± s.e.) | verdict |", "|---|---|---|---|"]
+    lines += [f"| {r.model} | {r.claim} | {r.difference:+.{2 if unit == 'reward' else 3}f} ± "
+              f"{r.se:.{2 if unit == 'reward' else 3}f} | {r.verdict} |" for r in claims.itertuples()]
+    return "\n".join(lines)
