@@ -5,13 +5,18 @@ CORES ?= 2
 CONFIG ?=
 SMK_ARGS ?=
 STAMP := $(VENV)/.installed-stamp
-SNAKEMAKE := $(VENV)/bin/snakemake --cores $(CORES) $(if $(CONFIG),--configfile $(CONFIG),)
+# The tiny world's two settings, each merged over config.yaml (the instruction setting reads the world
+# the sentiment setting builds); CONFIG=file runs that one config instead.
+SETTINGS := $(if $(CONFIG),$(CONFIG),config.yaml config/tiny_instruction.yaml)
+SNAKEMAKE := $(VENV)/bin/snakemake --cores $(CORES)
 
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test bench dry-run clean env
+DEVICE ?= cuda
+
+.PHONY: run test bench gpu-check dry-run clean env
 
 env: $(STAMP)
 
@@ -22,20 +27,28 @@ $(STAMP): pyproject.toml src/valueguide/vocabularies.py
 	$(VENV)/bin/valueguide fetch-tokenizers
 	touch $(STAMP)
 
+# --rerun-incomplete: after a kill, the jobs it cut short are redone instead of stopping the run.
 run: $(STAMP)
-	$(SNAKEMAKE) $(SMK_ARGS)
-	@$(VENV)/bin/valueguide --log-level WARNING show-report --config config.yaml $(CONFIG)
+	@for setting in $(SETTINGS); do $(SNAKEMAKE) --rerun-incomplete --configfile "$$setting" $(SMK_ARGS) || exit 1; done
+	@for setting in $(SETTINGS); do \
+	  $(VENV)/bin/valueguide --log-level WARNING show-report --config config.yaml "$$setting" || exit 1; done
 
 dry-run: $(STAMP)
-	$(SNAKEMAKE) -n $(SMK_ARGS)
+	@for setting in $(SETTINGS); do $(SNAKEMAKE) --configfile "$$setting" -n $(SMK_ARGS) || exit 1; done
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_decoding.py
 	$(VENV)/bin/python bench/bench_cross_vocabulary.py
 	$(VENV)/bin/python bench/bench_training.py
 
+# The tests, then the GPU check's CPU variant (tiny shapes), so that the GPU script cannot rot.
 test: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python bench/gpu_check.py --device cpu --out results/gpu_check_cpu
+
+# On a GPU machine: correctness on CUDA, throughput at the paper's shapes, the plan's costs checked.
+gpu-check: $(STAMP)
+	$(VENV)/bin/python bench/gpu_check.py --device "$(DEVICE)" --out "results/gpu_check_$(DEVICE)"
 
 clean:
 	rm -rf results .snakemake
