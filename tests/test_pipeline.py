@@ -96,6 +96,31 @@ def test_the_instruction_setting_guides_across_vocabularies(instruction):
         assert (token_level in candidates) if token_level else not candidates, method  # scored on text
 
 
+def _digests(results: Path, pattern: str) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(results)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(results.glob(pattern))}
+
+
+def test_the_same_config_twice_gives_the_same_artifacts(workdir, tmp_path_factory):
+    """Byte for byte: prompts, samples and every model's weights; generations and scores apart from the
+    wall time they report."""
+    import pandas as pd
+
+    other = tmp_path_factory.mktemp("again")
+    _write_override(other)
+    _snakemake(other)
+    a, b = workdir / "results", other / "results"
+    for pattern in ("prompts/*.parquet", "samples/*.parquet", "**/*.safetensors", "**/pooled_vocabulary.json"):
+        first = _digests(a, pattern)
+        assert first and first == _digests(b, pattern), pattern
+    for path in sorted(a.glob("generations/**/*.parquet")) + [a / "scores" / "reward_scores.parquet"]:
+        left, right = (pd.read_parquet(root / path.relative_to(a)) for root in (a, b))
+        timing = [c for c in left.columns if c == "wall_time"]
+        pd.testing.assert_frame_equal(left.drop(columns=timing), right.drop(columns=timing))
+
+
 def test_a_second_run_does_nothing(workdir):
     out = _snakemake(workdir, "-n")
     assert "Nothing to be done" in out
