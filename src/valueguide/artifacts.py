@@ -60,7 +60,6 @@ def _tmp_sibling(path: Path, is_dir: bool) -> Path:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary file path; on success it replaces ``path`` in one rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     _stale_siblings(path)
     tmp = _tmp_sibling(path, is_dir=False)
     try:
@@ -75,7 +74,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces the folder ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     _stale_siblings(path)
     tmp = _tmp_sibling(path, is_dir=True)
     try:

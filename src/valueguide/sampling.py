@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from .artifacts import read_parquet, write_parquet
 from .decoding.sampler import Sampling, draw
+from .decoding.streams import positions
 from .models import load_causal_lm, load_options, load_tokenizer
 from .reward import RewardModel
 from .seeding import derive_seed
@@ -84,7 +85,7 @@ def sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, par
     """
     mask = attention_mask.to(model.device)
     sampling = Sampling(params.temperature, params.top_k or 0, params.top_p)
-    out = model(input_ids=input_ids.to(model.device), attention_mask=mask, position_ids=_positions(mask),
+    out = model(input_ids=input_ids.to(model.device), attention_mask=mask, position_ids=positions(mask),
                 use_cache=True)
     done = torch.zeros(len(mask), dtype=torch.bool, device=model.device)
     tokens, logprobs = [], []
@@ -99,14 +100,9 @@ def sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, par
         if bool(done.all()):
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=_positions(mask)[:, -1:],
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=positions(mask)[:, -1:],
                     past_key_values=out.past_key_values, use_cache=True)
     return torch.stack(tokens, 1).cpu(), torch.stack(logprobs, 1).float().cpu()
-
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that start at 0 at each row's first real token (left padding)."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def run_sample(config: dict, prompts_path: str | Path, out_path: str | Path, world_dir=None) -> pd.DataFrame:
