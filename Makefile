@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 DEVICE ?= cuda
 
-.PHONY: run test bench gpu-check dry-run clean env
+.PHONY: run test bench gpu-check planted-bugs dry-run clean env
 
 env: $(STAMP)
 
@@ -27,9 +27,12 @@ $(STAMP): pyproject.toml src/valueguide/vocabularies.py
 	$(VENV)/bin/valueguide fetch-tokenizers
 	touch $(STAMP)
 
-# --rerun-incomplete: after a kill, the jobs it cut short are redone instead of stopping the run.
+# After a kill: `valueguide resume` clears the dead run's lock and temporary files, and
+# --rerun-incomplete redoes the jobs it cut short, instead of stopping the run.
 run: $(STAMP)
-	@for setting in $(SETTINGS); do $(SNAKEMAKE) --rerun-incomplete --configfile "$$setting" $(SMK_ARGS) || exit 1; done
+	@for setting in $(SETTINGS); do \
+	  $(VENV)/bin/valueguide --log-level WARNING resume --config config.yaml "$$setting" && \
+	  $(SNAKEMAKE) --rerun-incomplete --configfile "$$setting" $(SMK_ARGS) || exit 1; done
 	@for setting in $(SETTINGS); do \
 	  $(VENV)/bin/valueguide --log-level WARNING show-report --config config.yaml "$$setting" || exit 1; done
 
@@ -49,6 +52,10 @@ test: $(STAMP)
 # On a GPU machine: correctness on CUDA, throughput at the paper's shapes, the plan's costs checked.
 gpu-check: $(STAMP)
 	$(VENV)/bin/python bench/gpu_check.py --device "$(DEVICE)" --out "results/gpu_check_$(DEVICE)"
+
+# By hand: plant one bug at a time in a copy of the package; every one must make its tests fail.
+planted-bugs: $(STAMP)
+	$(VENV)/bin/python bench/planted_bugs.py
 
 clean:
 	rm -rf results .snakemake

@@ -6,11 +6,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from valueguide.config import stage_slice, validate_config, world_dir, write_if_changed
+from valueguide.config import stage_slice, world_dir, write_if_changed
+from valueguide.preflight import checked_or_exit
 
 configfile: str(Path(workflow.basedir) / "config.yaml")
 
-config = validate_config(config)
+# Validation and the preflight check: every problem at once, one line each, before any job runs.
+config = checked_or_exit(config, dry_run=workflow.output_settings.dryrun)
 R = config["results_dir"]
 WORLD = str(world_dir(config))  # shared by the settings that name one world.dir
 # The interpreter that runs Snakemake runs the stages too: no PATH lookup, no other environment.

@@ -117,3 +117,26 @@ def test_guide_generates_one_text_per_prompt_reproducibly():
                           max_new_tokens=6, batch_size=2)
     with pytest.raises(ValueError, match="needs models"):
         guide(large, TOK, prompts, method=ivg)
+
+
+def test_each_batch_draws_from_its_own_seed_whatever_the_shard():
+    """Batch b's generator is seeded derive_seed(seed, "generate", b), b counted over the whole split:
+    batches differ from each other, and a shard starting at batch 1 draws what the whole run drew there."""
+    from types import SimpleNamespace
+
+    from valueguide.decoding.stage import _generate_all
+    from valueguide.seeding import derive_seed
+
+    seeds = []
+
+    def generate(prompts, generator):
+        seeds.append(generator.initial_seed())
+        meter = SimpleNamespace(passes={}, tokens={}, candidates={})
+        return SimpleNamespace(meter=meter, generations=[SimpleNamespace(text="t", ids=[1]) for _ in prompts])
+
+    decoder = SimpleNamespace(generate=generate)
+    prompts = pd.DataFrame({"prompt_id": range(5), "prompt": [f"p{i}" for i in range(5)]})
+    _generate_all(decoder, prompts, 2, seed=3, desc="test")
+    _generate_all(decoder, prompts.iloc[2:], 2, seed=3, desc="test", first_batch=1)
+    expected = [derive_seed(3, "generate", b) for b in range(3)]
+    assert seeds == expected + expected[1:] and len(set(expected)) == 3

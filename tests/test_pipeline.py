@@ -2,8 +2,10 @@
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,14 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 UPSTREAM_OF_SAMPLE = {"world_corpus", "world_lm", "world_reward", "prompts"}
 
 
+def _command(workdir: Path, *args: str) -> list[str]:
+    return [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args,
+            "--configfile", str(workdir / "override.yaml")]  # last: it takes every value after it
+
+
 def _snakemake(workdir: Path, *args: str) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args,
-         "--configfile", str(workdir / "override.yaml")],  # last: it takes every value after it
-        capture_output=True, text=True, env=env, timeout=900)
+    proc = subprocess.run(_command(workdir, *args), capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -103,15 +107,60 @@ def _digests(results: Path, pattern: str) -> dict[str, str]:
             for p in sorted(results.glob(pattern))}
 
 
-def test_the_same_config_twice_gives_the_same_artifacts(workdir, tmp_path_factory):
-    """Byte for byte: prompts, samples and every model's weights; generations and scores apart from the
-    wall time they report."""
+def _kill_when(workdir: Path, ready, what: str) -> None:
+    """Start the run as ``make run`` does and SIGKILL it, jobs and all, once ``ready(results, start)`` holds."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(_command(workdir, "--rerun-incomplete"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    try:
+        start = time.time()
+        deadline = time.monotonic() + 600
+        while not ready(workdir / "results", start):
+            assert proc.poll() is None, f"the run ended before {what}"
+            assert time.monotonic() < deadline, f"never reached {what}"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+
+
+def _resume(workdir: Path) -> str:
+    """What ``make run`` does first: clear what a killed run left."""
+    proc = subprocess.run([sys.executable, "-m", "valueguide.cli", "resume", "--directory", str(workdir),
+                           "--config", str(ROOT / "config.yaml"), str(workdir / "override.yaml")],
+                          capture_output=True, text=True, check=True)
+    return proc.stdout
+
+
+def _started(log: str):
+    """A job of this run has written to its log."""
+    return lambda results, since: any(p.stat().st_size > 0 and p.stat().st_mtime > since for p in results.glob(log))
+
+
+KILL_POINTS = {  # what: when the run is killed
+    "the world build": lambda results, since: (results / "world" / "corpus.parquet").exists(),
+    "the value fit": _started("logs/fit_value/*.log"),
+    "generation": _started("logs/generate/*.log"),
+}
+
+
+def test_a_run_killed_anywhere_resumes_to_the_artifacts_of_an_uninterrupted_run(workdir, tmp_path_factory):
+    """SIGKILL (Snakemake and its jobs) at several points; each next run resumes by itself, as ``make
+    run`` does, and the end result equals the uninterrupted run's byte for byte (prompts, samples, every
+    model's weights), generations and scores apart from the wall time they report. So the same config
+    run twice on one machine gives the same artifacts, however often it was cut short."""
     import pandas as pd
 
-    other = tmp_path_factory.mktemp("again")
+    other = tmp_path_factory.mktemp("killed")
     _write_override(other)
-    _snakemake(other)
+    for what, ready in KILL_POINTS.items():
+        if what != next(iter(KILL_POINTS)):
+            assert "removed the lock of a run that was killed" in _resume(other), what
+        _kill_when(other, ready, what)
+    assert "removed the lock" in _resume(other)
+    _snakemake(other, "--rerun-incomplete")
     a, b = workdir / "results", other / "results"
+    assert not list(b.rglob(".*.tmp-*")), "a killed job's temporary files were left behind"
     for pattern in ("prompts/*.parquet", "samples/*.parquet", "**/*.safetensors", "**/pooled_vocabulary.json"):
         first = _digests(a, pattern)
         assert first and first == _digests(b, pattern), pattern

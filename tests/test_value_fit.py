@@ -115,6 +115,21 @@ def test_fit_is_reproducible_and_whitening_is_folded_back():
     assert abs(predicted.mean() - samples.reward.mean()) < 0.5 * samples.reward.std()  # reward units
 
 
+def test_whitening_is_exact_in_reward_units():
+    """Whitened targets of rewards r and 10 r + 50 are the same, so the two fits train one model; folded
+    back, its values must be 10 v + 50 of the first's: the scale (std) and the shift (mean) both count."""
+    samples = synthetic_samples(30, seed=2)
+    cfg = {**FIT_CFG, "epochs": 1, "whiten_rewards": True}
+    examples = value_examples(samples.prompt, samples.response_ids, samples.reward, TOK, "{prompt}")
+    values = []
+    for rewards in (samples.reward, 10 * samples.reward + 50):
+        model = tiny_value_model()
+        fit_value(samples.assign(reward=rewards), cfg, TOK, model, seed=7)
+        values.append(predict_last(model, examples, TOK.pad_token_id))
+    assert np.allclose(values[1], 10 * values[0] + 50, atol=1e-3)
+    assert values[0].std() > 1e-3  # not a constant
+
+
 def test_fit_refuses_empty_samples():
     with pytest.raises(ValueError, match="no samples"):
         fit_value(synthetic_samples(1, seed=0).iloc[:0], FIT_CFG, TOK, tiny_value_model(), seed=0)

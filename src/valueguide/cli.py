@@ -16,6 +16,7 @@ from .artifacts import ArtifactError
 from .config import ConfigError, load_config, world_dir
 from .hub import DatasetUnavailableError
 from .models import ModelNotFoundError
+from .preflight import PreflightError
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -47,9 +48,22 @@ def _threads(args, config: dict) -> int:
 
 
 def cmd_validate(args) -> None:
+    from .preflight import check
+
     config = load_config(*args.config)
+    warnings = check(config, environment=not args.plan_only)
+    for line in warnings:
+        print(f"warning (not checked with --plan-only): {line}", file=sys.stderr)
     print(f"config OK: {len(config['generate']['large_models'])} large model(s), "
           f"{len(config['generate']['methods'])} method(s)")
+
+
+def cmd_resume(args) -> None:
+    from .resume import clear_stale_state
+
+    config = load_config(*args.config)
+    for line in clear_stale_state(args.directory, [config["results_dir"], str(world_dir(config))]):
+        print(f"resume: {line}")
 
 
 def cmd_build_world(args) -> None:
@@ -194,11 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="valueguide", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("validate", help="validate config file(s) and exit")
+    p = sub.add_parser("validate", help="validate config file(s) and what they name (model folders, prompt files, "
+                                        "vocabularies per method, the judge's key), before any model loads")
     p.add_argument("--config", nargs="+", required=True)
+    p.add_argument("--plan-only", action="store_true",
+                   help="only warn of what the machine that runs the jobs must hold (API key, hub snapshots)")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("resume", help="after a kill: clear the dead run's Snakemake lock and temporary files "
+                                      "(nothing while a Snakemake process works in the folder)")
+    p.add_argument("--config", nargs="+", required=True)
+    p.add_argument("--directory", default=".", help="Snakemake's working folder (default: here)")
+    p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("build-world", help="build one step of the tiny world")
     p.add_argument("step", choices=["corpus", "lm", "reward"])
@@ -308,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except (ConfigError, ModelNotFoundError, DatasetUnavailableError, ArtifactError) as exc:
+    except (ConfigError, PreflightError, ModelNotFoundError, DatasetUnavailableError, ArtifactError) as exc:
+        if args.debug:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

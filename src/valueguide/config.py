@@ -122,7 +122,7 @@ def used_models(config: dict) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _labelled_specs(config: dict, names=None) -> list[tuple[str, str]]:
+def labelled_specs(config: dict, names=None) -> list[tuple[str, str]]:
     """(key path, spec) of every model the pipeline loads (of ``models`` entries ``names``, default: the used ones)."""
     models = config["models"]
     names = used_models(config) if names is None else names
@@ -135,7 +135,7 @@ def _labelled_specs(config: dict, names=None) -> list[tuple[str, str]]:
 
 def model_specs(config: dict) -> list[str]:
     """The specs of every model the pipeline loads, each once."""
-    return list(dict.fromkeys(spec for _, spec in _labelled_specs(config)))
+    return list(dict.fromkeys(spec for _, spec in labelled_specs(config)))
 
 
 def _reference_problems(config: dict):
@@ -152,7 +152,7 @@ def _reference_problems(config: dict):
     world = config.get("world")
     world_names = set(world["models"]) | {"reward"} if world else set()
     # Without a world, world: entries left over from config.yaml are inert; only the used ones must resolve.
-    for where, spec in _labelled_specs(config, names=list(models) if world else None):
+    for where, spec in labelled_specs(config, names=list(models) if world else None):
         if spec.startswith(WORLD_PREFIX) and spec[len(WORLD_PREFIX):] not in world_names:
             yield f"{where}: {spec!r} names no model of world.models (has {sorted(world_names) or 'no world'})"
     if config["fit_implicit"]["mode"] == "pretrained" and not config["fit_implicit"].get("tuned"):
@@ -185,7 +185,7 @@ def world_dir(config: dict) -> Path:
 
 # What every stage's outputs depend on. Not threads: every rule passes its own (--threads), and a
 # thread count changes at most the last bits of a float sum, not what a stage computes: no rerun.
-_RUNTIME = ("seed", "device", "dtype", "device_map", "trust_remote_code")
+_RUNTIME = ("seed", "device", "dtype", "device_map", "trust_remote_code", "allow_bin_weights")
 
 
 def _pick(config: dict, *keys: str) -> dict:
@@ -243,7 +243,7 @@ def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
     if stage == "fetch":
         alpaca = config["evaluate"].get("alpaca") or {}
         return {"hub_models": hub_ids(model_specs(config)), "gamed_path": alpaca.get("gamed_path"),
-                "judge": alpaca.get("judge")}
+                "judge": alpaca.get("judge"), "allow_bin_weights": config.get("allow_bin_weights", False)}
     if stage == "evaluate_reward":
         return _pick(config, "reward_model")
     if stage == "evaluate_alpaca":

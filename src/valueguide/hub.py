@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .models import WORLD_PREFIX, ModelNotFoundError
+from .models import WORLD_PREFIX, ModelNotFoundError, is_local_path
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class DatasetUnavailableError(FileNotFoundError):
 
 def is_hub_id(spec: str) -> bool:
     """A spec that ``resolve_spec`` would hand to ``from_pretrained`` as a hub id (not world:, not a folder)."""
-    return not (spec.startswith((WORLD_PREFIX, ".", "/", "~")) or Path(spec).expanduser().exists())
+    return not (spec.startswith(WORLD_PREFIX) or is_local_path(spec))
 
 
 def hub_ids(specs) -> list[str]:
@@ -66,11 +66,15 @@ def load_prompt_split(spec: dict, n: int) -> pd.DataFrame:
         ds = datasets.load_dataset(spec["name"], spec.get("config"), split=spec["split"],
                                    data_files=spec.get("data_files"))
     except Exception as exc:  # datasets raises ConnectionError, FileNotFoundError, httpx errors, ...
+        cause = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        files = spec.get("data_files")
+        if files and "://" not in files:
+            raise DatasetUnavailableError(f"cannot read the local prompt file {files} as {spec['name']}: {cause}") from exc
         raise DatasetUnavailableError(
             f"cannot load the prompt dataset {_describe(spec)}"
             f"{' (HF_HUB_OFFLINE=1: only the local cache is read)' if offline() else ''}. Load it once with "
             f"network access (HF_HUB_OFFLINE=0 snakemake ... prompts) so it lands in the datasets cache "
-            f"({datasets.config.HF_DATASETS_CACHE}). Cause: {exc}") from exc
+            f"({datasets.config.HF_DATASETS_CACHE}). Cause: {cause}") from exc
     columns = spec["columns"]
     if any("." in c and c not in ds.column_names for c in columns.values()):
         ds = ds.flatten()  # struct fields become "a.b" columns
@@ -92,15 +96,19 @@ def load_prompt_split(spec: dict, n: int) -> pd.DataFrame:
 
 # --- model snapshots and other files a run reads ------------------------------------------------
 
-def _weights_pattern(repo: str) -> str:
+def _weights_pattern(repo: str, allow_bin: bool) -> str:
     from huggingface_hub import HfApi
 
     files = HfApi().list_repo_files(repo)
-    has_safetensors = any(fnmatch.fnmatch(f, WEIGHTS["safetensors"]) for f in files)
-    return WEIGHTS["safetensors" if has_safetensors else "bin"]
+    if any(fnmatch.fnmatch(f, WEIGHTS["safetensors"]) for f in files):
+        return WEIGHTS["safetensors"]
+    if not allow_bin:
+        raise FileNotFoundError(f"{repo} has no safetensors weights, only pickled ones: set allow_bin_weights: true "
+                                "to load them (with torch's weights_only)")
+    return WEIGHTS["bin"]
 
 
-def snapshot(repo: str) -> str:
+def snapshot(repo: str, allow_bin: bool = False) -> str:
     """The local snapshot folder of a hub model: downloaded (config, tokenizer, one copy of the weights)
     when online, looked up in the cache when offline."""
     from huggingface_hub import snapshot_download
@@ -108,7 +116,7 @@ def snapshot(repo: str) -> str:
     if offline():
         path = snapshot_download(repo, local_files_only=True)
     else:
-        path = snapshot_download(repo, allow_patterns=[*SMALL_FILES, _weights_pattern(repo)])
+        path = snapshot_download(repo, allow_patterns=[*SMALL_FILES, _weights_pattern(repo, allow_bin)])
     if not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"the cached snapshot {path} has no config.json")
     return path
@@ -134,7 +142,7 @@ def fetch(config: dict) -> dict:
     problems, models = [], {}
     for repo in config["hub_models"]:
         try:
-            models[repo] = snapshot(repo)
+            models[repo] = snapshot(repo, config.get("allow_bin_weights", False))
         except LocalEntryNotFoundError:
             problems.append(f"model {repo}: not in the local cache {constants.HF_HUB_CACHE}")
         except Exception as exc:  # HTTP errors online (a typo, a gated model without HF_TOKEN), a bad snapshot
@@ -150,7 +158,7 @@ def fetch(config: dict) -> dict:
             except Exception as exc:  # HTTP errors
                 problems.append(f"{where}: {exc}")
     if config.get("judge") == "gpt4_turbo":
-        from .evaluate.judges import API_KEY_VAR
+        from .evaluate import API_KEY_VAR
 
         if not os.environ.get(API_KEY_VAR, "").strip():
             problems.append(f"judge gpt4_turbo: the environment variable {API_KEY_VAR} is not set "

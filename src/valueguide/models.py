@@ -33,12 +33,14 @@ class LoadOptions:
     dtype: str = "auto"  # auto: fp32 on CPU, bf16 on CUDA
     device_map: str | None = None  # "auto" spreads a large model over the GPUs of one node
     trust_remote_code: bool = False
+    allow_bin_weights: bool = False  # pickled .bin weights (loaded weights_only); safetensors otherwise
 
 
 def load_options(config: dict) -> LoadOptions:
     """The loading options a pipeline config (or a stage's slice of it) asks for."""
     return LoadOptions(device=config.get("device", "cpu"), dtype=config.get("dtype", "auto"),
-                       device_map=config.get("device_map"), trust_remote_code=config.get("trust_remote_code", False))
+                       device_map=config.get("device_map"), trust_remote_code=config.get("trust_remote_code", False),
+                       allow_bin_weights=config.get("allow_bin_weights", False))
 
 
 def resolve_spec(spec: str, world_dir: str | os.PathLike | None = None) -> str:
@@ -58,9 +60,19 @@ def resolve_spec(spec: str, world_dir: str | os.PathLike | None = None) -> str:
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"model folder {path} has no config.json")
         return str(path)
-    if spec.startswith((".", "/", "~")):
+    if is_local_path(spec):
         raise ModelNotFoundError(f"model folder {spec!r} does not exist")
     return spec
+
+
+def is_local_path(spec: str) -> bool:
+    """Whether a spec names a folder rather than a hub id (``gpt2``, ``owner/name``).
+
+    A hub id has at most one slash; ``models/mine`` is a folder when ``models`` is one here, so a
+    mistyped relative path is reported as a missing folder, not as a model missing from the hub."""
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or Path(spec).expanduser().exists():
+        return True
+    return "/" in spec and Path(spec.split("/", 1)[0]).is_dir()
 
 
 def torch_dtype(name: str, device: str) -> torch.dtype:
@@ -87,7 +99,9 @@ def _from_pretrained(loader, spec: str, world_dir, options: LoadOptions, what: s
 
 
 def _model_kwargs(options: LoadOptions) -> dict:
-    kwargs = {"dtype": torch_dtype(options.dtype, options.device), "use_safetensors": None}
+    # None lets transformers fall back to .bin (which it loads with weights_only); True refuses it
+    kwargs = {"dtype": torch_dtype(options.dtype, options.device),
+              "use_safetensors": None if options.allow_bin_weights else True}
     if options.device_map:
         kwargs["device_map"] = options.device_map
     return kwargs

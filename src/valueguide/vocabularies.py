@@ -77,6 +77,7 @@ MISTRAL_COMMON = Source("mistral-common==1.13.1", "mistral_common-1.13.1-py3-non
                          "dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055"}, binary=True)
 SOURCES = (WHISPER, LLAMA_CPP, MISTRAL_COMMON)
 NAMES = ("gpt2", "llama2", "mistral")
+CHAT_VOCABULARIES = ("llama2", "mistral")  # built with a chat template (Tulu's, Mistral's)
 
 
 class VocabularyError(ArtifactError):

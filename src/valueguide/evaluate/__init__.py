@@ -15,6 +15,8 @@ import pandas as pd
 
 from ..artifacts import ArtifactError, atomic_path
 
+API_KEY_VAR = "OPENAI_API_KEY"  # the gpt4_turbo judge's key: read from the environment only, never written
+
 
 @contextmanager
 def keep_root_log_level():

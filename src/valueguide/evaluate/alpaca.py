@@ -112,6 +112,8 @@ def win_rates(annotations: pd.DataFrame, glm: str, gamed_path: str | Path, cross
     The GLM cross-validates its penalty over folds of instructions: with fewer instructions than folds
     the length-controlled win rate is NaN (logged), the plain win rate still computed. Without
     ``cross_validate`` it takes alpaca_eval's own fixed penalty instead (C = 100), five times faster.
+    alpaca_eval's warning of a GLM that moved a win rate to extremes stays on for the estimate itself,
+    and off for the bootstrap's resamples (which call this without ``cross_validate``).
     """
     n_splits = glm_winrate.GLM_INFO[glm]["kwargs"]["n_splits"]
     if len(annotations) < n_splits:
@@ -125,7 +127,7 @@ def win_rates(annotations: pd.DataFrame, glm: str, gamed_path: str | Path, cross
         if not cross_validate:
             info = {**info, "kwargs": {**info["kwargs"], "n_splits": 0}}
         return glm_winrate.get_length_controlled_winrate(annotations, glm_name=glm, save_weights_dir=None,
-                                                         is_warn_extreme_changes=False, glm_info=info)
+                                                         is_warn_extreme_changes=cross_validate, glm_info=info)
 
 
 def bootstrap_lc(annotations: pd.DataFrame, glm: str, gamed_path: str | Path, n: int, seed: int) -> dict:

@@ -22,12 +22,11 @@ from scipy.special import expit
 
 from ..models import LoadOptions
 from ..reward import RewardModel
-from . import keep_root_log_level
+from . import API_KEY_VAR, keep_root_log_level
 
 with keep_root_log_level():
     from alpaca_eval.annotators import PairwiseAnnotator
 
-API_KEY_VAR = "OPENAI_API_KEY"
 GPT4_TURBO_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 LOCAL_ANNOTATOR = "valueguide_local_reward"
 JUDGES = ("local", "gpt4_turbo")

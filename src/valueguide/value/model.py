@@ -165,7 +165,8 @@ class ValueModel(nn.Module):
 
 
 def _load_backbone(target: str, options: LoadOptions) -> nn.Module:
-    kwargs = {"dtype": torch_dtype(options.dtype, options.device)}
+    kwargs = {"dtype": torch_dtype(options.dtype, options.device),
+              "use_safetensors": None if options.allow_bin_weights else True}
     if options.device_map:
         kwargs["device_map"] = options.device_map
     backbone = AutoModel.from_pretrained(target, trust_remote_code=options.trust_remote_code, **kwargs)
