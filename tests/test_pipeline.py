@@ -180,7 +180,7 @@ def test_a_sampling_change_reruns_exactly_sample_and_downstream(workdir):
     planned = _planned_jobs(_snakemake(workdir, "-n"))
     assert planned.get("sample") == 1
     assert not UPSTREAM_OF_SAMPLE & set(planned)
-    assert set(planned) == {"sample", "world_summary", "fit_value", "fit_implicit", "generate",
+    assert set(planned) == {"sample", "world_summary", "fit_value", "diagnose_value", "fit_implicit", "generate",
                             "evaluate_reward", "report", "all"}
     # every method of the tiny config reads a fitted value except base, whose generations stay cached
     assert planned["generate"] == 6
@@ -193,14 +193,37 @@ def test_a_decoding_change_reruns_generation_but_no_fit(workdir):
     assert not {"sample", "fit_value", "fit_implicit", *UPSTREAM_OF_SAMPLE} & set(planned)
 
 
+@pytest.mark.parametrize("change, rerun", [
+    ({"fit_value": {"eval": {"cuts": 3, "rollouts": 3}}}, {"diagnose_value", "report", "all"}),  # diagnostics
+    ({"threads": 2}, set()),  # a runtime knob: every rule passes its own --threads
+])
+def test_a_diagnostics_or_runtime_knob_reruns_no_fit(workdir, change, rerun):
+    _write_override(workdir, change)
+    out = _snakemake(workdir, "-n")
+    assert (set(_planned_jobs(out)) if "Job stats:" in out else set()) == rerun, out[-2000:]
+
+
 def test_config_values_never_run_in_the_shell(tmp_path):
-    """A results_dir with a space and a command substitution is one path to every job, never a command."""
+    """A results_dir with a space and a command substitution is one path to every job, never a command;
+    so is a checkout whose path holds them (the workflow files copied there)."""
+    import shutil
+
+    checkout = tmp_path / "check out $(touch PWNED)"
+    checkout.mkdir()
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy(ROOT / name, checkout / name)
+    shutil.copytree(ROOT / "workflow", checkout / "workflow", symlinks=False)
     hostile = tmp_path / "r $(touch PWNED) x"
     _write_override(tmp_path)
     override = yaml.safe_load((tmp_path / "override.yaml").read_text())
     override["results_dir"] = str(hostile)
     (tmp_path / "override.yaml").write_text(yaml.safe_dump(override))
-    _snakemake(tmp_path, str(hostile / "prompts" / "test.parquet"))
+    target = str(hostile / "prompts" / "test.parquet")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    command = [str(checkout / "Snakefile") if arg == str(ROOT / "Snakefile") else arg
+               for arg in _command(tmp_path, target)]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert (hostile / "prompts" / "test.parquet").exists()
     assert (hostile / "logs" / "prompts" / "test.log").exists()
     assert not list(tmp_path.rglob("PWNED")) and not (ROOT / "PWNED").exists()

@@ -15,7 +15,7 @@ from toy_models import TOY_WORDS, make_gpt2, make_tokenizer
 from valueguide.artifacts import ArtifactError, write_parquet
 from valueguide.sampling import SamplingParams
 from valueguide.value.diagnostics import choose_cuts, pairwise_accuracy, rollout_values, value_error
-from valueguide.value.fit import fit_value, linear_schedule, run_fit_value, split_by_prompt, value_loss
+from valueguide.value.fit import fit_value, linear_schedule, run_diagnose_value, run_fit_value, split_by_prompt, value_loss
 from valueguide.value.model import ValueModel, encode_prompt, predict_last, value_examples
 
 TOK = make_tokenizer()
@@ -218,7 +218,7 @@ def toy_world(tmp_path) -> dict:
     }
 
 
-def test_run_fit_value_writes_a_loadable_model_with_metrics_and_curve(tmp_path):
+def test_run_fit_value_writes_a_loadable_model_and_the_diagnostics_stage_scores_it(tmp_path):
     config = toy_world(tmp_path)
     samples = synthetic_samples(16, seed=5, tokenizer=OTHER_TOK)
     write_parquet(samples, tmp_path / "samples.parquet")
@@ -227,12 +227,16 @@ def test_run_fit_value_writes_a_loadable_model_with_metrics_and_curve(tmp_path):
 
     written = json.loads((out / "metrics.json").read_text())
     assert written.keys() == metrics.keys() and written["n_heldout_prompts"] == 4
-    assert written["value_cuts"] == 6 and written["pairwise_pairs"] > 0
-    assert {"value_mse", "value_r2", "value_pearson", "pairwise_accuracy_gap_gt_1"} <= set(written)
     assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
     loaded = ValueModel.from_pretrained(out)
     assert loaded.meta["template"] == "{prompt}" and loaded.meta["policy"] == "small"
     assert [p.name for p in out.parent.iterdir()] == ["value"]  # nothing temporary left
+
+    diagnosed = run_diagnose_value(config, tmp_path / "samples.parquet", out, tmp_path / "results" / "diag.json")
+    assert diagnosed == json.loads((tmp_path / "results" / "diag.json").read_text())
+    assert diagnosed.items() >= written.items()  # the fit's metrics, with the diagnostics added
+    assert diagnosed["value_cuts"] == 6 and diagnosed["pairwise_pairs"] > 0
+    assert {"value_mse", "value_r2", "value_pearson", "pairwise_accuracy_gap_gt_1"} <= set(diagnosed)
 
 
 def test_run_fit_value_names_missing_columns_and_empty_samples(tmp_path):

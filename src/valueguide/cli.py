@@ -113,6 +113,14 @@ def cmd_fit_value(args) -> None:
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=2))
 
 
+def cmd_diagnose_value(args) -> None:
+    from .value.fit import run_diagnose_value
+
+    config = _config(args)
+    _threads(args, config)
+    run_diagnose_value(config, args.samples, args.value, args.out, _world(args, config))
+
+
 def cmd_fit_implicit(args) -> None:
     from .implicit.dpo import run_fit_implicit
 
@@ -253,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", required=True)
     p.add_argument("--out", required=True, help="output folder (model, metrics.json, curve.png)")
     p.set_defaults(func=cmd_fit_value)
+
+    p = sub.add_parser("diagnose-value", help="the fitted value on held-out prompts: pairwise accuracy, error "
+                                              "against Monte-Carlo rollouts of the base policy")
+    _add_config(p)
+    p.add_argument("--samples", required=True)
+    p.add_argument("--value", required=True, help="fit-value output folder")
+    p.add_argument("--out", required=True, help="metrics JSON: the fit's, with the diagnostics added")
+    p.set_defaults(func=cmd_diagnose_value)
 
     p = sub.add_parser("fit-implicit", help="DPO-tune the small model (or check a pretrained pair)")
     _add_config(p)

@@ -218,8 +218,10 @@ def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
         out = _pick(config, "sample", "reward_model")
         out["models"] = {config["sample"]["policy"]: models[config["sample"]["policy"]]}
         return out
-    if stage == "fit_value":
+    if stage in ("fit_value", "diagnose_value"):  # diagnostics settings (fit_value.eval) rerun no fit
         out = _pick(config, "sample", "reward_model", "fit_value")
+        if stage == "fit_value":
+            out["fit_value"].pop("eval", None)
         out["models"] = {config["sample"]["policy"]: models[config["sample"]["policy"]]}
         return out
     if stage == "fit_implicit":

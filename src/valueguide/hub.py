@@ -69,7 +69,8 @@ def load_prompt_split(spec: dict, n: int) -> pd.DataFrame:
         cause = f"{type(exc).__name__}: {exc}".rstrip(": ")
         files = spec.get("data_files")
         if files and "://" not in files:
-            raise DatasetUnavailableError(f"cannot read the local prompt file {files} as {spec['name']}: {cause}") from exc
+            raise DatasetUnavailableError(
+                f"cannot read the local prompt file {files} as {spec['name']}: {cause}") from exc
         raise DatasetUnavailableError(
             f"cannot load the prompt dataset {_describe(spec)}"
             f"{' (HF_HUB_OFFLINE=1: only the local cache is read)' if offline() else ''}. Load it once with "

@@ -63,7 +63,7 @@ def jobs_per_stage(config: dict) -> dict[str, int]:
         "fetch": int(bool(hub_ids(model_specs(config)))),
         "world_corpus": int(bool(world)), "world_lm": len(world["models"]) if world else 0,
         "world_reward": int(bool(world)), "world_summary": int(bool(world)),
-        "prompts": len(prompt_splits(config)), "sample": 1, "fit_value": 1, "fit_implicit": 1,
+        "prompts": len(prompt_splits(config)), "sample": 1, "fit_value": 1, "diagnose_value": 1, "fit_implicit": 1,
         "generate": generations * shards, "merge_shards": generations if shards > 1 else 0,
         "evaluate_reward": int(config["evaluate"]["reward"]),
         "evaluate_alpaca": int(bool(config["evaluate"].get("alpaca"))),

@@ -21,6 +21,23 @@ rule fit_value:
         "--threads {threads} 2> {log:q}"
 
 
+rule diagnose_value:
+    input:
+        cfg=slice_path("diagnose_value"),
+        samples=SAMPLES,
+        value=rules.fit_value.output[0],
+    output:
+        f"{R}/value_metrics.json",
+    threads: 1
+    log:
+        f"{R}/logs/fit_value/diagnose_value.log",
+    benchmark:
+        f"{R}/benchmarks/fit_value/diagnose_value.tsv"
+    shell:
+        "{CLI} diagnose-value --slice {input.cfg:q} --samples {input.samples:q} --value {VALUE_DIR:q} "
+        "--out {output:q} --world {WORLD:q} --threads {threads} 2> {log:q}"
+
+
 rule fit_implicit:
     input:
         cfg=slice_path("fit_implicit"),

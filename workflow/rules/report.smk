@@ -10,7 +10,7 @@ rule report:
         cfg=slice_path("report"),
         world=f"{R}/world_summary.json" if config.get("world") else [],
         samples=SAMPLES,
-        value=rules.fit_value.output[0],
+        value=rules.diagnose_value.output[0],
         implicit=rules.fit_implicit.output[0],
         evaluations=EVALUATIONS,
     output:

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..artifacts import ArtifactError, atomic_dir, read_parquet, write_json
+from ..artifacts import ArtifactError, atomic_dir, read_json, read_parquet, write_json
 from ..models import load_tokenizer
 from ..models import load_options
 from ..seeding import derive_seed, seed_everything
@@ -174,10 +174,9 @@ def plot_curve(history: dict, path: str | Path) -> None:
 
 
 def run_fit_value(config: dict, samples_path: str | Path, out_dir: str | Path, world_dir=None) -> dict:
-    """The stage: fit on the samples, diagnose on held-out prompts, write the model folder with
-    ``metrics.json`` and ``curve.png`` in one atomic rename. Returns the metrics."""
-    from .diagnostics import evaluate_value
-
+    """The stage: fit on the samples (less the held-out prompts), write the model folder with
+    ``metrics.json`` and ``curve.png`` in one atomic rename. Returns the metrics. The held-out
+    diagnostics are a stage of their own (``run_diagnose_value``): their settings rerun no fit."""
     cfg, seed = config["fit_value"], config["seed"]
     samples = read_parquet(samples_path, required=REQUIRED_COLUMNS)
     if samples.empty:
@@ -200,11 +199,29 @@ def run_fit_value(config: dict, samples_path: str | Path, out_dir: str | Path, w
                "final_train_loss": history["epochs"][-1]["train_loss"], "epochs": history["epochs"],
                "n_train_samples": len(train), "n_heldout_samples": len(heldout),
                "n_train_prompts": int(train.prompt_id.nunique()), "n_heldout_prompts": int(heldout.prompt_id.nunique())}
-    if not heldout.empty:
-        metrics.update(evaluate_value(model, tokenizer, heldout, config, world_dir, policy_tokenizer, options))
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, tokenizer=tokenizer)
         write_json(metrics, tmp / "metrics.json")
         plot_curve(history, tmp / "curve.png")
     log.info("fit_value: %s", {k: v for k, v in metrics.items() if k != "epochs"})
+    return metrics
+
+
+def run_diagnose_value(config: dict, samples_path: str | Path, value_dir: str | Path, out_path: str | Path,
+                       world_dir=None) -> dict:
+    """The stage: the fitted value on the held-out prompts (pairwise accuracy, error against Monte-Carlo
+    rollouts of the base policy); writes the fit's metrics with the diagnostics added."""
+    from .diagnostics import evaluate_value
+
+    samples = read_parquet(samples_path, required=REQUIRED_COLUMNS)
+    _, heldout = split_by_prompt(samples, config["fit_value"].get("heldout_fraction", 0.0), config["seed"])
+    options = load_options(config)
+    metrics = read_json(Path(value_dir) / "metrics.json")
+    if not heldout.empty:
+        model = ValueModel.from_pretrained(value_dir, options)
+        tokenizer = load_tokenizer(str(value_dir), None, options)
+        policy_tokenizer = load_tokenizer(config["models"][config["sample"]["policy"]]["path"], world_dir, options)
+        metrics.update(evaluate_value(model, tokenizer, heldout, config, world_dir, policy_tokenizer, options))
+    write_json(metrics, out_path)
+    log.info("diagnose_value: %s", {k: v for k, v in metrics.items() if k != "epochs"})
     return metrics
