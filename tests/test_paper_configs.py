@@ -26,7 +26,7 @@ from valueguide.reward import RewardModel
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("imdb", "tldr", "alpaca_eval")
-GPU_RULES = {"sample", "fit_value", "fit_implicit", "generate", "evaluate_reward", "evaluate_alpaca"}
+GPU_RULES = {"sample", "fit_value", "diagnose_value", "fit_implicit", "generate", "evaluate_reward", "evaluate_alpaca"}
 
 
 def paper(task: str) -> dict:
