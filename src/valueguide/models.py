@@ -120,6 +120,16 @@ def load_tokenizer(spec: str, world_dir=None, options: LoadOptions = LoadOptions
     return tok
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+
+def load_own_tokenizer(spec: str, fallback_spec: str, world_dir=None, options: LoadOptions = LoadOptions()):
+    """The tokenizer saved with a model, or (a model folder saved without one) ``fallback_spec``'s."""
+    path = Path(resolve_spec(spec, world_dir))
+    has_own = not path.is_dir() or any((path / f).exists() for f in TOKENIZER_FILES)
+    return load_tokenizer(spec if has_own else fallback_spec, world_dir, options)
+
+
 def load_causal_lm(spec: str, world_dir=None, options: LoadOptions = LoadOptions()):
     model = _from_pretrained(AutoModelForCausalLM, spec, world_dir, options, "causal LM", **_model_kwargs(options))
     return _place(model, options)
