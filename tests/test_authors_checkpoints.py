@@ -22,6 +22,7 @@ from toy_models import make_tokenizer
 from valueguide.config import ConfigError, labelled_specs, load_config, validate_config
 from valueguide.decoding.stage import run_generate
 from valueguide.models import ModelNotFoundError
+from valueguide.reward import RewardModel
 from valueguide.value.authors import load_authors_value
 from valueguide.value.model import ValueModel, encode_prompt, left_pad
 
@@ -163,3 +164,32 @@ def test_pretrained_mode_names_its_checkpoint_and_needs_one(tmp_path):
     config["fit_value"]["pretrained"] = None
     with pytest.raises(ConfigError, match="fit_value.pretrained"):
         validate_config(config)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_the_authors_gold_reward_scores_as_their_score_model_with_eos_appended(tmp_path, normalize):
+    """scripts/summarize_from_feedback: ``LlamaModelForScore`` (rm.py) reads text + EOS and returns
+    ``score_head`` at the last attended token, normalised when the config says so."""
+    body = llama_body()
+    head = torch.nn.Linear(body.config.hidden_size, 1, bias=False)
+    state = {f"model.{k}": v.contiguous() for k, v in body.state_dict().items()}
+    state.update({"score_head.weight": head.weight.detach().clone(), "normalizer.mean": torch.tensor([0.5]),
+                  "normalizer.var": torch.tensor([4.0]), "normalizer.count": torch.tensor([10])})
+    folder = tmp_path / "gold"
+    folder.mkdir()
+    body.config.architectures = ["LlamaModelForScore"]
+    body.config.update({"score_dim": 1, "bias": False, "do_normalize": normalize, "mean": [0.5], "var": [4.0]})
+    body.config.save_pretrained(folder)
+    TOK.save_pretrained(folder)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+    texts = ["the film good", "a bad film b c bad"]  # padded to one width: the read follows the mask
+    got = RewardModel.load(str(folder)).score(texts)
+    for text, score in zip(texts, got):
+        ids = TOK(text + TOK.eos_token, return_tensors="pt")["input_ids"]
+        assert ids[0, -1] == TOK.eos_token_id
+        with torch.no_grad():
+            want = head(body(ids, attention_mask=torch.ones_like(ids)).last_hidden_state)[0, -1, 0]
+        if normalize:
+            want = (want - 0.5) / (2.0 + 1e-8)
+        assert score == pytest.approx(float(want), abs=1e-4)

@@ -65,6 +65,21 @@ def resolve_spec(spec: str, world_dir: str | os.PathLike | None = None) -> str:
     return spec
 
 
+def local_folder(spec: str, world_dir=None) -> Path:
+    """The folder holding ``spec``'s files, for readers other than ``from_pretrained``: a local or
+    world folder, or the cached snapshot of a hub model (which the fetch stage downloads)."""
+    target = resolve_spec(spec, world_dir)
+    if is_local_path(target):
+        return Path(target)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(target, local_files_only=True))
+    except Exception as exc:  # not in the cache: the hub client raises several kinds
+        raise ModelNotFoundError(f"{spec!r} is not cached here: fetch it first (`huggingface-cli download {spec}` "
+                                 f"or the Snakemake rule fetch). Cause: {exc}") from exc
+
+
 def is_local_path(spec: str) -> bool:
     """Whether a spec names a folder rather than a hub id (``gpt2``, ``owner/name``).
 

@@ -16,25 +16,10 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..hub import is_hub_id
-from ..models import LoadOptions, ModelNotFoundError, resolve_spec
+from ..models import LoadOptions, ModelNotFoundError, local_folder
 from .model import ValueModel, _load_backbone
 
 HEAD_KEY = "score_head.weight"
-
-
-def local_folder(spec: str, world_dir=None) -> Path:
-    """The folder holding ``spec``'s files: a local or world folder, or a hub snapshot fetched before."""
-    target = resolve_spec(spec, world_dir)
-    if not is_hub_id(target):
-        return Path(target)
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(target, local_files_only=True))
-    except Exception as exc:  # not in the cache: the hub client raises several kinds
-        raise ModelNotFoundError(f"the authors' value {spec!r} is not cached here: fetch it first "
-                                 f"(`huggingface-cli download {spec}` or the Snakemake rule fetch). Cause: {exc}") from exc
 
 
 def _score_head(folder: Path, allow_bin: bool) -> torch.Tensor:
