@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "against Monte-Carlo rollouts of the base policy")
     _add_config(p)
     p.add_argument("--samples", required=True)
-    p.add_argument("--value", required=True, help="fit-value output folder")
+    p.add_argument("--value", help="fit-value output folder (none with fit_value.mode: pretrained)")
     p.add_argument("--out", required=True, help="metrics JSON: the fit's, with the diagnostics added")
     p.set_defaults(func=cmd_diagnose_value)
 

@@ -127,10 +127,24 @@ def labelled_specs(config: dict, names=None) -> list[tuple[str, str]]:
     models = config["models"]
     names = used_models(config) if names is None else names
     specs = [(f"models.{k}.path", models[k]["path"]) for k in names if k in models]
-    specs += [("reward_model", config["reward_model"]), ("fit_value.backbone", config["fit_value"]["backbone"])]
+    specs += [("reward_model", config["reward_model"])]
+    if value_spec(config)[1]:
+        specs.append(value_spec(config))
     if config["fit_implicit"]["mode"] == "pretrained" and config["fit_implicit"].get("tuned"):
         specs.append(("fit_implicit.tuned", config["fit_implicit"]["tuned"]))
     return specs
+
+
+def value_is_pretrained(config: dict) -> bool:
+    """``fit_value.mode: pretrained``: a released value checkpoint is used as it is, and no job fits one."""
+    return config["fit_value"].get("mode", "train") == "pretrained"
+
+
+def value_spec(config: dict) -> tuple[str, str | None]:
+    """(key path, spec) of the explicit value's model: the pretrained checkpoint, or the backbone fitted."""
+    if value_is_pretrained(config):
+        return "fit_value.pretrained", config["fit_value"].get("pretrained")
+    return "fit_value.backbone", config["fit_value"]["backbone"]
 
 
 def model_specs(config: dict) -> list[str]:
@@ -157,6 +171,8 @@ def _reference_problems(config: dict):
             yield f"{where}: {spec!r} names no model of world.models (has {sorted(world_names) or 'no world'})"
     if config["fit_implicit"]["mode"] == "pretrained" and not config["fit_implicit"].get("tuned"):
         yield "fit_implicit.tuned: mode 'pretrained' needs the spec of the tuned model"
+    if value_is_pretrained(config) and not config["fit_value"].get("pretrained"):
+        yield "fit_value.pretrained: mode 'pretrained' needs the spec of the value checkpoint"
     if config["evaluate"].get("alpaca") and not config["prompts"].get("n_alpaca"):
         yield "prompts.n_alpaca: evaluate.alpaca needs the alpaca split's size"
     if config["prompts"]["source"] == "world" and not world:
@@ -233,7 +249,7 @@ def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
         model, method = wildcards["model"], wildcards["method"]
         out = _pick(config, "reward_model")
         out["fit_implicit"] = {k: config["fit_implicit"].get(k) for k in ("mode", "untuned", "tuned")}
-        out["fit_value"] = {k: config["fit_value"][k] for k in ("backbone", "template")}
+        out["fit_value"] = {k: config["fit_value"].get(k) for k in ("mode", "pretrained", "backbone", "template")}
         # shards only cuts the work into jobs: the shard job gets its index on the command line
         skip = ("methods", "large_models", "shards")
         out["generate"] = {k: v for k, v in config["generate"].items() if k not in skip}

@@ -65,6 +65,21 @@ def resolve_spec(spec: str, world_dir: str | os.PathLike | None = None) -> str:
     return spec
 
 
+def local_folder(spec: str, world_dir=None) -> Path:
+    """The folder holding ``spec``'s files, for readers other than ``from_pretrained``: a local or
+    world folder, or the cached snapshot of a hub model (which the fetch stage downloads)."""
+    target = resolve_spec(spec, world_dir)
+    if is_local_path(target):
+        return Path(target)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(target, local_files_only=True))
+    except Exception as exc:  # not in the cache: the hub client raises several kinds
+        raise ModelNotFoundError(f"{spec!r} is not cached here: fetch it first (`huggingface-cli download {spec}` "
+                                 f"or the Snakemake rule fetch). Cause: {exc}") from exc
+
+
 def is_local_path(spec: str) -> bool:
     """Whether a spec names a folder rather than a hub id (``gpt2``, ``owner/name``).
 
@@ -118,6 +133,16 @@ def load_tokenizer(spec: str, world_dir=None, options: LoadOptions = LoadOptions
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+
+def load_own_tokenizer(spec: str, fallback_spec: str, world_dir=None, options: LoadOptions = LoadOptions()):
+    """The tokenizer saved with a model, or (a model folder saved without one) ``fallback_spec``'s."""
+    path = Path(resolve_spec(spec, world_dir))
+    has_own = not path.is_dir() or any((path / f).exists() for f in TOKENIZER_FILES)
+    return load_tokenizer(spec if has_own else fallback_spec, world_dir, options)
 
 
 def load_causal_lm(spec: str, world_dir=None, options: LoadOptions = LoadOptions()):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .config import model_specs, prompt_splits
+from .config import model_specs, prompt_splits, value_is_pretrained, value_spec
 from .decoding.method import EXPLICIT_TOP_K, Method
 from .decoding.streams import Stream
 from .hub import hub_ids
@@ -63,7 +63,7 @@ def jobs_per_stage(config: dict) -> dict[str, int]:
         "fetch": int(bool(hub_ids(model_specs(config)))),
         "world_corpus": int(bool(world)), "world_lm": len(world["models"]) if world else 0,
         "world_reward": int(bool(world)), "world_summary": int(bool(world)),
-        "prompts": len(prompt_splits(config)), "sample": 1, "fit_value": 1, "diagnose_value": 1, "fit_implicit": 1,
+        "prompts": len(prompt_splits(config)), "sample": 1, "fit_value": int(not value_is_pretrained(config)), "diagnose_value": 1, "fit_implicit": 1,
         "generate": generations * shards, "merge_shards": generations if shards > 1 else 0,
         "evaluate_reward": int(config["evaluate"]["reward"]),
         "evaluate_alpaca": int(bool(config["evaluate"].get("alpaca"))),
@@ -115,7 +115,7 @@ class Planner:
             return self.config["models"][fit["untuned"]]["path"]  # the tuned copy has the untuned size
         if role == "tuned":
             return fit["tuned"]
-        return self.config["fit_value"]["backbone"] if role == "value" else self.config["reward_model"]
+        return value_spec(self.config)[1] if role == "value" else self.config["reward_model"]
 
     def shares_vocabulary(self, model: str, role: str) -> bool:
         """Whether a scorer streams with the guided model or re-tokenises text, decided by name (the
@@ -188,7 +188,7 @@ class Planner:
         pairs = c["prompts"]["n_train"] * min(fi.get("pairs", {}).get("per_prompt", 1), math.comb(s["n"], 2))
         dpo_tokens = 2 * pairs * length * fi.get("epochs", 1) if fi["mode"] == "train" else 0
         out = {"sample": _total(cost.seconds.values()),
-               "fit_value": self.training_seconds(fv["backbone"], value_tokens),
+               "fit_value": 0.0 if value_is_pretrained(c) else self.training_seconds(fv["backbone"], value_tokens),
                "fit_implicit": self.training_seconds(self.spec("untuned", ""), dpo_tokens)}
         gen_seconds = []
         for split in splits[1:]:

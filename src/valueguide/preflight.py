@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import value_spec
 from .hub import is_hub_id, offline
 from .models import WORLD_PREFIX
 
@@ -85,7 +86,7 @@ def _method_problems(config: dict, vocabularies: _Vocabularies):
     models, fit = config["models"], config["fit_implicit"]
     small = models.get(fit["untuned"], {})
     templates = {"untuned": (small.get("path"), small.get("template")),
-                 "value": (config["fit_value"]["backbone"], config["fit_value"]["template"])}
+                 "value": (value_spec(config)[1], config["fit_value"]["template"])}
     for large in config["generate"]["large_models"]:
         guided_entry = models[large]
         guided = vocabularies.of(guided_entry["path"])

@@ -11,13 +11,14 @@ import numpy as np
 import torch
 
 from .models import LoadOptions, load_sequence_classifier, load_tokenizer
+from .score_model import load_score_model, score_model_folder
 
 
 class RewardModel:
     """Scores texts in batches; ``positive_index``/``negative_index`` pick the two logits."""
 
     def __init__(self, model, tokenizer, positive_index: int = 1, negative_index: int = 0,
-                 batch_size: int = 64, max_length: int = 512):
+                 batch_size: int = 64, max_length: int = 512, suffix: str = ""):
         self.model = model
         # Right padding: classifiers pool the last real token, and absolute position embeddings
         # (gpt2) would shift under left padding.
@@ -27,11 +28,19 @@ class RewardModel:
         self.negative_index = negative_index
         self.batch_size = batch_size
         self.max_length = max_length
+        self.suffix = suffix  # appended to every text (EOS, where the model was trained to read there)
         self.calls = 0
 
     @classmethod
     def load(cls, spec: str, world_dir=None, options: LoadOptions = LoadOptions(), **kwargs) -> "RewardModel":
+        """A sequence classifier, or a safe-rlhf score model (the IVG authors' gold rewards), which
+        reads the text with EOS appended as their evaluation does."""
         tokenizer = load_tokenizer(spec, world_dir, options)
+        folder = score_model_folder(spec, world_dir)
+        if folder is not None:
+            # no cut at 512 tokens: a long post would lose the EOS the score is read at
+            return cls(load_score_model(folder, options), tokenizer, suffix=tokenizer.eos_token,
+                       **{"max_length": 4096, **kwargs})
         model = load_sequence_classifier(spec, world_dir, options)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
@@ -46,7 +55,7 @@ class RewardModel:
         """Reward of each text, as float64."""
         out = np.empty(len(texts), dtype=np.float64)
         for start in range(0, len(texts), self.batch_size):
-            chunk = texts[start:start + self.batch_size]
+            chunk = [text + self.suffix for text in texts[start:start + self.batch_size]]
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
                                  max_length=self.max_length).to(self.device)
             logits = self.model(**enc).logits.float()

@@ -1,5 +1,9 @@
 # Value functions fitted from the samples: explicit (TD(lambda) value head) and implicit (DPO pair).
+from valueguide.config import value_is_pretrained
+
 VALUE_DIR = f"{R}/value"
+# fit_value.mode pretrained: the released checkpoint is the value; no job fits one.
+PRETRAINED_VALUE = value_is_pretrained(config)
 IMPLICIT_DIR = f"{R}/implicit"
 
 
@@ -25,7 +29,7 @@ rule diagnose_value:
     input:
         cfg=slice_path("diagnose_value"),
         samples=SAMPLES,
-        value=rules.fit_value.output[0],
+        value=[] if PRETRAINED_VALUE else rules.fit_value.output[0],
     output:
         f"{R}/value_metrics.json",
     threads: 1
@@ -33,8 +37,10 @@ rule diagnose_value:
         f"{R}/logs/fit_value/diagnose_value.log",
     benchmark:
         f"{R}/benchmarks/fit_value/diagnose_value.tsv"
+    params:
+        value="" if PRETRAINED_VALUE else f"--value {shlex.quote(VALUE_DIR)}",
     shell:
-        "{CLI} diagnose-value --slice {input.cfg:q} --samples {input.samples:q} --value {VALUE_DIR:q} "
+        "{CLI} diagnose-value --slice {input.cfg:q} --samples {input.samples:q} {params.value} "
         "--out {output:q} --world {WORLD:q} --threads {threads} 2> {log:q}"
 
 

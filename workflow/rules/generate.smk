@@ -11,7 +11,7 @@ SHARD = f".shard{{shard}}of{SHARDS}" if SHARDS > 1 else ""  # in every generate 
 
 
 def method_roles(method):
-    """The model roles a method uses: 'value' needs fit_value, 'tuned' needs fit_implicit."""
+    """The model roles a method uses: 'value' needs fit_value (unless pretrained), 'tuned' needs fit_implicit."""
     return Method.from_config(METHODS[method] or {}).roles()
 
 
@@ -21,7 +21,7 @@ def generate_inputs(wc):
               "models": world_inputs(config["models"][wc.model]["path"], config["reward_model"],
                                      config["models"][config["fit_implicit"]["untuned"]]["path"])}
     roles = method_roles(wc.method)
-    if "value" in roles:
+    if "value" in roles and not PRETRAINED_VALUE:
         inputs["value"] = rules.fit_value.output[0]
     if "tuned" in roles:
         inputs["tuned"] = rules.fit_implicit.output[0]

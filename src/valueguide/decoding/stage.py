@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -17,11 +16,10 @@ from tqdm import tqdm
 
 from ..artifacts import read_parquet, write_parquet
 from ..config import world_dir as world_dir_of
-from ..models import load_causal_lm, load_tokenizer, resolve_spec
+from ..models import load_causal_lm, load_options, load_own_tokenizer, load_tokenizer
 from ..reward import RewardModel
-from ..models import load_options
 from ..seeding import derive_seed
-from ..value.model import ValueModel
+from ..value.source import load_value
 from .method import Method, build_decoder
 from .sampler import Sampling
 from .search import Member
@@ -29,16 +27,6 @@ from .shards import shard_rows
 from .streams import VALUE
 
 log = logging.getLogger(__name__)
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
-
-
-def _tokenizer(spec: str, fallback_spec: str, world_dir, options):
-    """The tokenizer saved with a model, or (a model folder saved without one) ``fallback_spec``'s."""
-    path = Path(resolve_spec(spec, world_dir))
-    has_own = not path.is_dir() or any((path / f).exists() for f in TOKENIZER_FILES)
-    return load_tokenizer(spec if has_own else fallback_spec, world_dir, options)
-
 
 def _members(config: dict, model_name: str, method: Method, world_dir, value_path, tuned_path, options):
     entry = config["models"][model_name]
@@ -54,14 +42,11 @@ def _members(config: dict, model_name: str, method: Method, world_dir, value_pat
         members["untuned"] = Member(load_causal_lm(small["path"], world_dir, options),
                                     load_tokenizer(small["path"], world_dir, options), small["template"])
         members["tuned"] = Member(load_causal_lm(tuned, world_dir, options),
-                                  _tokenizer(tuned, small["path"], world_dir, options), small["template"])
+                                  load_own_tokenizer(tuned, small["path"], world_dir, options), small["template"])
     if "value" in roles:
-        if value_path is None:
-            raise ValueError("this method needs the value model: pass value_path (stage fit_value's output)")
-        value = ValueModel.from_pretrained(value_path, options)
-        fallback = value.meta.get("tokenizer", config["fit_value"]["backbone"])
+        value, tokenizer = load_value(config, value_path, world_dir, options)
         template = value.meta.get("template", config["fit_value"]["template"])
-        members["value"] = Member(value, _tokenizer(str(value_path), fallback, world_dir, options), template, VALUE)
+        members["value"] = Member(value, tokenizer, template, VALUE)
     return members
 
 

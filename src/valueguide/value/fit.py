@@ -22,6 +22,7 @@ from ..models import load_tokenizer
 from ..models import load_options
 from ..seeding import derive_seed, seed_everything
 from .model import ValueBatch, ValueModel, collate, predict_last, value_examples
+from .source import is_pretrained, load_value
 from .targets import lambda_returns
 
 log = logging.getLogger(__name__)
@@ -210,16 +211,19 @@ def run_fit_value(config: dict, samples_path: str | Path, out_dir: str | Path, w
 def run_diagnose_value(config: dict, samples_path: str | Path, value_dir: str | Path, out_path: str | Path,
                        world_dir=None) -> dict:
     """The stage: the fitted value on the held-out prompts (pairwise accuracy, error against Monte-Carlo
-    rollouts of the base policy); writes the fit's metrics with the diagnostics added."""
+    rollouts of the base policy); writes the fit's metrics with the diagnostics added. A pretrained
+    value (``value_dir`` None) has no fit's metrics: it is diagnosed on the same held-out prompts."""
     from .diagnostics import evaluate_value
 
     samples = read_parquet(samples_path, required=REQUIRED_COLUMNS)
     _, heldout = split_by_prompt(samples, config["fit_value"].get("heldout_fraction", 0.0), config["seed"])
     options = load_options(config)
-    metrics = read_json(Path(value_dir) / "metrics.json")
+    if is_pretrained(config):
+        metrics = {"mode": "pretrained", "pretrained": config["fit_value"]["pretrained"]}
+    else:
+        metrics = read_json(Path(value_dir) / "metrics.json")
     if not heldout.empty:
-        model = ValueModel.from_pretrained(value_dir, options)
-        tokenizer = load_tokenizer(str(value_dir), None, options)
+        model, tokenizer = load_value(config, value_dir, world_dir, options)
         policy_tokenizer = load_tokenizer(config["models"][config["sample"]["policy"]]["path"], world_dir, options)
         metrics.update(evaluate_value(model, tokenizer, heldout, config, world_dir, policy_tokenizer, options))
     write_json(metrics, out_path)
