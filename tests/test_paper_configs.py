@@ -29,8 +29,10 @@ TASKS = ("imdb", "tldr", "alpaca_eval")
 GPU_RULES = {"sample", "fit_value", "diagnose_value", "fit_implicit", "generate", "evaluate_reward", "evaluate_alpaca"}
 
 
-def paper(task: str) -> dict:
-    return load_config(ROOT / "config.yaml", ROOT / "config" / f"{task}.yaml")
+def paper(task: str, refit: bool = False) -> dict:
+    """The task's config with the authors' released values, or (``refit``) every value fitted here."""
+    overlay = [ROOT / "config" / f"{task}_refit.yaml"] if refit else []
+    return load_config(ROOT / "config.yaml", ROOT / "config" / f"{task}.yaml", *overlay)
 
 
 def chunks(config: dict) -> dict:
@@ -47,6 +49,26 @@ def test_a_paper_config_drops_the_tiny_world(task):
     assert config["results_dir"] == f"results/{task}"
 
 
+# the authors' released values per task: (explicit token value, DPO-tuned small model or None: Tulu's)
+AUTHORS = {"imdb": ("chadlzx/gpt2-imdb-token-rm", "chadlzx/gpt2-imdb-dpo"),
+           "tldr": ("chadlzx/gpt2-summarize-token-rm", "chadlzx/gpt2-summarize-dpo"),
+           "alpaca_eval": ("chadlzx/llama-ultrafeedback-token-rm", "allenai/tulu-2-dpo-7b")}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_paper_config_runs_the_authors_values_and_its_refit_fits_them_here(task):
+    authors, refit = paper(task), paper(task, refit=True)
+    value, tuned = AUTHORS[task]
+    assert (authors["fit_value"]["mode"], authors["fit_value"]["pretrained"]) == ("pretrained", value)
+    assert (authors["fit_implicit"]["mode"], authors["fit_implicit"]["tuned"]) == ("pretrained", tuned)
+    assert refit["fit_value"]["mode"] == "train" and refit["results_dir"] == f"results/{task}_refit"
+    # the refit changes the values only: the same models, prompts and decoding
+    assert refit["fit_implicit"]["mode"] == ("pretrained" if task == "alpaca_eval" else "train")
+    for key in ("models", "prompts", "generate", "evaluate", "reward_model", "sample"):
+        assert refit[key] == authors[key], key
+    assert jobs_per_stage(refit)["fit_value"] == 1 and "fit_value" not in jobs_per_stage(authors)
+
+
 def test_imdb_has_the_papers_settings():
     config = paper("imdb")
     gen, models = config["generate"], config["models"]
@@ -54,8 +76,7 @@ def test_imdb_has_the_papers_settings():
         "openai-community/gpt2", "openai-community/gpt2-large", "openai-community/gpt2-xl"]
     assert {models[m]["template"] for m in gen["large_models"]} == {"Here is a movie review from imdb: {prompt}"}
     assert models[config["fit_implicit"]["untuned"]] == {"path": "lvwerra/gpt2-imdb", "template": "{prompt}"}
-    assert config["fit_implicit"]["mode"] == "train" and config["fit_value"]["head"] == "token"
-    assert config["reward_model"] == "lvwerra/distilbert-imdb"
+    assert config["fit_value"]["head"] == "token" and config["reward_model"] == "lvwerra/distilbert-imdb"
     assert (gen["max_new_tokens"], gen["temperature"], gen["top_k"], gen["top_p"]) == (50, 0.7, 0, 1.0)
     assert set(gen["methods"]) == {"base", "bon", "eft", "vas", "cbs_implicit", "cbs_explicit", "ivg"}
     assert {k: v for k, v in chunks(config).items() if k != "bon"} == dict.fromkeys(
@@ -95,7 +116,9 @@ def test_alpaca_eval_has_the_papers_settings():
     assert methods["ivg"]["chunk"]["scorer"] == "explicit"
     assert (gen["top_p"], gen["temperature"], gen["top_k"]) == (1.0, 0.7, 50)
     assert (alpaca["judge"], alpaca["glm"]) == ("gpt4_turbo", "length_controlled_v1") and alpaca["gamed_path"]
-    assert config["fit_value"]["backbone"] == "openai-community/gpt2" and not config["evaluate"]["reward"]
+    assert config["fit_value"]["template"] == "<s>\n\nHuman: {prompt}\n\nAssitant:"  # theirs, their spelling
+    assert paper("alpaca_eval", refit=True)["fit_value"]["backbone"] == "openai-community/gpt2"
+    assert not config["evaluate"]["reward"]
 
 
 def test_without_a_world_only_the_world_models_left_unused_are_allowed():
@@ -114,11 +137,12 @@ def test_the_prompts_slice_of_a_split_holds_only_its_dataset():
 
 # --- Snakemake plans, with the local GPU profile --------------------------------------------------
 
-def _dry_run(workdir: Path, task: str, profile: Path) -> str:
+def _dry_run(workdir: Path, task: str, profile: Path, refit: bool = False) -> str:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    configs = [str(ROOT / "config" / name) for name in [f"{task}.yaml"] + ([f"{task}_refit.yaml"] if refit else [])]
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("snakemake")), "-n", "-s", str(ROOT / "Snakefile"), "--directory",
-         str(workdir), "--profile", str(profile), "--configfile", str(ROOT / "config" / f"{task}.yaml")],
+         str(workdir), "--profile", str(profile), "--configfile", *configs],
         capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
@@ -135,23 +159,24 @@ def _jobs(output: str) -> list[tuple[str, dict]]:
     return jobs
 
 
-@pytest.fixture(scope="module", params=TASKS)
+@pytest.fixture(scope="module", params=[(task, refit) for task in TASKS for refit in (False, True)],
+                ids=lambda p: p[0] + ("_refit" if p[1] else ""))
 def planned(request, tmp_path_factory):
-    task = request.param
-    return task, _jobs(_dry_run(tmp_path_factory.mktemp(task), task, ROOT / "profiles" / "local-gpu"))
+    task, refit = request.param
+    return task, refit, _jobs(_dry_run(tmp_path_factory.mktemp(task), task, ROOT / "profiles" / "local-gpu", refit))
 
 
 def test_snakemake_plans_the_jobs_the_plan_command_counts(planned):
-    task, jobs = planned
+    task, refit, jobs = planned
     counts = pd.Series([rule for rule, _ in jobs]).value_counts().to_dict()
-    assert counts == jobs_per_stage(paper(task))
+    assert counts == jobs_per_stage(paper(task, refit))
     expected_generate = {"imdb": 3 * 7, "tldr": 3 * 7, "alpaca_eval": 2 * 7 * 4}[task]  # models x methods x shards
     assert counts["generate"] == expected_generate and counts["fetch"] == 1
     assert not [rule for rule in counts if rule.startswith("world")]
 
 
 def test_every_job_that_loads_a_model_holds_the_gpu(planned):
-    _, jobs = planned
+    _, _, jobs = planned
     for rule, resources in jobs:
         assert resources.get("gpu") == ("1" if rule in GPU_RULES else None), (rule, resources)
     profile = yaml.safe_load((ROOT / "profiles" / "local-gpu" / "config.yaml").read_text())
@@ -196,7 +221,7 @@ def test_offline_fetch_names_every_missing_model_and_file(offline, monkeypatch):
     (offline / "hub" / "models--org--cached" / "refs" / "main").write_text("abc")
     sliced = stage_slice(paper("alpaca_eval"), "fetch")
     assert sliced["hub_models"] == sorted({"mistralai/Mistral-7B-Instruct-v0.2", "mistralai/Mixtral-8x7B-Instruct-v0.1",
-                                           "allenai/tulu-2-7b", "allenai/tulu-2-dpo-7b", "openai-community/gpt2",
+                                           "allenai/tulu-2-7b", "allenai/tulu-2-dpo-7b", "chadlzx/llama-ultrafeedback-token-rm",
                                            "OpenAssistant/reward-model-deberta-v3-large-v2"})
     sliced = {**sliced, "hub_models": ["org/cached", *sliced["hub_models"]], "gamed_path": str(offline / "g.csv")}
     with pytest.raises(ModelNotFoundError) as err:

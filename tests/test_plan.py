@@ -81,7 +81,7 @@ def test_jobs_per_stage_follow_shards_and_the_world():
 def test_the_plan_command_prints_the_budget_of_the_alpaca_eval_run(capsys):
     assert cli.main(["plan", "--config", str(ROOT / "config.yaml"), str(ROOT / "config" / "alpaca_eval.yaml")]) == 0
     out = capsys.readouterr().out
-    for line in ["generate           56", "merge_shards       14", "total              80",
+    for line in ["generate           56", "merge_shards       14", "total              79",
                  "evaluate_alpaca: 11270 GPT-4-turbo judgements (API, no GPU)"]:  # 7 methods on 2 models
         assert line in out
     assert "alpaca/mixtral/cbs_implicit           4     4.9M  guided 155.1k / " in out

@@ -45,6 +45,12 @@ PARAMS = {
     "openai-community/gpt2-large": (774e6, 774e6),
     "openai-community/gpt2-xl": (1.56e9, 1.56e9),
     "lvwerra/gpt2-imdb": (124e6, 124e6),
+    "chadlzx/gpt2-imdb-dpo": (124e6, 124e6),
+    "chadlzx/gpt2-imdb-token-rm": (124e6, 124e6),  # gpt2 + a vocabulary-sized head (tied size: as gpt2's LM head)
+    "chadlzx/gpt2-summarize": (124e6, 124e6),
+    "chadlzx/gpt2-summarize-dpo": (124e6, 124e6),
+    "chadlzx/gpt2-summarize-token-rm": (124e6, 124e6),
+    "chadlzx/llama-ultrafeedback-token-rm": (6.74e9, 6.74e9),
     "lvwerra/distilbert-imdb": (67e6, 67e6),
     "OpenAssistant/reward-model-deberta-v3-large-v2": (435e6, 435e6),
     "allenai/tulu-2-7b": (6.74e9, 6.74e9),
@@ -63,7 +69,8 @@ def jobs_per_stage(config: dict) -> dict[str, int]:
         "fetch": int(bool(hub_ids(model_specs(config)))),
         "world_corpus": int(bool(world)), "world_lm": len(world["models"]) if world else 0,
         "world_reward": int(bool(world)), "world_summary": int(bool(world)),
-        "prompts": len(prompt_splits(config)), "sample": 1, "fit_value": int(not value_is_pretrained(config)), "diagnose_value": 1, "fit_implicit": 1,
+        "prompts": len(prompt_splits(config)), "sample": 1, "fit_value": int(not value_is_pretrained(config)),
+        "diagnose_value": 1, "fit_implicit": 1,
         "generate": generations * shards, "merge_shards": generations if shards > 1 else 0,
         "evaluate_reward": int(config["evaluate"]["reward"]),
         "evaluate_alpaca": int(bool(config["evaluate"].get("alpaca"))),
@@ -208,7 +215,7 @@ class Planner:
 
 
 # Repositories whose tokenizers are one vocabulary, by name prefix (the tiny world has one tokenizer).
-VOCABULARIES = (("world:",), ("openai-community/gpt2", "lvwerra/gpt2"),
+VOCABULARIES = (("world:",), ("openai-community/gpt2", "lvwerra/gpt2", "chadlzx/gpt2"),
                 ("meta-llama/Llama-2", "allenai/tulu-2", "chadlzx/llama-ultrafeedback"),
                 ("mistralai/Mistral-7B", "mistralai/Mixtral-8x7B"))
 
