@@ -85,6 +85,8 @@ CASES = {
     "hub prompts without a dataset": ({"prompts": {"source": "hub"}}, "prompts.hub.train: source 'hub' needs"),
     "pretrained pair without the tuned model": ({"fit_implicit": {"mode": "pretrained"}},
                                                 "fit_implicit.tuned: mode 'pretrained' needs"),
+    "pretrained value without its checkpoint": ({"fit_value": {"mode": "pretrained"}},
+                                                "fit_value.pretrained: mode 'pretrained' needs"),
     "more shards than batches": ({"generate": {"shards": 50}}, "generate.shards: 50 shards"),
     "model key with shell metacharacters": ({"models": {"a;touch x": {"path": "gpt2", "template": "{prompt}"}}},
                                             "models: 'a;touch x' does not match"),

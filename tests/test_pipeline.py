@@ -104,7 +104,7 @@ def _digests(results: Path, pattern: str) -> dict[str, str]:
     import hashlib
 
     return {str(p.relative_to(results)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(results.glob(pattern))}
+            for p in sorted(results.glob(pattern)) if p.is_file()}
 
 
 def _kill_when(workdir: Path, ready, what: str) -> None:
@@ -201,6 +201,22 @@ def test_a_diagnostics_or_runtime_knob_reruns_no_fit(workdir, change, rerun):
     _write_override(workdir, change)
     out = _snakemake(workdir, "-n")
     assert (set(_planned_jobs(out)) if "Job stats:" in out else set()) == rerun, out[-2000:]
+
+
+def test_bad_input_stops_the_run_before_any_job_and_loses_nothing(workdir):
+    """On a finished run: a missing model folder and a judge without its key stop Snakemake itself with
+    exit 2, one line each and no traceback, and every artifact stays as it was."""
+    before = _digests(workdir / "results", "**/*")
+    _write_override(workdir, {"models": {"gpt2-large": {"path": "./no/such/model"}},
+                              "evaluate": {"alpaca": {"judge": "gpt4_turbo"}}})
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    env.pop("OPENAI_API_KEY", None)
+    proc = subprocess.run(_command(workdir), capture_output=True, text=True, env=env, timeout=300)
+    _write_override(workdir)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    problems = proc.stderr.split("error: the run cannot start:\n", 1)[1].splitlines()
+    assert [p.split(":")[0].strip() for p in problems] == ["models.gpt2-large.path", "evaluate.alpaca.judge"]
+    assert _digests(workdir / "results", "**/*") == before
 
 
 def test_config_values_never_run_in_the_shell(tmp_path):
