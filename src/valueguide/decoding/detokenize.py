@@ -25,7 +25,7 @@ from __future__ import annotations
 from ..texts import decode, decode_batch
 
 REPLACEMENT = "\ufffd"
-WINDOW = 24  # tokens a window may span before its start moves up
+WINDOW = 4  # tokens a window may span before its start moves up
 
 
 def text_so_far(tokenizer, ids: list[int]) -> str:
