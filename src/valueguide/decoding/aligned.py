@@ -98,6 +98,11 @@ class Ragged:
         return torch.from_numpy(out).permute(2, 0, 1)
 
 
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[b, index[b, t], ...]`` ([B, T, ...]): positions of each row, with what lies at them."""
+    return x[torch.arange(x.shape[0], device=x.device)[:, None], index]
+
+
 class Feed:
     """One model of a ``TextStream``: its cache, which columns are live, the kept outputs and the
     per-position scores. A paired model (``copies=2``) holds the rows of both halves,
@@ -209,22 +214,28 @@ class Feed:
     def scores_at(self, branch_out: torch.Tensor | None, source: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Scores of ``tokens`` ([N, S], row space) read at outputs ``source``: an index into the kept
         outputs (``0..KEEP-1``, oldest first) followed by ``branch_out``. For an LM or a token head
-        the source is the output *before* the token, for a scalar head the token's own ([B, S])."""
-        src = self.tail if branch_out is None else torch.cat([self.tail, branch_out], 1)
+        the source is the output *before* the token, for a scalar head the token's own ([B, S]).
+        Each part is read where it lies: joining them would copy every output."""
         source, tokens = self._tile(source.to(self.device)), self._tile(tokens.to(self.device))
+        kept = self._read(self.tail, source.clamp(max=KEEP - 1), tokens)
+        if branch_out is None:
+            return kept
+        return torch.where(source < KEEP, kept, self._read(branch_out, (source - KEEP).clamp(min=0), tokens))
+
+    def _read(self, outputs: torch.Tensor, at: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The scores of ``tokens`` at positions ``at`` ([B, S]) of ``outputs`` ([B, T, ...])."""
         if self.head == "scalar":
-            return src.gather(1, source)
-        vocab = src.shape[-1]
-        flat = source * vocab + tokens.clamp(max=vocab - 1)
-        return src.flatten(1).gather(1, flat)
+            return outputs.gather(1, at)
+        rows = torch.arange(outputs.shape[0], device=self.device)[:, None]
+        return outputs[rows, at, tokens.clamp(max=outputs.shape[-1] - 1)]
 
     def _score_trunk(self, ids, pos, real, keep_first, out, old_len, new_len) -> None:
         """Scores of the fed trunk positions; a re-fed first token keeps the score it had."""
         if self.head == "scalar":
             scores = out
         else:
-            first = self._kept_at(old_len, pos[:, :1] - 1)
-            scores = self.score_of(torch.cat([first, out[:, :-1]], 1), out, ids)
+            first = self.score_of(self._kept_at(old_len, pos[:, :1] - 1), None, ids[:, :1])
+            scores = torch.cat([first, self.score_of(out[:, :-1], None, ids[:, 1:])], 1)
         write = real.clone()
         if self.head != "scalar":  # a re-fed token keeps its score; position 0 has none (stays 0)
             write[:, 0] &= ~keep_first
@@ -235,18 +246,15 @@ class Feed:
     def _keep_last(self, out, start, old_len, new_len) -> None:
         """Kept outputs after a pass: the last KEEP of (kept outputs below ``start``, then ``out``)."""
         keep_pos = new_len[:, None] - KEEP + torch.arange(KEEP, device=self.device)[None, :]
-        index = torch.where(keep_pos >= start[:, None], KEEP + keep_pos - start[:, None],
-                            KEEP - old_len[:, None] + keep_pos)
-        both = torch.cat([self.tail, out], 1)
-        index = index.clamp(0, both.shape[1] - 1)
-        self.tail = both.gather(1, index.view(*index.shape, *[1] * (both.dim() - 2)).expand(-1, -1, *both.shape[2:]))
+        fed = _take(out, (keep_pos - start[:, None]).clamp(0, out.shape[1] - 1))
+        kept = _take(self.tail, (KEEP - old_len[:, None] + keep_pos).clamp(0, KEEP - 1))
+        below = (keep_pos < start[:, None]).view(*keep_pos.shape, *[1] * (out.dim() - 2))
+        self.tail = torch.where(below, kept, fed)
 
     def _kept_at(self, length: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """The kept outputs at ``positions`` ([B, T]) of rows of ``length`` ([B, T, ...]); what is not
         kept reads garbage (the caller knows)."""
-        index = (KEEP - length[:, None] + positions).clamp(0, KEEP - 1)
-        tail = self.tail
-        return tail.gather(1, index.view(*index.shape, *[1] * (tail.dim() - 2)).expand(-1, -1, *tail.shape[2:]))
+        return _take(self.tail, (KEEP - length[:, None] + positions).clamp(0, KEEP - 1))
 
     def _tree_mask(self, t_real, t_pos, branches: Branches) -> torch.Tensor:
         """Who attends to whom in a pass of trunk tokens then branch tokens (4D, [B, 1, Q, K]).
