@@ -483,11 +483,13 @@ class TextStream:
         cand = candidates.tolist()
         queries = [(i, a) for i in range(n) if not finished[i] for a in cand[i] if a != guided_eos]
         extended = iter(rows.extended_texts(queries))
-        branch_of, to_branch, rewritten = {}, [], []
+        branch_of, rewritten = {}, []
+        at, old, old_text, appended = [], [], [], []  # the candidates to branch off their rows
         for i in range(n):
             if finished[i]:
                 continue
-            length = len(state["tokens"][i])
+            tokens, text_i = state["tokens"][i], state["text"][i]
+            length = len(tokens.ids)
             for j, a in enumerate(cand[i]):
                 if a == guided_eos:
                     branch_of[i, j] = (length, [self.eos_id])
@@ -496,13 +498,10 @@ class TextStream:
                 if not extends:
                     rewritten.append((i, j, text))
                 elif text:
-                    to_branch.append((i, j, text))
+                    at.append((i, j)), old.append(tokens), old_text.append(text_i), appended.append(text)
                 else:
                     branch_of[i, j] = (length, [])
-        joined = self.retokenizer.branch([state["tokens"][i] for i, _, _ in to_branch],
-                                         [state["text"][i] for i, _, _ in to_branch], [t for _, _, t in to_branch])
-        for (i, j, _), branch in zip(to_branch, joined):
-            branch_of[i, j] = branch
+        branch_of.update(zip(at, self.retokenizer.branch(old, old_text, appended)))
         for (i, j, _), tokens in zip(rewritten, self.retokenizer.tokenize(
                 [self.prompt_text[i] + text for i, _, text in rewritten])):
             p = common_prefix(state["tokens"][i].ids, tokens.ids)

@@ -200,9 +200,10 @@ class Retokenizer:
         for first, end in _runs(old):
             o, before = old[first], old_texts[first]
             if before and o.ids and o.ids[-1] not in self.appends.added_ids:
+                j, c0 = len(o.ids), len(before)
                 for i, tail in enumerate(self.appends.after(before[-1], appended[first:end]), first):
                     if tail is not None:
-                        result[i] = (len(o), len(before), tail, 0)
+                        result[i] = (j, c0, tail, 0)
         pending = [i for i in range(len(appended)) if result[i] is None]
         margin = self.margin
         while pending:
