@@ -23,7 +23,7 @@ from test_decoding_toys import TabularLM
 from toy_models import make_gpt2, make_tokenizer
 from toy_tokenizers import WORDS, byte_bpe, sentencepiece_bpe
 from valueguide.decoding import Member, Sampling, build_decoder
-from valueguide.decoding.detokenize import ResponseText, text_so_far
+from valueguide.decoding.detokenize import REPLACEMENT, Pieces, ResponseText, text_so_far
 from valueguide.decoding.retokenize import Retokenizer
 from valueguide.decoding.scorers import TextExplicitScorer, TextImplicitScorer
 from valueguide import vocabularies
@@ -131,6 +131,41 @@ def test_response_text_is_the_whole_decode_at_every_step_through_row_copies(make
         queries = [(i, t) for i in range(3) for t in random_ids(tok, rng, 2)]
         got = [texts.text(i) + text if extends else text for (i, _), (extends, text) in zip(queries, texts.extended(queries))]
         assert got == [candidate_text(tok, ids[i], t) for i, t in queries]
+
+
+@pytest.mark.parametrize("make", [byte_bpe, sentencepiece_bpe, real("mistral"), real("gpt2"), make_tokenizer])
+def test_a_tokens_piece_is_what_it_appends_to_every_whole_response(make):
+    """The fast path of ``ResponseText.extended`` against whole decodes: after responses that end on
+    multi-byte characters, byte tokens and spaces, every token with a piece appends exactly it, and
+    the general path (window decodes) agrees on every token."""
+    tok, rng = make(), random.Random(2)
+    pieces, vocab = Pieces(tok), list(range(len(tok)))
+    by_token = dict(zip(vocab, pieces.get(vocab)))
+    rows = 0
+    for _ in range(30):
+        ids = random_ids(tok, rng, rng.randrange(1, 6))
+        texts = ResponseText(tok, 1, pieces)
+        for t in ids:
+            texts.append([t])
+        u = decode(tok, ids)
+        if not u or u.endswith(REPLACEMENT):
+            continue
+        rows += 1
+        for a in rng.sample(vocab, min(len(vocab), 200)):
+            if by_token[a] is not None:
+                assert decode(tok, ids + [a]) == u + by_token[a]
+        queries = [(0, a) for a in rng.sample(vocab, min(len(vocab), 50))]
+        assert texts.extended(queries) == texts._decoded(queries)
+    with_piece = [t for t, p in by_token.items() if p is not None]
+    if make is make_tokenizer:  # a WordPiece decoder: no pieces, every candidate decodes
+        assert not with_piece
+        return
+    assert rows > 10 and len(with_piece) > len(tok) // 4
+    assert all(by_token[t] is None for t in tok.all_special_ids)
+    bytes_ = [i for t, i in tok.get_vocab().items() if t.startswith("<0x") and t.endswith(">")]
+    assert all(by_token[t] is None for t in bytes_)
+    spaced = [t for t in with_piece if tok.convert_ids_to_tokens(t)[0] in "▁Ġ"]
+    assert spaced and all(by_token[t].startswith(" ") for t in spaced)
 
 
 @pytest.mark.parametrize("make", [byte_bpe, sentencepiece_bpe])

@@ -29,6 +29,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
@@ -61,6 +62,45 @@ class Branches:
     branch: torch.Tensor
     step: torch.Tensor
     limit: torch.Tensor
+
+
+def _longs(values: list) -> torch.Tensor:
+    """A 1D long tensor of ints (or bools): through numpy, several times faster than ``torch.tensor``."""
+    return torch.from_numpy(np.array(values, dtype=np.int64))
+
+
+class Ragged:
+    """Rows of equally long tuples of ints, gathered one by one and padded into one tensor."""
+
+    def __init__(self, n: int, pad: tuple):
+        self.pad = pad
+        self.count = [0] * n
+        self.rows: list[int] = []
+        self.slots: list[int] = []
+        self.values: list = []  # the tuples' fields one after the other
+
+    def add(self, row: int, entry: tuple) -> None:
+        self.rows.append(row)
+        self.slots.append(self.count[row])
+        self.count[row] += 1
+        self.values.extend(entry)
+
+    def extend(self, row: int, entries: list[tuple]) -> None:
+        for entry in entries:
+            self.add(row, entry)
+
+    def tensor(self, min_width: int = 0) -> torch.Tensor:
+        """``[fields, rows, width]``: each row's tuples in order, then padding."""
+        width = max(max(self.count), min_width)
+        out = np.tile(np.array(self.pad, dtype=np.int64), (len(self.count), width, 1))
+        if self.rows:
+            out[self.rows, self.slots] = np.array(self.values, dtype=np.int64).reshape(len(self.rows), len(self.pad))
+        return torch.from_numpy(out).permute(2, 0, 1)
+
+
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[b, index[b, t], ...]`` ([B, T, ...]): positions of each row, with what lies at them."""
+    return x[torch.arange(x.shape[0], device=x.device)[:, None], index]
 
 
 class Feed:
@@ -174,22 +214,28 @@ class Feed:
     def scores_at(self, branch_out: torch.Tensor | None, source: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Scores of ``tokens`` ([N, S], row space) read at outputs ``source``: an index into the kept
         outputs (``0..KEEP-1``, oldest first) followed by ``branch_out``. For an LM or a token head
-        the source is the output *before* the token, for a scalar head the token's own ([B, S])."""
-        src = self.tail if branch_out is None else torch.cat([self.tail, branch_out], 1)
+        the source is the output *before* the token, for a scalar head the token's own ([B, S]).
+        Each part is read where it lies: joining them would copy every output."""
         source, tokens = self._tile(source.to(self.device)), self._tile(tokens.to(self.device))
+        kept = self._read(self.tail, source.clamp(max=KEEP - 1), tokens)
+        if branch_out is None:
+            return kept
+        return torch.where(source < KEEP, kept, self._read(branch_out, (source - KEEP).clamp(min=0), tokens))
+
+    def _read(self, outputs: torch.Tensor, at: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The scores of ``tokens`` at positions ``at`` ([B, S]) of ``outputs`` ([B, T, ...])."""
         if self.head == "scalar":
-            return src.gather(1, source)
-        vocab = src.shape[-1]
-        flat = source * vocab + tokens.clamp(max=vocab - 1)
-        return src.flatten(1).gather(1, flat)
+            return outputs.gather(1, at)
+        rows = torch.arange(outputs.shape[0], device=self.device)[:, None]
+        return outputs[rows, at, tokens.clamp(max=outputs.shape[-1] - 1)]
 
     def _score_trunk(self, ids, pos, real, keep_first, out, old_len, new_len) -> None:
         """Scores of the fed trunk positions; a re-fed first token keeps the score it had."""
         if self.head == "scalar":
             scores = out
         else:
-            first = self._kept_at(old_len, pos[:, :1] - 1)
-            scores = self.score_of(torch.cat([first, out[:, :-1]], 1), out, ids)
+            first = self.score_of(self._kept_at(old_len, pos[:, :1] - 1), None, ids[:, :1])
+            scores = torch.cat([first, self.score_of(out[:, :-1], None, ids[:, 1:])], 1)
         write = real.clone()
         if self.head != "scalar":  # a re-fed token keeps its score; position 0 has none (stays 0)
             write[:, 0] &= ~keep_first
@@ -200,18 +246,15 @@ class Feed:
     def _keep_last(self, out, start, old_len, new_len) -> None:
         """Kept outputs after a pass: the last KEEP of (kept outputs below ``start``, then ``out``)."""
         keep_pos = new_len[:, None] - KEEP + torch.arange(KEEP, device=self.device)[None, :]
-        index = torch.where(keep_pos >= start[:, None], KEEP + keep_pos - start[:, None],
-                            KEEP - old_len[:, None] + keep_pos)
-        both = torch.cat([self.tail, out], 1)
-        index = index.clamp(0, both.shape[1] - 1)
-        self.tail = both.gather(1, index.view(*index.shape, *[1] * (both.dim() - 2)).expand(-1, -1, *both.shape[2:]))
+        fed = _take(out, (keep_pos - start[:, None]).clamp(0, out.shape[1] - 1))
+        kept = _take(self.tail, (KEEP - old_len[:, None] + keep_pos).clamp(0, KEEP - 1))
+        below = (keep_pos < start[:, None]).view(*keep_pos.shape, *[1] * (out.dim() - 2))
+        self.tail = torch.where(below, kept, fed)
 
     def _kept_at(self, length: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """The kept outputs at ``positions`` ([B, T]) of rows of ``length`` ([B, T, ...]); what is not
         kept reads garbage (the caller knows)."""
-        index = (KEEP - length[:, None] + positions).clamp(0, KEEP - 1)
-        tail = self.tail
-        return tail.gather(1, index.view(*index.shape, *[1] * (tail.dim() - 2)).expand(-1, -1, *tail.shape[2:]))
+        return _take(self.tail, (KEEP - length[:, None] + positions).clamp(0, KEEP - 1))
 
     def _tree_mask(self, t_real, t_pos, branches: Branches) -> torch.Tensor:
         """Who attends to whom in a pass of trunk tokens then branch tokens (4D, [B, 1, Q, K]).
@@ -440,11 +483,13 @@ class TextStream:
         cand = candidates.tolist()
         queries = [(i, a) for i in range(n) if not finished[i] for a in cand[i] if a != guided_eos]
         extended = iter(rows.extended_texts(queries))
-        branch_of, to_branch, rewritten = {}, [], []
+        branch_of, rewritten = {}, []
+        at, old, old_text, appended = [], [], [], []  # the candidates to branch off their rows
         for i in range(n):
             if finished[i]:
                 continue
-            length = len(state["tokens"][i])
+            tokens, text_i = state["tokens"][i], state["text"][i]
+            length = len(tokens.ids)
             for j, a in enumerate(cand[i]):
                 if a == guided_eos:
                     branch_of[i, j] = (length, [self.eos_id])
@@ -453,13 +498,10 @@ class TextStream:
                 if not extends:
                     rewritten.append((i, j, text))
                 elif text:
-                    to_branch.append((i, j, text))
+                    at.append((i, j)), old.append(tokens), old_text.append(text_i), appended.append(text)
                 else:
                     branch_of[i, j] = (length, [])
-        joined = self.retokenizer.branch([state["tokens"][i] for i, _, _ in to_branch],
-                                         [state["text"][i] for i, _, _ in to_branch], [t for _, _, t in to_branch])
-        for (i, j, _), branch in zip(to_branch, joined):
-            branch_of[i, j] = branch
+        branch_of.update(zip(at, self.retokenizer.branch(old, old_text, appended)))
         for (i, j, _), tokens in zip(rewritten, self.retokenizer.tokenize(
                 [self.prompt_text[i] + text for i, _, text in rewritten])):
             p = common_prefix(state["tokens"][i].ids, tokens.ids)
@@ -473,25 +515,25 @@ class TextStream:
         token (``last``: its index among the scored, -1: the row's own value)."""
         scalar = self.feeds[0].head == "scalar"
         lm = self.feeds[0].head == "lm"
-        cols: list[list[tuple]] = [[] for _ in range(n)]  # (id, pos, branch, step, limit)
-        scored: list[list[tuple]] = [[] for _ in range(n)]  # (source, token, candidate, include)
-        lo, hi, last, at_zero = [[0] * k for _ in range(n)], [[0] * k for _ in range(n)], \
-            [[-1] * k for _ in range(n)], [[False] * k for _ in range(n)]
-        lengths = [len(t) for t in state["tokens"]]
+        cols = Ragged(n, (0, 0, -1, 0, -1))  # (id, pos, branch, step, limit)
+        scored = Ragged(n, (0, 0, -1, 0))  # (source, token, candidate, include)
+        lo, hi, last, at_zero = [0] * (n * k), [0] * (n * k), [-1] * (n * k), [False] * (n * k)
+        lengths, boundary, count = [len(t.ids) for t in state["tokens"]], state["boundary"], scored.count
         for (i, j), (p, ids) in branch_of.items():
-            length, b = lengths[i], state["boundary"][i]
+            c, length, b = i * k + j, lengths[i], boundary[i]
             if not ids:  # nothing new: the row as it is
-                lo[i][j], hi[i][j] = b, length
+                lo[c], hi[c] = b, length
                 continue
             b_new = b if b < p else p + common_prefix(self.template_ids[i][p:], ids)
-            lo[i][j], hi[i][j] = min(b_new, p), p
-            row_cols, row_scored = cols[i], scored[i]
-            if len(ids) == 1 and not scalar and p == length and p >= 1:  # appends one token: read, not fed
-                row_scored.append((KEEP - 1, ids[0], j, p >= b_new))
+            lo[c], hi[c] = min(b_new, p), p
+            if p == length and len(ids) == 1 and p >= 1 and not scalar:  # appends one token: read, not fed
+                scored.add(i, (KEEP - 1, ids[0], j, p >= b_new))
+                last[c] = count[i] - 1
+                continue
             elif scalar:  # a token's own output
-                first = len(row_cols)
-                row_cols.extend((t, p + s, j, s, p) for s, t in enumerate(ids))
-                row_scored.extend((KEEP + first + s, t, j, p + s >= b_new) for s, t in enumerate(ids))
+                first = cols.count[i]
+                cols.extend(i, [(t, p + s, j, s, p) for s, t in enumerate(ids)])
+                scored.extend(i, [(KEEP + first + s, t, j, p + s >= b_new) for s, t in enumerate(ids)])
             else:  # the output before each token
                 kept = p >= 1 and p - 1 >= length - state["tail_n"][i]
                 if kept or p == 0:
@@ -499,27 +541,21 @@ class TextStream:
                     first_source = KEEP - length + p - 1 if p >= 1 else 0
                 else:  # re-feed the token before the branch: its output is not kept
                     fed, at = [state["tokens"][i].ids[p - 1]] + ids[:-1], p - 1
-                    first_source = KEEP + len(row_cols)
-                first = len(row_cols)
-                row_cols.extend((t, at + s, j, s, at) for s, t in enumerate(fed))
-                shift = first - (at == p)
-                row_scored.extend((first_source if s == 0 else KEEP + shift + s, t, j, p + s >= b_new and p + s > 0)
-                                  for s, t in enumerate(ids))
-            last[i][j] = len(row_scored) - 1
-            at_zero[i][j] = p + len(ids) == 1 and not scalar
-        width = max(len(c) for c in cols)
-        columns = None
-        if width:
-            pad = (0, 0, -1, 0, -1)
-            fields = torch.tensor([c + [pad] * (width - len(c)) for c in cols], dtype=torch.long)
-            columns = Branches(*fields.permute(2, 0, 1))
-        s_width = max([len(c) for c in scored] + [1])
-        source, token, candidate, include = torch.tensor(
-            [c + [(0, 0, -1, False)] * (s_width - len(c)) for c in scored], dtype=torch.long).permute(2, 0, 1)
-        active = torch.tensor([bool(c) or any((i, j) in branch_of for j in range(k)) for i, c in enumerate(scored)])
+                    first_source = KEEP + cols.count[i]
+                shift = cols.count[i] - (at == p)
+                cols.extend(i, [(t, at + s, j, s, at) for s, t in enumerate(fed)])
+                scored.extend(i, [(first_source if s == 0 else KEEP + shift + s, t, j, p + s >= b_new and p + s > 0)
+                                  for s, t in enumerate(ids)])
+            last[c] = count[i] - 1
+            at_zero[c] = p + len(ids) == 1 and not scalar
+        columns = Branches(*cols.tensor()) if max(cols.count) else None
+        source, token, candidate, include = scored.tensor(min_width=1)
+        active = torch.zeros(n, dtype=torch.bool)
+        active[list({i for i, _ in branch_of})] = True
+        grid = lambda values: _longs(values).view(n, k)  # noqa: E731
         return {"columns": columns, "source": source, "token": token, "candidate": candidate,
-                "include": include.bool() & (candidate >= 0) & lm, "lo": torch.tensor(lo), "hi": torch.tensor(hi),
-                "last": torch.tensor(last), "at_zero": torch.tensor(at_zero), "active": active}
+                "include": include.bool() & (candidate >= 0) & lm, "lo": grid(lo), "hi": grid(hi),
+                "last": grid(last), "at_zero": grid(at_zero).bool(), "active": active}
 
     def _candidate_values(self, feed: Feed, copy: int, token_scores: torch.Tensor, plan: dict,
                           length: torch.Tensor) -> torch.Tensor:

@@ -18,14 +18,24 @@ as long as ``decode(ids[w:r])`` is not empty (a decoder that strips a first spac
 both window decodes) and the new part holds no replacement character: a run of byte tokens across
 ``w`` that was valid before ``w`` is invalid as a whole only if its part after ``w`` is, and then the
 new part shows it. Such a window is not trusted: the whole response is decoded instead.
+
+Candidates of token-level guidance mostly need no decode at all (``Pieces``): with the decoders of
+byte-level BPE and SentencePiece tokenizers, most tokens append the same text after any response
+whose decode is whole and not empty.
 """
 
 from __future__ import annotations
 
+import json
+import re
+
 from ..texts import decode, decode_batch
 
 REPLACEMENT = "\ufffd"
-WINDOW = 24  # tokens a window may span before its start moves up
+WINDOW = 4  # tokens a window may span before its start moves up
+# decoder steps that decode token by token, apart from the text's start and runs of bytes (``Pieces``)
+TOKENWISE = {"ByteLevel", "Replace", "ByteFallback", "Fuse", "Metaspace", "Strip"}
+BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 def text_so_far(tokenizer, ids: list[int]) -> str:
@@ -36,6 +46,61 @@ def text_so_far(tokenizer, ids: list[int]) -> str:
         if not text.endswith(REPLACEMENT):
             return text
     return ""
+
+
+class Pieces:
+    """The text each token appends to a response whose decode is whole and not empty, where that
+    text does not depend on the response (None where it may).
+
+    The decoder steps in ``TOKENWISE`` work token by token, with two exceptions: the start of the
+    text (Metaspace and Strip drop leading spaces, so the text before must not be empty: Strip must
+    not cut at its end, hence ``stop == 0``) and bytes (ByteLevel and ByteFallback decode runs of
+    bytes together, so the text before must end on a whole character, and the token must decode to
+    whole characters and be no byte token). Added tokens may bypass the decoder and have no piece.
+    A token's piece is its text after a reference token that has one of its own."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.reference: tuple[int, str] | None = None  # set up on first use: most decoders never ask
+        self._pieces: dict[int, str | None] | None = None
+
+    def _setup(self) -> None:
+        self._pieces = {}
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None or not _tokenwise(json.loads(backend.to_str()).get("decoder")):
+            return
+        vocab = backend.get_vocab(with_added_tokens=False)
+        self.excluded = set(backend.get_added_tokens_decoder()) | {i for t, i in vocab.items() if BYTE_TOKEN.fullmatch(t)}
+        self.reference = self._reference(vocab)
+
+    def _reference(self, vocab: dict[str, int]) -> tuple[int, str] | None:
+        """A token with a text of its own (ASCII letters, no leading space) that the others follow."""
+        for i in sorted(vocab.values()):
+            text = decode(self.tokenizer, [i])
+            if i not in self.excluded and text.isalpha() and text.isascii():
+                return i, text
+        return None
+
+    def get(self, tokens: list[int]) -> list[str | None]:
+        """The piece of each token (None: none, or no pieces for this tokenizer)."""
+        if self._pieces is None:
+            self._setup()
+        if self.reference is None:
+            return [None] * len(tokens)
+        missing = list({t for t in tokens if t not in self._pieces})
+        ref, ref_text = self.reference
+        for token, text in zip(missing, decode_batch(self.tokenizer, [[ref, t] for t in missing])):
+            whole = text.startswith(ref_text) and REPLACEMENT not in text
+            self._pieces[token] = text[len(ref_text):] if whole and token not in self.excluded else None
+        return [self._pieces[t] for t in tokens]
+
+
+def _tokenwise(decoder: dict | None) -> bool:
+    if decoder is None:
+        return False
+    if decoder["type"] == "Sequence":
+        return all(_tokenwise(step) for step in decoder["decoders"])
+    return decoder["type"] in TOKENWISE and decoder.get("stop", 0) == 0
 
 
 class _Row:
@@ -63,9 +128,10 @@ class _Row:
 class ResponseText:
     """Per-row response text of the guided model; rows follow ``select`` like every stream."""
 
-    def __init__(self, tokenizer, n_rows: int):
+    def __init__(self, tokenizer, n_rows: int, pieces: Pieces | None = None):
         self.tokenizer = tokenizer
         self.rows = [_Row() for _ in range(n_rows)]
+        self.pieces = pieces or Pieces(tokenizer)  # one per decoder keeps what it remembers
 
     def append(self, tokens: list[int | None]) -> None:
         """One more token per row (None: the row is finished and takes none)."""
@@ -125,10 +191,22 @@ class ResponseText:
     def extended(self, queries: list[tuple[int, int]]) -> list[tuple[bool, str]]:
         """``u`` after one more token, for each ``(row, token)``, as ``(True, what it appends to u)``
         or, where it does not extend ``u`` (invalid bytes rewritten), ``(False, the new u)``. The
-        rows stay as they are; all window decodes go through one ``decode_batch``."""
+        rows stay as they are; a token with a piece (``Pieces``) after a row whose ``u`` is its whole
+        decode, not empty, appends its piece; the others' window decodes go through one ``decode_batch``."""
+        rows = self.rows
         for i in {i for i, _ in queries}:
-            if not self.rows[i].fresh:
-                self._refresh(self.rows[i])
+            if not rows[i].fresh:
+                self._refresh(rows[i])
+        whole = {i for i, _ in queries if rows[i].read == len(rows[i].ids) and rows[i].base}
+        out = [(True, piece) if piece is not None and i in whole else None
+               for (i, _), piece in zip(queries, self.pieces.get([token for _, token in queries]))]
+        rest = [n for n, result in enumerate(out) if result is None]
+        for n, result in zip(rest, self._decoded([queries[n] for n in rest])):
+            out[n] = result
+        return out
+
+    def _decoded(self, queries: list[tuple[int, int]]) -> list[tuple[bool, str]]:
+        """``extended`` by decoding each row's window with the token."""
         windows = {i: self.rows[i].ids[self.rows[i].start:] for i, _ in queries}
         tails = decode_batch(self.tokenizer, [windows[i] + [token] for i, token in queries])
         out = []

@@ -80,6 +80,7 @@ class Appends:
         self.added, self.added_ids = [t.content for t in added.values()], set(added)
         self._hard: dict[str, bool] = {}
         self._tails: dict[str | tuple[str, str], tuple | None] = {}
+        self._after: dict[tuple[str, str], tuple | None] = {}
 
     def _symbols(self, text: str) -> str:
         if self.backend.normalizer is not None:
@@ -88,14 +89,9 @@ class Appends:
             text = "".join(piece for piece, _ in self.backend.pre_tokenizer.pre_tokenize_str(text))
         return text
 
-    def hard(self, last_id: int, c: str, d: str) -> bool:
-        """Whether the point after token ``last_id``, whose text ends with ``c``, before ``d`` is hard."""
+    def hard(self, c: str, d: str) -> bool:
+        """Whether the point between ``c`` and ``d`` is hard, the text before not ending in an added token."""
         pair = c + d
-        known = self._hard.get(pair)
-        if known is not None:
-            return known and last_id not in self.added_ids
-        if last_id in self.added_ids:
-            return False
         if pair not in self._hard:
             hard = pair.isascii() and not c.isspace() and not any(pair in t for t in self.added)
             if hard and self.by_symbols:
@@ -106,6 +102,20 @@ class Appends:
                 hard = self.by_words and d.isspace()
             self._hard[pair] = hard
         return self._hard[pair]
+
+    def after(self, c: str, deltas: list[str]) -> list[tuple[list[int], list[int], list[int]] | None]:
+        """For each ``delta`` appended to a text that ends with ``c``, not in an added token: its
+        ``tails`` where the point is hard, else None. Remembered per ``(c, delta)``: candidates of
+        token-level guidance append the same few texts after the same few characters."""
+        memo = self._after
+        missing = [d for d in dict.fromkeys(deltas) if (c, d) not in memo]
+        if missing:
+            if len(memo) + len(missing) > CACHE:
+                memo.clear()
+            hard = [d for d in missing if d and self.hard(c, d[0])]
+            memo.update(((c, d), None) for d in missing)
+            memo.update(((c, d), tail) for d, tail in zip(hard, self.tails([(c, d) for d in hard])))
+        return [memo[c, d] for d in deltas]
 
     def tails(self, appended: list[tuple[str, str]]) -> list[tuple[list[int], list[int], list[int]] | None]:
         """For each ``(c, delta)`` at a hard point: ``(ids, starts, ends)`` of ``delta`` after ``c``
@@ -174,6 +184,9 @@ class Retokenizer:
         tokenisation ``old.ids[:p] + ids`` and ``p`` as large as possible (the tokens it shares with ``old``)."""
         out = []
         for o, (j, _, (ids, _, _), k) in zip(old, self._resolve(old, old_texts, appended)):
+            if j == len(o.ids):  # all of old, then the window's tokens: nothing left to compare
+                out.append((j, ids[k:]))
+                continue
             p = j + common_prefix(o.ids[j:], ids[k:])
             out.append((p, ids[k + p - j:]))
         return out
@@ -184,13 +197,13 @@ class Retokenizer:
         tokenised alone (after a hard point, ``Appends``: the appended text, after the old text's last
         character)."""
         result: list[tuple | None] = [None] * len(appended)
-        hard = self.appends.hard
-        at_hard = [i for i, (o, before, more) in enumerate(zip(old, old_texts, appended))
-                   if before and more and o.ids and hard(o.ids[-1], before[-1], more[0])]
-        tails = self.appends.tails([(old_texts[i][-1], appended[i]) for i in at_hard])
-        for i, tail in zip(at_hard, tails):
-            if tail is not None:
-                result[i] = (len(old[i]), len(old_texts[i]), tail, 0)
+        for first, end in _runs(old):
+            o, before = old[first], old_texts[first]
+            if before and o.ids and o.ids[-1] not in self.appends.added_ids:
+                j, c0 = len(o.ids), len(before)
+                for i, tail in enumerate(self.appends.after(before[-1], appended[first:end]), first):
+                    if tail is not None:
+                        result[i] = (j, c0, tail, 0)
         pending = [i for i in range(len(appended)) if result[i] is None]
         margin = self.margin
         while pending:
@@ -222,6 +235,16 @@ class Retokenizer:
         while j0 > 0 and starts[j0] < ends[j0 - 1]:
             j0 -= 1
         return j0
+
+
+def _runs(items: list) -> list[tuple[int, int]]:
+    """``(first, end)`` of each run of one object (``is``) in ``items``: the candidates of one row."""
+    runs, first = [], 0
+    for i in range(1, len(items) + 1):
+        if i == len(items) or items[i] is not items[first]:
+            runs.append((first, i))
+            first = i
+    return runs
 
 
 def _boundaries(old: Tokens, j0: int, c0: int) -> dict[int, int]:

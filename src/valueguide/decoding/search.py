@@ -18,7 +18,7 @@ import torch
 from ..templates import render_for
 from .aligned import Feed, ReencodedTextStream, TextStream
 from .retokenize import Retokenizer
-from .detokenize import ResponseText
+from .detokenize import Pieces, ResponseText
 from .paired import PairingError, pair_models
 from .sampler import Sampling, draw
 from .streams import LM, Meter, PairedStream, Stream, pad_id
@@ -80,7 +80,7 @@ class Rows:
     each row, and every model's stream (fed lazily, on first use after the response grew)."""
 
     def __init__(self, prompts: list[str], per_prompt: int, streams: dict[str, Stream], meter: Meter,
-                 tokenizer, device, stop: tuple[str, ...] = ()):
+                 tokenizer, device, stop: tuple[str, ...] = (), pieces: Pieces | None = None):
         self.prompts, self.per_prompt, self.streams, self.meter = prompts, per_prompt, streams, meter
         self.tokenizer, self.device, self.stop = tokenizer, device, stop
         self.eos_id = tokenizer.eos_token_id
@@ -92,7 +92,7 @@ class Rows:
         self.finished = torch.zeros(n, dtype=torch.bool, device=device)
         self.ended_eos = torch.zeros(n, dtype=torch.bool, device=device)
         self.sampled = 0
-        self.response_texts = ResponseText(tokenizer, n)
+        self.response_texts = ResponseText(tokenizer, n, pieces)
 
     @property
     def n(self) -> int:
@@ -208,6 +208,7 @@ class Decoder:
         missing = set(self._roles()) - set(members)
         if missing:
             raise ValueError(f"the method needs models for roles {sorted(missing)}")
+        self._pieces = Pieces(members["guided"].tokenizer)  # what the guided tokens append, kept across calls
         self.paired = self._pair() if pair_small and set(PAIR) <= set(self._roles()) else None
 
     def _pair(self):
@@ -264,7 +265,8 @@ class Decoder:
             stream.start([member.encode_prompt(p) for p in prompts], per_prompt)
             streams[role] = stream
         guided = self.members["guided"]
-        return Rows(prompts, per_prompt, streams, meter, guided.tokenizer, streams["guided"].device, self.stop)
+        return Rows(prompts, per_prompt, streams, meter, guided.tokenizer, streams["guided"].device, self.stop,
+                    self._pieces)
 
     def _probs(self, rows: Rows) -> torch.Tensor:
         logits = base = rows.last("guided")
