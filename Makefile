@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 DEVICE ?= cuda
 
-.PHONY: run test bench gpu-check planted-bugs dry-run clean env
+.PHONY: run test bench gpu-check planted-bugs seeds dry-run clean env
 
 env: $(STAMP)
 
@@ -35,6 +35,22 @@ run: $(STAMP)
 	  $(SNAKEMAKE) --rerun-incomplete --configfile "$$setting" $(SMK_ARGS) || exit 1; done
 	@for setting in $(SETTINGS); do \
 	  $(VENV)/bin/valueguide --log-level WARNING show-report --config config.yaml "$$setting" || exit 1; done
+
+# The two settings again with other seeds (world, data, fits and sampling all change), after `make run`
+# (seed 1): results/seeds/N/. Prints each setting's ranges over the seeds and how often each claim held.
+SEEDS ?= 2 3
+seeds: run
+	@for n in $(SEEDS); do mkdir -p "results/seeds/$$n" && \
+	  printf 'seed: %s\nresults_dir: results/seeds/%s\n' "$$n" "$$n" > "results/seeds/$$n/sentiment.yaml" && \
+	  printf 'seed: %s\nresults_dir: results/seeds/%s/instruction\nworld: {dir: results/seeds/%s/world}\n' \
+	    "$$n" "$$n" "$$n" > "results/seeds/$$n/instruction.yaml" && \
+	  for pair in "config.yaml sentiment" "config/tiny_instruction.yaml instruction"; do set -- $$pair; \
+	    $(VENV)/bin/valueguide --log-level WARNING resume --config config.yaml "$$1" "results/seeds/$$n/$$2.yaml" && \
+	    $(SNAKEMAKE) --rerun-incomplete --configfile "$$1" "results/seeds/$$n/$$2.yaml" || exit 1; done \
+	  || exit 1; done
+	@$(VENV)/bin/valueguide --log-level WARNING seed-ranges --runs results $(addprefix results/seeds/,$(SEEDS))
+	@$(VENV)/bin/valueguide --log-level WARNING seed-ranges --runs results/instruction \
+	  $(addsuffix /instruction,$(addprefix results/seeds/,$(SEEDS)))
 
 dry-run: $(STAMP)
 	@for setting in $(SETTINGS); do $(SNAKEMAKE) --configfile "$$setting" -n $(SMK_ARGS) || exit 1; done

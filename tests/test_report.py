@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from valueguide.artifacts import ArtifactError
 from valueguide.evaluate import write_csv
 from valueguide.report.paper import leaderboard_reference, ordered
 from valueguide.report.tables import run_report
@@ -139,3 +140,25 @@ def test_paper_claims_are_paired_differences_with_verdicts():
     assert claims.loc["ivg > cbs_explicit", "verdict"] == "not resolved"
     flipped = frame.assign(value=np.where(frame.method == "eft", frame.value - 5.0, frame.value))
     assert paired_claims(flipped).set_index("claim").loc["eft > base", "verdict"] == "fails"
+
+
+def test_seed_ranges_show_each_cells_range_and_how_often_each_verdict_came_out(tmp_path):
+    from valueguide.report.seeds import seed_report
+
+    runs = []
+    for i, (base, ivg, verdict) in enumerate([(0.5, 5.0, "holds"), (-0.25, 5.5, "holds"), (0.0, 4.0, "fails")]):
+        run = tmp_path / f"seed{i}"
+        (run / "scores").mkdir(parents=True)
+        (run / "report").mkdir()
+        pd.DataFrame({"model": ["m", "m"], "method": ["ivg", "base"], "reward_mean": [ivg, base]}).to_csv(
+            run / "scores" / "reward_metrics.csv", index=False)
+        pd.DataFrame({"model": ["m"], "claim": ["ivg > base"], "difference": [ivg - base],
+                      "verdict": [verdict]}).to_csv(run / "report" / "claims.csv", index=False)
+        runs.append(run)
+    text = seed_report(runs)
+    assert "| base | -0.25 – 0.50 |" in text and "| ivg | 4.00 – 5.50 |" in text
+    assert text.index("| base |") < text.index("| ivg |")  # the paper's order
+    assert "| ivg > base | holds 2/3, fails 1/3 (4.00 – 5.75) |" in text
+    (runs[2] / "report" / "claims.csv").unlink()
+    with pytest.raises(ArtifactError, match="claims.csv is missing"):
+        seed_report(runs)

@@ -203,6 +203,12 @@ def cmd_report(args) -> None:
     run_summary(args.samples, args.world_summary, out / "summary.md", args.value_metrics, args.implicit_metrics)
 
 
+def cmd_seed_ranges(args) -> None:
+    from .report.seeds import seed_report
+
+    print(seed_report(args.runs))
+
+
 def cmd_show_report(args) -> None:
     config = load_config(*args.config)
     folder = Path(config["results_dir"]) / "report"
@@ -335,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpaca-metrics")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("seed-ranges", help="ranges of the quality metrics and the claims' verdicts over runs of "
+                                           "one setting with several seeds (make seeds)")
+    p.add_argument("--runs", nargs="+", required=True, help="results folders of finished runs of one setting")
+    p.set_defaults(func=cmd_seed_ranges)
 
     p = sub.add_parser("show-report", help="print the report of a finished run")
     p.add_argument("--config", nargs="+", required=True)

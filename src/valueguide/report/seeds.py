@@ -1,0 +1,72 @@
+"""What holds across runs: the same setting run with several seeds (``make seeds``), side by side.
+
+One run's digits move with the seed and the CPU; the README states ranges over seeds and how often
+each of the report's claims held. Each run is a results folder whose report was written
+(``report/claims.csv``, and ``scores/reward_metrics.csv`` or ``alpaca_eval/metrics.csv``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..artifacts import ArtifactError
+from .paper import ordered
+from .tables import markdown
+
+# metric files of a run, and the columns whose range is shown
+QUALITY = {"scores/reward_metrics.csv": ("gold reward", ["reward_mean"]),
+           "alpaca_eval/metrics.csv": ("AlpacaEval, LC / win rate (%)", ["length_controlled_winrate", "win_rate"])}
+
+
+def _read(run: Path, name: str) -> pd.DataFrame:
+    path = run / name
+    if not path.exists():
+        raise ArtifactError(f"{path} is missing: run the setting to the end first (make run, make seeds)")
+    return pd.read_csv(path)
+
+
+def _span(values: pd.Series) -> str:
+    return f"{values.min():.2f} – {values.max():.2f}" if values.nunique() > 1 else f"{values.iloc[0]:.2f}"
+
+
+def quality_ranges(runs: list[Path]) -> str:
+    """Per (method, model): min – max over the runs of each quality column."""
+    name = next((n for n in QUALITY if (runs[0] / n).exists()), None)
+    if name is None:
+        raise ArtifactError(f"{runs[0]} holds no metrics ({' or '.join(QUALITY)})")
+    title, columns = QUALITY[name]
+    frame = pd.concat([_read(run, name).assign(run=str(run)) for run in runs])
+    models = list(dict.fromkeys(frame.model))
+    rows = []
+    for method in ordered(frame.method):
+        cells = []
+        for model in models:
+            cell = frame[(frame.method == method) & (frame.model == model)]
+            cells.append(" / ".join(_span(cell[c]) for c in columns) if len(cell) == len(runs) else "–")
+        rows.append([method, *cells])
+    header = f"{title}, range over {len(runs)} runs"
+    return f"{header}\n\n" + markdown(["method", *models], rows)
+
+
+def claim_verdicts(runs: list[Path]) -> str:
+    """Per (claim, model): how often each verdict came out, and the paired difference's range."""
+    frame = pd.concat([_read(run, "report/claims.csv").assign(run=str(run)) for run in runs])
+    models = list(dict.fromkeys(frame.model))
+    rows = []
+    for claim in dict.fromkeys(frame.claim):
+        cells = []
+        for model in models:
+            cell = frame[(frame.claim == claim) & (frame.model == model)]
+            counts = cell.verdict.value_counts()
+            verdicts = ", ".join(f"{verdict} {n}/{len(runs)}" for verdict, n in counts.items())
+            cells.append(f"{verdicts} ({_span(cell.difference)})" if len(cell) else "–")
+        rows.append([claim, *cells])
+    return f"Claims: verdicts over {len(runs)} runs (paired difference, range)\n\n" + markdown(
+        ["claim", *models], rows)
+
+
+def seed_report(runs: list[str | Path]) -> str:
+    runs = [Path(r) for r in runs]
+    return quality_ranges(runs) + "\n\n" + claim_verdicts(runs) + "\n"
