@@ -20,6 +20,9 @@ QUALITY = {"scores/reward_metrics.csv": ("gold reward", ["reward_mean"]),
            "alpaca_eval/metrics.csv": ("AlpacaEval, LC / win rate (%)", ["length_controlled_winrate", "win_rate"])}
 
 
+VERDICTS = ("holds", "not resolved", "fails")  # the claims' verdicts (report/claims.py), in this order
+
+
 def _read(run: Path, name: str) -> pd.DataFrame:
     path = run / name
     if not path.exists():
@@ -60,7 +63,7 @@ def claim_verdicts(runs: list[Path]) -> str:
         for model in models:
             cell = frame[(frame.claim == claim) & (frame.model == model)]
             counts = cell.verdict.value_counts()
-            verdicts = ", ".join(f"{verdict} {n}/{len(runs)}" for verdict, n in counts.items())
+            verdicts = ", ".join(f"{verdict} {counts[verdict]}/{len(runs)}" for verdict in VERDICTS if verdict in counts)
             cells.append(f"{verdicts} ({_span(cell.difference)})" if len(cell) else "–")
         rows.append([claim, *cells])
     return f"Claims: verdicts over {len(runs)} runs (paired difference, range)\n\n" + markdown(
