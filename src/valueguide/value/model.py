@@ -234,6 +234,16 @@ def value_examples(prompts, response_ids, rewards, tokenizer, template: str,
     return examples
 
 
+def has_value_tokens(prompt: str, ids, tokenizer, template: str, policy_tokenizer=None) -> bool:
+    """Whether a (partial) response reads as at least one value-model token, by the rule of
+    ``value_examples`` (which refuses one that does not)."""
+    try:
+        value_examples([prompt], [ids], [0.0], tokenizer, template, policy_tokenizer)
+    except ValueError:
+        return False
+    return True
+
+
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask)`` with every row right-aligned."""
     width = max(map(len, sequences))
