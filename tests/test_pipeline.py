@@ -21,8 +21,13 @@ def _command(workdir: Path, *args: str) -> list[str]:
             "--configfile", str(workdir / "override.yaml")]  # last: it takes every value after it
 
 
+def _env() -> dict:
+    """The environment a run gets: this interpreter's tools first, the hub offline."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+
+
 def _snakemake(workdir: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    env = _env()
     proc = subprocess.run(_command(workdir, *args), capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
@@ -109,7 +114,7 @@ def _digests(results: Path, pattern: str) -> dict[str, str]:
 
 def _kill_when(workdir: Path, ready, what: str) -> None:
     """Start the run as ``make run`` does and SIGKILL it, jobs and all, once ``ready(results, start)`` holds."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    env = _env()
     proc = subprocess.Popen(_command(workdir, "--rerun-incomplete"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
@@ -209,7 +214,7 @@ def test_bad_input_stops_the_run_before_any_job_and_loses_nothing(workdir):
     before = _digests(workdir / "results", "**/*")
     _write_override(workdir, {"models": {"gpt2-large": {"path": "./no/such/model"}},
                               "evaluate": {"alpaca": {"judge": "gpt4_turbo"}}})
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    env = _env()
     env.pop("OPENAI_API_KEY", None)
     proc = subprocess.run(_command(workdir), capture_output=True, text=True, env=env, timeout=300)
     _write_override(workdir)
@@ -235,7 +240,7 @@ def test_config_values_never_run_in_the_shell(tmp_path):
     override["results_dir"] = str(hostile)
     (tmp_path / "override.yaml").write_text(yaml.safe_dump(override))
     target = str(hostile / "prompts" / "test.parquet")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    env = _env()
     command = [str(checkout / "Snakefile") if arg == str(ROOT / "Snakefile") else arg
                for arg in _command(tmp_path, target)]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)

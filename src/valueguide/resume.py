@@ -46,7 +46,7 @@ def clear_stale_state(folder: str | os.PathLike, results_dirs: list[str]) -> lis
     if live_snakemake_pids(folder):
         return []
     done = []
-    locks = [p for p in (folder / ".snakemake" / "locks").glob("*.lock")]
+    locks = list((folder / ".snakemake" / "locks").glob("*.lock"))
     for lock in locks:
         lock.unlink(missing_ok=True)
     if locks:
