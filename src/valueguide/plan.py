@@ -4,8 +4,8 @@ model role, turned into GPU time by a roofline.
 Counts are upper bounds: every row runs to ``max_new_tokens`` (EOS and stop strings end rows sooner).
 Time per forward pass is ``overhead + max(weight bytes / bandwidth, 2 * active params * tokens / FLOP/s)``:
 decoding a few rows streams the weights (memory bound), long prompts and training are compute bound,
-and an eager transformers forward costs ~10 ms of launches and Python whatever its size.
-Bandwidth and FLOP/s are effective figures (60 % and 40 % of the data sheet's peaks), weights bf16.
+and an eager transformers forward costs ~19 ms of launches and Python whatever its size (measured on an H200).
+Bandwidth and FLOP/s are effective figures (32 % and 40 % of the data sheet's peaks), weights bf16.
 The counting mirrors ``decoding.search.Decoder``: every model gets one prefill pass per batch, then is
 fed the new tokens of every row when it is next read: each step for the guided model and token-level
 guides, after each chunk for a chunk scorer (at most ``Stream.max_block`` tokens a pass). A model with
@@ -33,10 +33,14 @@ class Hardware:
     flops: float  # effective dense bf16 FLOP/s
 
 
+# Effective bandwidth: the share of the datasheet's that 16-row decode passes of eager transformers models
+# reached on an H200 (bench/gpu_check.py, bench/measured/h200-2026-11-28-run2: Mistral-7B and Mixtral-8x7B
+# shapes imply 1.52 TB/s of 4.8), taken to hold on the other cards too; FLOP/s: not yet calibrated.
+BANDWIDTH_SHARE = 0.32
 HARDWARE = {
-    "h100": Hardware("H100 SXM 80 GB", 0.6 * 3.35e12, 0.4 * 989e12),
-    "h200": Hardware("H200 141 GB", 0.6 * 4.8e12, 0.4 * 989e12),
-    "a100": Hardware("A100 80 GB", 0.6 * 2.0e12, 0.4 * 312e12),
+    "h100": Hardware("H100 SXM 80 GB", BANDWIDTH_SHARE * 3.35e12, 0.4 * 989e12),
+    "h200": Hardware("H200 141 GB", BANDWIDTH_SHARE * 4.8e12, 0.4 * 989e12),
+    "a100": Hardware("A100 80 GB", BANDWIDTH_SHARE * 2.0e12, 0.4 * 312e12),
 }
 
 # (total, active per token) parameters of the models the paper configs load, from their model cards.
@@ -94,7 +98,9 @@ class Cost:
         self.seconds[role] = None if seconds is None or total is None else total + seconds
 
 
-PASS_OVERHEAD = 0.01  # seconds per forward pass: kernel launches and Python of an eager transformers model
+# Seconds per forward pass of an eager transformers model (kernel launches, Python), whatever its size: what
+# the same H200 runs imply (18.7 ms; the gpt2-large shape's decode took 20.9 ms, gpt2-xl's 43.1 ms).
+PASS_OVERHEAD = 0.019
 # Measured by bench/bench_cross_vocabulary.py (a GPT-2-like guided tokenizer, Llama-like guiding ones):
 TEXT_FEED = 1.1  # own tokens a text-aligned model is fed per guided token (fed/tok 1.0-1.1)
 CANDIDATE_FEED = {"lm": 0.08, "token": 0.08, "scalar": 1.1}  # tokens fed per top-k candidate a step
