@@ -40,6 +40,10 @@ from .streams import LM, Meter, left_pad, model_config, pad_id
 
 KEEP = 2  # outputs kept per row, for the last positions (a roll-back of one token re-feeds nothing)
 COMPACT_AT = 64  # dead cache columns tolerated beyond a half of the longest row
+# Causal LMs whose forward is ``lm_head(base_model(...).last_hidden_state)`` and nothing else: their
+# head may run on the positions that are read only (see ``Feed._forward``).
+PLAIN_HEADS = {"GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM",
+               "Qwen2ForCausalLM"}
 
 
 @dataclass
@@ -118,15 +122,30 @@ class Feed:
             params = inspect.signature(model.forward).parameters
             self._cache_arg = "cache" if "cache" in params else "past_key_values"
             self._can_keep_last = "logits_to_keep" in params
+            self._body = model.base_model if type(model).__name__ in PLAIN_HEADS else None
+            if self._body is not None:
+                body_params = inspect.signature(self._body.forward).parameters
+                self._body_cache_arg = "cache" if "cache" in body_params else "past_key_values"
 
     # --- model calls --------------------------------------------------------------------------
 
     def _tile(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x] * self.copies) if self.copies > 1 else x
 
-    def _forward(self, ids, attention_mask, position_ids, keep_last: int | None = None) -> torch.Tensor:
-        """The model's outputs as scores read them: an LM's log-probabilities, a value model's values."""
+    def _forward(self, ids, attention_mask, position_ids, keep_last: int | None = None,
+                 read: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's outputs as scores read them: an LM's log-probabilities, a value model's values.
+
+        ``read`` ([B, T] bool): the only positions whose outputs are read. An LM's head then runs on
+        those alone and the others hold zeros: with padded candidate columns most positions are
+        padding, and the head over a whole vocabulary is the largest product of a small model's pass."""
         kwargs = dict(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
+        if self.kind == LM and read is not None and self._body is not None:
+            hidden = self._body(**kwargs, **{self._body_cache_arg: self.cache}).last_hidden_state
+            logits = self.model.get_output_embeddings()(hidden[read]).float()
+            out = torch.zeros((*read.shape, logits.shape[-1]), device=self.device)
+            out[read] = torch.log_softmax(logits, -1)
+            return out
         if self.kind == LM:
             if keep_last and self._can_keep_last:
                 kwargs["logits_to_keep"] = keep_last
@@ -195,12 +214,13 @@ class Feed:
         t_pos = start[:, None] + torch.arange(width, device=self.device)[None, :]
         self.live = self.live & (self._positions() < start[:, None])  # the roll-back
         if branches is None:
-            attention, ids, pos = torch.cat([self.live, t_real], 1), t_ids, t_pos
+            attention, ids, pos, read = torch.cat([self.live, t_real], 1), t_ids, t_pos, t_real
         else:
             b_ids, b_pos = self._tile(branches.ids.to(self.device)), self._tile(branches.pos.to(self.device))
             attention = self._tree_mask(t_real, t_pos, branches)
             ids, pos = torch.cat([t_ids, b_ids], 1), torch.cat([t_pos, b_pos], 1)
-        out = self._forward(ids, attention, pos)
+            read = torch.cat([t_real, self._tile(branches.branch.to(self.device)) >= 0], 1)
+        out = self._forward(ids, attention, pos, read=read)
         self.live = torch.cat([self.live, t_real], 1)
         t_out = out[:, :width]
         if width:
