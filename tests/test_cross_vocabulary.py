@@ -389,3 +389,48 @@ def test_the_value_fit_reads_a_response_in_another_vocabulary_as_the_scorer_does
         want, boundary = own_tokens(models["value"], prompt, decode(policy, response),
                                     eos=response[-1] == policy.eos_token_id)
         assert example.ids == want and example.n_response == len(want) - boundary
+
+
+@pytest.mark.parametrize("pair", ["shared", "bpe->spm"])
+def test_a_row_a_stop_string_ended_is_scored_with_the_value_the_fit_trains_for_it(pair):
+    """The sample stage stores a stop-finished response without EOS and the fit puts its reward on the
+    value of its last token (``value_examples``, ``predict_last``); the chunk scorer must read that
+    value, not one at an appended EOS, which no fit ever trained."""
+    from valueguide.decoding.scorers import ExplicitScorer
+    from valueguide.value.model import predict_last, value_examples
+
+    tok = byte_bpe()
+    guided = TabularLM(len(tok), long_policy(tok))
+    if pair == "shared":
+        models = {"guided": Member(guided, tok, TEMPLATES["guided"]),
+                  "value": Member(value_model(tok, "token"), tok, TEMPLATES["value"], kind="value")}
+    else:
+        models = members(pair, guided=guided)
+    policy, value = models["guided"].tokenizer, models["value"]
+    stop = "s"
+    decoder = build_decoder({"chunk": {"scorer": "explicit", "W": 1, "K": 16, "L": None, "beta": 1.0}}, models,
+                            sampling=Sampling(1.0), max_new_tokens=12, stop=(stop,))
+    assert isinstance(decoder.scorer, TextExplicitScorer if pair != "shared" else ExplicitScorer)
+    seen = []
+    score = decoder.scorer.score
+
+    def spy(rows):
+        out = score(rows)
+        seen.append(([rows.generation(i) for i in range(rows.n)], out.clone()))
+        return out
+
+    decoder.scorer.score = spy
+    decoder.generate(PROMPTS[:1], torch.Generator().manual_seed(0))
+    generations, scores = seen[-1]
+    stopped = [i for i, g in enumerate(generations) if g.finished and g.text.endswith(stop)]
+    assert stopped, "no row ended at the stop string: the test proves nothing"
+    ids = [generations[i].ids for i in stopped]
+    assert all(row[-1] != policy.eos_token_id for row in ids)
+    examples = value_examples(PROMPTS[:1] * len(ids), ids, [0.0] * len(ids), value.tokenizer, value.template,
+                              None if pair == "shared" else policy)
+    learned = predict_last(value.model, examples, value.tokenizer.pad_token_id or 0)
+    torch.testing.assert_close(scores[stopped].double(), torch.from_numpy(learned), atol=1e-5, rtol=0)
+    eos = value.tokenizer.eos_token_id
+    at_eos = predict_last(value.model, [type(e)(e.ids + [eos], e.n_response + 1, e.reward) for e in examples],
+                          value.tokenizer.pad_token_id or 0)
+    assert not torch.allclose(scores[stopped].double(), torch.from_numpy(at_eos), atol=1e-3)
