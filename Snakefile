@@ -6,7 +6,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from valueguide.config import stage_slice, world_dir, write_if_changed
+from valueguide.vocabularies import cache_root
 from valueguide.preflight import checked_or_exit
 
 configfile: str(Path(workflow.basedir) / "config.yaml")
@@ -15,9 +17,16 @@ configfile: str(Path(workflow.basedir) / "config.yaml")
 config = checked_or_exit(config, dry_run=workflow.output_settings.dryrun)
 R = config["results_dir"]
 WORLD = str(world_dir(config))  # shared by the settings that name one world.dir
-# The interpreter that runs Snakemake runs the stages too: no PATH lookup, no other environment.
 # Every path in a shell command is quoted (`{...:q}`, shlex.quote): no config value is ever run.
-CLI = f"{shlex.quote(sys.executable)} -m valueguide.cli --log-level INFO"
+# Each job's software: by default the interpreter that runs Snakemake (no PATH lookup, no other
+# environment); under `--software-deployment-method conda`, the `python` of envs/valueguide.yaml, which
+# every rule names, running the package from this checkout with the tokenizers fetched beside Snakemake.
+CONDA_ENV = str(Path(workflow.basedir) / "envs" / "valueguide.yaml")
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    CLI = (f"VALUEGUIDE_CACHE={shlex.quote(str(cache_root()))} "
+           f"PYTHONPATH={shlex.quote(str(Path(workflow.basedir) / 'src'))} python -m valueguide.cli --log-level INFO")
+else:
+    CLI = f"{shlex.quote(sys.executable)} -m valueguide.cli --log-level INFO"
 
 
 def slice_path(stage, **wildcards):

@@ -5,8 +5,10 @@ loads a model; a hub dataset loads by its spec; fetch names everything missing w
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import datasets
@@ -23,6 +25,7 @@ from valueguide.hub import DatasetUnavailableError, fetch, load_prompt_split
 from valueguide.models import ModelNotFoundError
 from valueguide.plan import jobs_per_stage
 from valueguide.reward import RewardModel
+from valueguide.vocabularies import cache_root
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("imdb", "tldr", "alpaca_eval")
@@ -137,12 +140,33 @@ def test_the_prompts_slice_of_a_split_holds_only_its_dataset():
 
 # --- Snakemake plans, with the local GPU profile --------------------------------------------------
 
-def _dry_run(workdir: Path, task: str, profile: Path, refit: bool = False) -> str:
+# What Snakemake asks of conda to plan a run with `--software-deployment-method conda` (creating an
+# environment is not planning: a dry run never does it). No conda can be installed here, so the plans
+# are made with this stand-in on PATH; a real run needs a real conda.
+STAND_IN_CONDA = """#!/bin/sh
+case "$*" in
+  "info --json") echo '{"conda_prefix": "/nonexistent/conda", "platform": "linux-64"}' ;;
+  "--version") echo "conda 25.1.0" ;;
+  "config --get channel_priority --json") echo '{"get": {"channel_priority": "strict"}}' ;;
+  *) echo "stand-in conda cannot: $*" >&2; exit 1 ;;
+esac
+"""
+
+
+def _dry_run(workdir: Path, task: str, profile: Path, refit: bool = False, conda: bool = False) -> str:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    extra = []
+    if conda:
+        bin_dir = workdir / "stand-in-bin"
+        bin_dir.mkdir()
+        (bin_dir / "conda").write_text(STAND_IN_CONDA)
+        (bin_dir / "conda").chmod(0o755)
+        env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+        extra = ["--software-deployment-method", "conda", "--printshellcmds"]
     configs = [str(ROOT / "config" / name) for name in [f"{task}.yaml"] + ([f"{task}_refit.yaml"] if refit else [])]
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("snakemake")), "-n", "-s", str(ROOT / "Snakefile"), "--directory",
-         str(workdir), "--profile", str(profile), "--configfile", *configs],
+         str(workdir), "--profile", str(profile), *extra, "--configfile", *configs],
         capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
@@ -162,12 +186,32 @@ def _jobs(output: str) -> list[tuple[str, dict]]:
 @pytest.fixture(scope="module", params=[(task, refit) for task in TASKS for refit in (False, True)],
                 ids=lambda p: p[0] + ("_refit" if p[1] else ""))
 def planned(request, tmp_path_factory):
+    """Each paper config planned with the GPU profile, its jobs in the conda environment."""
     task, refit = request.param
-    return task, refit, _jobs(_dry_run(tmp_path_factory.mktemp(task), task, ROOT / "profiles" / "local-gpu", refit))
+    output = _dry_run(tmp_path_factory.mktemp(task), task, ROOT / "profiles" / "local-gpu", refit, conda=True)
+    return task, refit, _jobs(output), output
+
+
+def test_under_conda_every_job_runs_the_checkout_in_the_environment_file(planned):
+    *_, jobs, output = planned
+    assert f"Conda environment {ROOT / 'envs' / 'valueguide.yaml'} will be created." in output
+    commands = [c for c in re.findall(r"^Shell command: (.*)$", output, re.M) if c != "None"]  # None: `all`
+    assert len(commands) == len([rule for rule, _ in jobs if rule != "all"])
+    prefix = f"VALUEGUIDE_CACHE={shlex.quote(str(cache_root()))} PYTHONPATH={shlex.quote(str(ROOT / 'src'))} python -m"
+    assert all(command.startswith(prefix) for command in commands), commands[0]
+
+
+def test_the_conda_environment_installs_what_the_package_declares():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    environment = yaml.safe_load((ROOT / "envs" / "valueguide.yaml").read_text())
+    pip = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
+    assert pip == declared
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert f"python={requires.removeprefix('>=')}" in environment["dependencies"]
 
 
 def test_snakemake_plans_the_jobs_the_plan_command_counts(planned):
-    task, refit, jobs = planned
+    task, refit, jobs, _ = planned
     counts = pd.Series([rule for rule, _ in jobs]).value_counts().to_dict()
     assert counts == jobs_per_stage(paper(task, refit))
     expected_generate = {"imdb": 3 * 7, "tldr": 3 * 7, "alpaca_eval": 2 * 7 * 4}[task]  # models x methods x shards
@@ -176,7 +220,7 @@ def test_snakemake_plans_the_jobs_the_plan_command_counts(planned):
 
 
 def test_every_job_that_loads_a_model_holds_the_gpu(planned):
-    _, _, jobs = planned
+    _, _, jobs, _ = planned
     for rule, resources in jobs:
         assert resources.get("gpu") == ("1" if rule in GPU_RULES else None), (rule, resources)
     profile = yaml.safe_load((ROOT / "profiles" / "local-gpu" / "config.yaml").read_text())

@@ -233,7 +233,8 @@ def test_config_values_never_run_in_the_shell(tmp_path):
     checkout.mkdir()
     for name in ("Snakefile", "config.yaml"):
         shutil.copy(ROOT / name, checkout / name)
-    shutil.copytree(ROOT / "workflow", checkout / "workflow", symlinks=False)
+    for folder in ("workflow", "envs"):
+        shutil.copytree(ROOT / folder, checkout / folder, symlinks=False)
     hostile = tmp_path / "r $(touch PWNED) x"
     _write_override(tmp_path)
     override = yaml.safe_load((tmp_path / "override.yaml").read_text())

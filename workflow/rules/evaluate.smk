@@ -6,6 +6,8 @@ ALPACA_METRICS = f"{ALPACA_DIR}/metrics.csv"
 
 
 rule evaluate_reward:
+    conda:
+        CONDA_ENV
     input:
         cfg=slice_path("evaluate_reward"),
         generations=generations("test"),
@@ -23,6 +25,8 @@ rule evaluate_reward:
 
 
 rule evaluate_alpaca:
+    conda:
+        CONDA_ENV
     input:
         cfg=slice_path("evaluate_alpaca"),
         generations=generations("alpaca"),

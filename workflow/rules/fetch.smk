@@ -8,6 +8,8 @@ FETCHED = f"{R}/fetch/manifest.json"
 
 
 rule fetch:
+    conda:
+        CONDA_ENV
     input:
         slice_path("fetch") if HUB_MODELS else [],
     output:

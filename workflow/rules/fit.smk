@@ -8,6 +8,8 @@ IMPLICIT_DIR = f"{R}/implicit"
 
 
 rule fit_value:
+    conda:
+        CONDA_ENV
     input:
         cfg=slice_path("fit_value"),
         samples=SAMPLES,
@@ -26,6 +28,8 @@ rule fit_value:
 
 
 rule diagnose_value:
+    conda:
+        CONDA_ENV
     input:
         cfg=slice_path("diagnose_value"),
         samples=SAMPLES,
@@ -45,6 +49,8 @@ rule diagnose_value:
 
 
 rule fit_implicit:
+    conda:
+        CONDA_ENV
     input:
         cfg=slice_path("fit_implicit"),
         samples=SAMPLES,

@@ -38,6 +38,8 @@ def generate_flags(wc, input):
 
 
 rule generate:
+    conda:
+        CONDA_ENV
     input:
         unpack(generate_inputs),
     output:
@@ -63,6 +65,8 @@ rule generate:
 if SHARDS > 1:
 
     rule merge_shards:
+        conda:
+            CONDA_ENV
         input:
             [f"{R}/generations/{split}/{{model}}/{{method}}.shard{i}of{SHARDS}.parquet"
              for split in GEN_SETS for i in range(SHARDS)],

@@ -2,6 +2,8 @@
 
 
 rule prompts:
+    conda:
+        CONDA_ENV
     input:
         lambda wc: slice_path("prompts", split=wc.split),
     output:

@@ -6,6 +6,8 @@ FIGURES = [f"{kind}_{plot}" for kind in (["reward"] if config["evaluate"]["rewar
 
 
 rule report:
+    conda:
+        CONDA_ENV
     input:
         cfg=slice_path("report"),
         world=f"{R}/world_summary.json" if config.get("world") else [],

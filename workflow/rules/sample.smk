@@ -4,6 +4,8 @@ SAMPLES = f"{R}/samples/{POLICY}.parquet"
 
 
 rule sample:
+    conda:
+        CONDA_ENV
     input:
         cfg=slice_path("sample"),
         prompts=f"{R}/prompts/train.parquet",

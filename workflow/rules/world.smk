@@ -5,6 +5,8 @@ WORLD_MODELS = list((config.get("world") or {}).get("models", {}))
 
 
 rule world_corpus:
+    conda:
+        CONDA_ENV
     input:
         slice_path("world_corpus") if config.get("world") else [],
     output:
@@ -18,6 +20,8 @@ rule world_corpus:
 
 
 rule world_lm:
+    conda:
+        CONDA_ENV
     input:
         cfg=lambda wc: slice_path("world_lm", name=wc.name),
         corpus=rules.world_corpus.output.corpus,
@@ -36,6 +40,8 @@ rule world_lm:
 
 
 rule world_reward:
+    conda:
+        CONDA_ENV
     input:
         cfg=slice_path("world_reward") if config.get("world") else [],
         corpus=rules.world_corpus.output.corpus,
@@ -65,6 +71,8 @@ def world_inputs(*specs):
 
 
 rule world_summary:
+    conda:
+        CONDA_ENV
     input:
         cfg=slice_path("world_summary") if config.get("world") else [],
         models=expand(f"{WORLD}/models/{{name}}/world_stats.json", name=WORLD_MODELS),
