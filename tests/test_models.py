@@ -34,7 +34,11 @@ def test_missing_local_folder_is_reported(tmp_path):
 
 
 def test_uncached_hub_model_offline_names_the_model(monkeypatch):
+    import huggingface_hub
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # read once, when huggingface_hub is imported: without this the lookup waits on the network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelNotFoundError, match=r"valueguide-test/no-such-model.*could not be fetched"):
         load_tokenizer("valueguide-test/no-such-model")
 

@@ -136,9 +136,9 @@ class Feed:
                  read: torch.Tensor | None = None) -> torch.Tensor:
         """The model's outputs as scores read them: an LM's log-probabilities, a value model's values.
 
-        ``read`` ([B, T] bool): the only positions whose outputs are read. An LM's head then runs on
-        those alone and the others hold zeros: with padded candidate columns most positions are
-        padding, and the head over a whole vocabulary is the largest product of a small model's pass."""
+        ``read`` ([B, T] bool): the only positions whose outputs are read. The head then runs on those
+        alone and the others hold zeros: with padded candidate columns most positions are padding, and
+        a head over a whole vocabulary is the largest product of a small model's pass."""
         kwargs = dict(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
         if self.kind == LM and read is not None and self._body is not None:
             hidden = self._body(**kwargs, **{self._body_cache_arg: self.cache}).last_hidden_state
@@ -150,7 +150,7 @@ class Feed:
             if keep_last and self._can_keep_last:
                 kwargs["logits_to_keep"] = keep_last
             return torch.log_softmax(self.model(**kwargs, **{self._cache_arg: self.cache}).logits.float(), -1)
-        return self.model(**kwargs, past_key_values=self.cache).values.float()
+        return self.model(**kwargs, past_key_values=self.cache, read=read).values.float()
 
     def score_of(self, prev: torch.Tensor | None, out: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Scores of ``tokens`` ([B, T]) given the outputs before them (``prev``) and at them (``out``):

@@ -66,17 +66,24 @@ class ValueModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, past_key_values: Any = None,
-                use_cache: bool = False) -> ValueOutput:
+                use_cache: bool = False, read: torch.Tensor | None = None) -> ValueOutput:
         """Values at every position of ``input_ids``.
 
         With left padding pass a 2-D ``attention_mask`` (covering cached + new tokens, as in HF):
         unless given, position ids are derived from it, so a padded row scores like the unpadded one.
+        ``read`` ([B, T] bool): the only positions whose values are wanted; the head runs on those alone
+        (a token head's is vocabulary-wide) and the others read 0.
         """
         if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             use_cache=use_cache, **{self._cache_arg: past_key_values})
-        values = self.head(out.last_hidden_state.to(self.head.weight))
+        hidden = out.last_hidden_state.to(self.head.weight)
+        if read is None:
+            values = self.head(hidden)
+        else:
+            values = hidden.new_zeros((*read.shape, self.head.out_features))
+            values[read] = self.head(hidden[read])
         if self.head_kind == "scalar":
             values = values.squeeze(-1)
         return ValueOutput(values, getattr(out, self._cache_arg) if use_cache else None)
