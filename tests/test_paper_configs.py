@@ -153,7 +153,8 @@ esac
 """
 
 
-def _dry_run(workdir: Path, task: str, profile: Path, refit: bool = False, conda: bool = False) -> str:
+def _dry_run(workdir: Path, task: str | None, profile: Path, refit: bool = False, conda: bool = False) -> str:
+    """``snakemake -n`` of config.yaml merged with the task's paper config (none: the tiny world's run)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     extra = []
     if conda:
@@ -163,10 +164,11 @@ def _dry_run(workdir: Path, task: str, profile: Path, refit: bool = False, conda
         (bin_dir / "conda").chmod(0o755)
         env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
         extra = ["--software-deployment-method", "conda", "--printshellcmds"]
-    configs = [str(ROOT / "config" / name) for name in [f"{task}.yaml"] + ([f"{task}_refit.yaml"] if refit else [])]
+    names = [f"{task}.yaml"] + ([f"{task}_refit.yaml"] if refit else []) if task else []
+    configs = ["--configfile", *(str(ROOT / "config" / name) for name in names)] if names else []
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("snakemake")), "-n", "-s", str(ROOT / "Snakefile"), "--directory",
-         str(workdir), "--profile", str(profile), *extra, "--configfile", *configs],
+         str(workdir), "--profile", str(profile), *extra, *configs],
         capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
@@ -199,6 +201,13 @@ def test_under_conda_every_job_runs_the_checkout_in_the_environment_file(planned
     assert len(commands) == len([rule for rule, _ in jobs if rule != "all"])
     prefix = f"VALUEGUIDE_CACHE={shlex.quote(str(cache_root()))} PYTHONPATH={shlex.quote(str(ROOT / 'src'))} python -m"
     assert all(command.startswith(prefix) for command in commands), commands[0]
+
+
+def test_the_tiny_worlds_run_plans_under_conda_too(tmp_path):
+    output = _dry_run(tmp_path, None, ROOT / "profiles" / "local-gpu", conda=True)
+    rules = [rule for rule, _ in _jobs(output)]
+    assert "world_corpus" in rules and "report" in rules
+    assert f"Conda environment {ROOT / 'envs' / 'valueguide.yaml'} will be created." in output
 
 
 def test_the_conda_environment_installs_what_the_package_declares():
