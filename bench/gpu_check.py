@@ -1,6 +1,7 @@
 """Every GPU number the project needs, from one short command: correctness on the device, throughput at
 the paper's real shapes with random weights (nothing downloaded), and the plan's cost model against
-what was measured. Each part writes one JSON file under ``--out`` and prints a table.
+what was measured. Each part writes JSON under ``--out`` (throughput as JSON lines, row by row) and
+prints a table.
 
     make gpu-check               # python bench/gpu_check.py --device cuda
     make gpu-check DEVICE=cpu    # the same script at tiny shapes, as CI runs it so that it cannot rot
@@ -377,7 +378,6 @@ def main() -> int:
     lines.unlink(missing_ok=True)
     rows, passes = part_throughput(shapes, args.device, dtype, prompt_tokens, new_tokens, lines,
                                     args.settings.split(","))
-    (out / "throughput.json").write_text(json.dumps(rows, indent=2) + "\n")
     print("3. the plan's passes against measured ones (16 rows; prefill of the prompt, one decode step)", flush=True)
     plan = part_plan(passes, args.device)
     (out / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")

@@ -124,6 +124,7 @@ class Feed:
             self._can_keep_last = "logits_to_keep" in params
             self._body = model.base_model if type(model).__name__ in PLAIN_HEADS else None
             if self._body is not None:
+                self._head = model.get_output_embeddings()
                 body_params = inspect.signature(self._body.forward).parameters
                 self._body_cache_arg = "cache" if "cache" in body_params else "past_key_values"
 
@@ -142,7 +143,7 @@ class Feed:
         kwargs = dict(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
         if self.kind == LM and read is not None and self._body is not None:
             hidden = self._body(**kwargs, **{self._body_cache_arg: self.cache}).last_hidden_state
-            logits = self.model.get_output_embeddings()(hidden[read]).float()
+            logits = self._head(hidden[read]).float()
             out = torch.zeros((*read.shape, logits.shape[-1]), device=self.device)
             out[read] = torch.log_softmax(logits, -1)
             return out
