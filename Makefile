@@ -60,9 +60,10 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_cross_vocabulary.py
 	$(VENV)/bin/python bench/bench_training.py
 
-# The tests, then the GPU check's CPU variant (tiny shapes), so that the GPU script cannot rot.
+# The tests, a module per worker and one worker per core, then the GPU check's CPU variant (tiny
+# shapes), so that the GPU script cannot rot. One test alone: .venv/bin/pytest tests/FILE::NAME
 test: $(STAMP)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(CORES) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 	$(VENV)/bin/python bench/gpu_check.py --device cpu --out results/gpu_check_cpu
 
 # On a GPU machine: correctness on CUDA, throughput at the paper's shapes, the plan's costs checked.

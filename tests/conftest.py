@@ -12,6 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # tests/toy_models.py
 # Tiny models run fastest, and most reproducibly, on one thread; more threads only contend.
 torch.set_num_threads(1)
+# The longest modules first: ``make test`` runs modules on workers (pytest-xdist, --dist loadfile, in
+# collection order), so these start at once and the short ones fill in around them.
+LONGEST_FIRST = ("test_pipeline.py", "test_pipeline_instruction.py", "test_sharding.py")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(scope="session")

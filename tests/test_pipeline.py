@@ -1,7 +1,6 @@
 """The DAG on the tiny config: it runs end to end, caches, and reruns exactly what a change touches."""
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -10,64 +9,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pipeline_runs import ROOT, command, env_of_run, planned_jobs, snakemake, write_override
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 UPSTREAM_OF_SAMPLE = {"world_corpus", "world_lm", "world_reward", "prompts"}
-
-
-def _command(workdir: Path, *args: str) -> list[str]:
-    return [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args,
-            "--configfile", str(workdir / "override.yaml")]  # last: it takes every value after it
-
-
-def _env() -> dict:
-    """The environment a run gets: this interpreter's tools first, the hub offline."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
-
-
-def _snakemake(workdir: Path, *args: str) -> str:
-    env = _env()
-    proc = subprocess.run(_command(workdir, *args), capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
-
-
-def _planned_jobs(output: str) -> dict[str, int]:
-    stats = output.split("Job stats:", 1)[1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m.group(1) != "total"}
-
-
-def _write_override(workdir: Path, change: dict | None = None, setting: str | None = None) -> None:
-    """The tiny config with results in ``workdir`` (over ``setting``, a config file of another setting
-    whose world is ``world_dir``), plus ``change`` (merged like a config file)."""
-    from valueguide.config import deep_merge
-
-    override = yaml.safe_load((ROOT / "tests" / "data" / "tiny.yaml").read_text())
-    if setting:
-        override = deep_merge(yaml.safe_load((ROOT / setting).read_text()), override)
-        override["generate"]["large_models"] = ["mistral"]
-    override["results_dir"] = str(workdir / "results")
-    (workdir / "override.yaml").write_text(yaml.safe_dump(deep_merge(override, change or {})))
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("pipeline")
-    _write_override(workdir)
-    _snakemake(workdir)
+    write_override(workdir)
+    snakemake(workdir)
     return workdir
-
-
-@pytest.fixture(scope="module")
-def instruction(workdir, tmp_path_factory) -> Path:
-    """The instruction setting (config/tiny_instruction.yaml, tiny) on the sentiment setting's world."""
-    other = tmp_path_factory.mktemp("instruction")
-    _write_override(other, {"world": {"dir": str(workdir / "results" / "world")}},
-                    setting="config/tiny_instruction.yaml")
-    out = _snakemake(other)
-    assert not re.search(r"rule world_(corpus|lm|reward):", out), "the shared world was rebuilt"
-    return other
 
 
 def test_the_dag_writes_every_artifact(workdir):
@@ -87,24 +39,6 @@ def test_the_dag_writes_every_artifact(workdir):
         assert list((results / "benchmarks" / stage).glob("*.tsv")), stage
 
 
-def test_the_instruction_setting_guides_across_vocabularies(instruction):
-    """Tulu (Llama-2's vocabulary) and a gpt2 value guide mistral (Mistral's), every method, in the DAG."""
-    import json
-
-    import pandas as pd
-
-    results = instruction / "results"
-    for path in ["samples/tulu.parquet", "value/metrics.json", "implicit/pooled_vocabulary.json",
-                 "alpaca_eval/metrics.csv", "report/tables.md"]:
-        assert (results / path).exists(), path
-    for method in ["base", "bon", "eft", "vas", "cbs_implicit", "cbs_explicit", "ivg"]:
-        gens = pd.read_parquet(results / "generations" / "alpaca" / "mistral" / f"{method}.parquet")
-        assert len(gens) == 6 and (gens.n_tokens > 0).all()
-        candidates = json.loads(gens.candidate_tokens[0])
-        token_level = {"eft": "tuned", "ivg": "tuned", "vas": "value"}.get(method)
-        assert (token_level in candidates) if token_level else not candidates, method  # scored on text
-
-
 def _digests(results: Path, pattern: str) -> dict[str, str]:
     import hashlib
 
@@ -114,8 +48,8 @@ def _digests(results: Path, pattern: str) -> dict[str, str]:
 
 def _kill_when(workdir: Path, ready, what: str) -> None:
     """Start the run as ``make run`` does and SIGKILL it, jobs and all, once ``ready(results, start)`` holds."""
-    env = _env()
-    proc = subprocess.Popen(_command(workdir, "--rerun-incomplete"), stdout=subprocess.DEVNULL,
+    env = env_of_run()
+    proc = subprocess.Popen(command(workdir, "--rerun-incomplete"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
         start = time.time()
@@ -157,13 +91,13 @@ def test_a_run_killed_anywhere_resumes_to_the_artifacts_of_an_uninterrupted_run(
     import pandas as pd
 
     other = tmp_path_factory.mktemp("killed")
-    _write_override(other)
+    write_override(other)
     for what, ready in KILL_POINTS.items():
         if what != next(iter(KILL_POINTS)):
             assert "removed the lock of a run that was killed" in _resume(other), what
         _kill_when(other, ready, what)
     assert "removed the lock" in _resume(other)
-    _snakemake(other, "--rerun-incomplete")
+    snakemake(other, "--rerun-incomplete")
     a, b = workdir / "results", other / "results"
     assert not list(b.rglob(".*.tmp-*")), "a killed job's temporary files were left behind"
     for pattern in ("prompts/*.parquet", "samples/*.parquet", "**/*.safetensors", "**/pooled_vocabulary.json"):
@@ -176,13 +110,13 @@ def test_a_run_killed_anywhere_resumes_to_the_artifacts_of_an_uninterrupted_run(
 
 
 def test_a_second_run_does_nothing(workdir):
-    out = _snakemake(workdir, "-n")
+    out = snakemake(workdir, "-n")
     assert "Nothing to be done" in out
 
 
 def test_a_sampling_change_reruns_exactly_sample_and_downstream(workdir):
-    _write_override(workdir, {"sample": {"temperature": 0.9}})
-    planned = _planned_jobs(_snakemake(workdir, "-n"))
+    write_override(workdir, {"sample": {"temperature": 0.9}})
+    planned = planned_jobs(snakemake(workdir, "-n"))
     assert planned.get("sample") == 1
     assert not UPSTREAM_OF_SAMPLE & set(planned)
     assert set(planned) == {"sample", "world_summary", "fit_value", "diagnose_value", "fit_implicit", "generate",
@@ -192,8 +126,8 @@ def test_a_sampling_change_reruns_exactly_sample_and_downstream(workdir):
 
 
 def test_a_decoding_change_reruns_generation_but_no_fit(workdir):
-    _write_override(workdir, {"generate": {"methods": {"ivg": {"chunk": {"W": 2}}}}})
-    planned = _planned_jobs(_snakemake(workdir, "-n"))
+    write_override(workdir, {"generate": {"methods": {"ivg": {"chunk": {"W": 2}}}}})
+    planned = planned_jobs(snakemake(workdir, "-n"))
     assert planned.get("generate") == 1
     assert not {"sample", "fit_value", "fit_implicit", *UPSTREAM_OF_SAMPLE} & set(planned)
 
@@ -203,21 +137,21 @@ def test_a_decoding_change_reruns_generation_but_no_fit(workdir):
     ({"threads": 2}, set()),  # a runtime knob: every rule passes its own --threads
 ])
 def test_a_diagnostics_or_runtime_knob_reruns_no_fit(workdir, change, rerun):
-    _write_override(workdir, change)
-    out = _snakemake(workdir, "-n")
-    assert (set(_planned_jobs(out)) if "Job stats:" in out else set()) == rerun, out[-2000:]
+    write_override(workdir, change)
+    out = snakemake(workdir, "-n")
+    assert (set(planned_jobs(out)) if "Job stats:" in out else set()) == rerun, out[-2000:]
 
 
 def test_bad_input_stops_the_run_before_any_job_and_loses_nothing(workdir):
     """On a finished run: a missing model folder and a judge without its key stop Snakemake itself with
     exit 2, one line each and no traceback, and every artifact stays as it was."""
     before = _digests(workdir / "results", "**/*")
-    _write_override(workdir, {"models": {"gpt2-large": {"path": "./no/such/model"}},
+    write_override(workdir, {"models": {"gpt2-large": {"path": "./no/such/model"}},
                               "evaluate": {"alpaca": {"judge": "gpt4_turbo"}}})
-    env = _env()
+    env = env_of_run()
     env.pop("OPENAI_API_KEY", None)
-    proc = subprocess.run(_command(workdir), capture_output=True, text=True, env=env, timeout=300)
-    _write_override(workdir)
+    proc = subprocess.run(command(workdir), capture_output=True, text=True, env=env, timeout=300)
+    write_override(workdir)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     problems = proc.stderr.split("error: the run cannot start:\n", 1)[1].splitlines()
     assert [p.split(":")[0].strip() for p in problems] == ["models.gpt2-large.path", "evaluate.alpaca.judge"]
@@ -236,15 +170,15 @@ def test_config_values_never_run_in_the_shell(tmp_path):
     for folder in ("workflow", "envs"):
         shutil.copytree(ROOT / folder, checkout / folder, symlinks=False)
     hostile = tmp_path / "r $(touch PWNED) x"
-    _write_override(tmp_path)
+    write_override(tmp_path)
     override = yaml.safe_load((tmp_path / "override.yaml").read_text())
     override["results_dir"] = str(hostile)
     (tmp_path / "override.yaml").write_text(yaml.safe_dump(override))
     target = str(hostile / "prompts" / "test.parquet")
-    env = _env()
-    command = [str(checkout / "Snakefile") if arg == str(ROOT / "Snakefile") else arg
-               for arg in _command(tmp_path, target)]
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    env = env_of_run()
+    copied = [str(checkout / "Snakefile") if arg == str(ROOT / "Snakefile") else arg
+              for arg in command(tmp_path, target)]
+    proc = subprocess.run(copied, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (hostile / "prompts" / "test.parquet").exists()
     assert (hostile / "logs" / "prompts" / "test.log").exists()

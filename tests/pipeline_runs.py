@@ -1,0 +1,49 @@
+"""Running the Snakefile on a tiny config in a folder of its own: what the pipeline tests share."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def command(workdir: Path, *args: str) -> list[str]:
+    """Snakemake on ``workdir``'s override.yaml, two cores, as ``make run`` calls it."""
+    return [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args,
+            "--configfile", str(workdir / "override.yaml")]  # last: it takes every value after it
+
+
+def env_of_run() -> dict:
+    """The environment a run gets: this interpreter's tools first, the hub offline."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+
+
+def snakemake(workdir: Path, *args: str) -> str:
+    env = env_of_run()
+    proc = subprocess.run(command(workdir, *args), capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """Jobs per rule in a dry run's job stats."""
+    stats = output.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m.group(1) != "total"}
+
+
+def write_override(workdir: Path, change: dict | None = None, setting: str | None = None) -> None:
+    """The tiny config with results in ``workdir`` (over ``setting``, the config file of another setting,
+    with mistral its one large model), plus ``change`` (merged like a config file)."""
+    from valueguide.config import deep_merge
+
+    override = yaml.safe_load((ROOT / "tests" / "data" / "tiny.yaml").read_text())
+    if setting:
+        override = deep_merge(yaml.safe_load((ROOT / setting).read_text()), override)
+        override["generate"]["large_models"] = ["mistral"]
+    override["results_dir"] = str(workdir / "results")
+    (workdir / "override.yaml").write_text(yaml.safe_dump(deep_merge(override, change or {})))
