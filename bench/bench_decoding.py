@@ -30,6 +30,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from valueguide import heap
 from valueguide.decoding import Member, Sampling, build_decoder
 from valueguide.decoding.paired import pair_models
 from valueguide.value.model import ValueModel
@@ -162,6 +163,7 @@ def time_runs(runs: dict, baseline: dict, args, prompt_tokens: int, targets: dic
     """Time every run against its baseline (plain sampling of as many rows), back to back, and
     return one table row per run: ratios of the least disturbed runs and the median ratio, and the
     tokens the value model read per token sampled (all of them, and the response part only)."""
+    heap.settle()  # as the generate stage does once its models are loaded
     timings, ratios = {key: [] for key in runs}, {key: [] for key in runs}
     partner = {key: [] for key in runs}  # per-token times of the baseline runs timed right before key
     for round_ in range(args.repeats + 1):  # the first round warms up and is dropped

@@ -173,18 +173,23 @@ def test_retokenising_a_tail_equals_tokenising_the_whole_text(make):
     tok, rng = make(), random.Random(1)
     retok = Retokenizer(tok)
     pieces = WORDS + [" " + w for w in WORDS] + [" ", "  ", "\n", "é", "€", "本", "😀", "x", "ab", "<s>"]
+    found = 0
     for _ in range(40):
         text = "<s>Q: " + "".join(rng.choice(pieces) for _ in range(3))
         tokens = retok.tokenize([text])[0]
         for _ in range(25):
             more = [rng.choice(pieces) for _ in range(3)]
-            for appended, (p, tail) in zip(more, retok.branch([tokens] * 3, [text] * 3, more)):
+            ones = retok.one_token_appends(tokens, text, more)
+            for appended, (p, tail), one in zip(more, retok.branch([tokens] * 3, [text] * 3, more), ones):
                 want = retok.tokenize([text + appended])[0].ids
                 assert tokens.ids[:p] + tail == want and (p == len(tokens) or tokens.ids[p] != want[p])
+                assert one is None or want == tokens.ids + [one]  # the shortcut of the common case
+                found += one is not None
             old, before = tokens, text
             text += "".join(rng.choice(pieces) for _ in range(rng.choice([0, 1, 1, 2])))
             shared, tokens = retok.update([old], [before], [text[len(before):]])[0]
             assert tokens == retok.tokenize([text])[0] and tokens.ids[:shared] == old.ids[:shared]
+    assert found > 100
 
 
 # --- next-token distributions -----------------------------------------------------------------------

@@ -490,7 +490,8 @@ class TextStream:
                 self._book(feed, int(trunk.real.sum()))
                 if columns is not None:
                     self._book(feed, int((columns.branch >= 0).sum()), candidates=True)
-            scores[id(feed)] = feed.scores_at(out, plan["source"], plan["token"])
+            scores[id(feed)] = (feed.scores_at(out, plan["source"], plan["token"]),
+                                feed.scores_at(None, torch.full_like(plan["one"], KEEP - 1), plan["one"].clamp(min=0)))
             feed.compact()
         self._commit(state)
         return ({role: self._candidate_values(feed, copy, scores[id(feed)], plan, new_len)
@@ -505,12 +506,15 @@ class TextStream:
         queries = [(i, a) for i in range(n) if not finished[i] for a in cand[i] if a != guided_eos]
         extended = iter(rows.extended_texts(queries))
         branch_of, rewritten = {}, []
+        one = [[-1] * k for _ in range(n)]  # a candidate that appends one token after the row's: that token
         at, old, old_text, appended = [], [], [], []  # the candidates to branch off their rows
+        scalar = self.feeds[0].head == "scalar"
         for i in range(n):
             if finished[i]:
                 continue
             tokens, text_i = state["tokens"][i], state["text"][i]
             length = len(tokens.ids)
+            grows = []
             for j, a in enumerate(cand[i]):
                 if a == guided_eos:
                     branch_of[i, j] = (length, [self.eos_id])
@@ -519,21 +523,31 @@ class TextStream:
                 if not extends:
                     rewritten.append((i, j, text))
                 elif text:
-                    at.append((i, j)), old.append(tokens), old_text.append(text_i), appended.append(text)
+                    grows.append((j, text))
                 else:
                     branch_of[i, j] = (length, [])
+            # the common case, read off the row's last kept output (``_score_plan`` would do the same)
+            reads = not scalar and state["boundary"][i] < length
+            ones = self.retokenizer.one_token_appends(tokens, text_i, [t for _, t in grows]) if reads else ()
+            for (j, text), token in zip(grows, ones or [None] * len(grows)):
+                if token is None:
+                    at.append((i, j)), old.append(tokens), old_text.append(text_i), appended.append(text)
+                else:
+                    one[i][j] = token
         branch_of.update(zip(at, self.retokenizer.branch(old, old_text, appended)))
         for (i, j, _), tokens in zip(rewritten, self.retokenizer.tokenize(
                 [self.prompt_text[i] + text for i, _, text in rewritten])):
             p = common_prefix(state["tokens"][i].ids, tokens.ids)
             branch_of[i, j] = (p, tokens.ids[p:])
-        return self._score_plan(n, k, branch_of, state)
+        return self._score_plan(n, k, branch_of, _longs(one).view(n, k), state)
 
-    def _score_plan(self, n: int, k: int, branch_of: dict, state: dict) -> dict:
+    def _score_plan(self, n: int, k: int, branch_of: dict, one: torch.Tensor, state: dict) -> dict:
         """The columns to feed and, per scored token, where its score is read (``source``: a kept
         output, or a column) and which candidate it counts for. An LM sums ``[lo, hi)`` of the row's
         scores and the candidate's included tokens; a value model reads the candidate's last scored
-        token (``last``: its index among the scored, -1: the row's own value)."""
+        token (``last``: its index among the scored, -1: the row's own value). ``one`` ([n, k], -1
+        elsewhere): candidates that append one token after the row's response, read at the row's last
+        kept output (an LM sums ``[boundary, length)`` and that token's score)."""
         scalar = self.feeds[0].head == "scalar"
         lm = self.feeds[0].head == "lm"
         cols = Ragged(n, (0, 0, -1, 0, -1))  # (id, pos, branch, step, limit)
@@ -571,27 +585,32 @@ class TextStream:
             at_zero[c] = p + len(ids) == 1 and not scalar
         columns = Branches(*cols.tensor()) if max(cols.count) else None
         source, token, candidate, include = scored.tensor(min_width=1)
-        active = torch.zeros(n, dtype=torch.bool)
+        active = (one >= 0).any(1)
         active[list({i for i, _ in branch_of})] = True
         grid = lambda values: _longs(values).view(n, k)  # noqa: E731
+        reads = one >= 0
+        lo = torch.where(reads, _longs(boundary)[:, None], grid(lo))
+        hi = torch.where(reads, _longs(lengths)[:, None], grid(hi))
         return {"columns": columns, "source": source, "token": token, "candidate": candidate,
-                "include": include.bool() & (candidate >= 0) & lm, "lo": grid(lo), "hi": grid(hi),
+                "include": include.bool() & (candidate >= 0) & lm, "lo": lo, "hi": hi, "one": one,
                 "last": grid(last), "at_zero": grid(at_zero).bool(), "active": active}
 
-    def _candidate_values(self, feed: Feed, copy: int, token_scores: torch.Tensor, plan: dict,
+    def _candidate_values(self, feed: Feed, copy: int, token_scores: tuple[torch.Tensor, torch.Tensor], plan: dict,
                           length: torch.Tensor) -> torch.Tensor:
         scores = self._rows_of(feed.scores, copy).cpu()
-        scored = self._rows_of(token_scores, copy).cpu()
+        scored, one_scores = (self._rows_of(t, copy).cpu() for t in token_scores)
         n, k = plan["lo"].shape
+        reads = plan["one"] >= 0
         if feed.head == "lm":
             cumulative = torch.cat([torch.zeros((n, 1)), scores.cumsum(1)], 1)
             values = cumulative.gather(1, plan["hi"]) - cumulative.gather(1, plan["lo"])
             counted = torch.where(plan["include"], scored, 0.0)
             values = values.scatter_add(1, plan["candidate"].clamp(min=0), counted)
+            values = values + torch.where(reads, one_scores, 0.0)
         else:
             current = scores.gather(1, (length - 1).clamp(min=0)[:, None]).expand(n, k)
             at_last = torch.where(plan["at_zero"], 0.0, scored.gather(1, plan["last"].clamp(min=0)))
-            values = torch.where(plan["last"] >= 0, at_last, current)
+            values = torch.where(reads, one_scores, torch.where(plan["last"] >= 0, at_last, current))
         return torch.where(plan["active"][:, None], values, 0.0)
 
     def _rows_of(self, tensor: torch.Tensor, copy: int) -> torch.Tensor:

@@ -179,6 +179,15 @@ class Retokenizer:
             out.append((j, o.head(j) + Tokens(ids[k:], [a + c0 for a in starts[k:]], [b + c0 for b in ends[k:]])))
         return out
 
+    def one_token_appends(self, old: Tokens, old_text: str, appended: list[str]) -> list[int | None]:
+        """For each text appended to ``old_text`` (tokenised as ``old``): the one token it adds after all
+        of ``old``, where ``branch`` would give ``(len(old), [that token])`` by a hard point; else None.
+        Remembered per (last character, appended text): most candidates of token-level guidance end here."""
+        if not old_text or not old.ids or old.ids[-1] in self.appends.added_ids:
+            return [None] * len(appended)
+        return [tail[0][0] if tail is not None and len(tail[0]) == 1 else None
+                for tail in self.appends.after(old_text[-1], appended)]
+
     def branch(self, old: list[Tokens], old_texts: list[str], appended: list[str]) -> list[tuple[int, list[int]]]:
         """For each ``old_text + appended`` (``old_text`` tokenised as ``old``): ``(p, ids)`` with its
         tokenisation ``old.ids[:p] + ids`` and ``p`` as large as possible (the tokens it shares with ``old``)."""

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from .. import heap
 from ..artifacts import read_parquet, write_parquet
 from ..config import world_dir as world_dir_of
 from ..models import load_causal_lm, load_options, load_own_tokenizer, load_tokenizer
@@ -81,6 +82,7 @@ def run_generate(config: dict, model_name: str, method_name: str, jobs: list[tup
         method, members, reward=reward.score if reward else None, reward_tokenizer=reward.tokenizer if reward else None,
         sampling=Sampling(gen["temperature"], gen["top_k"], gen["top_p"]),
         max_new_tokens=gen["max_new_tokens"], stop=gen.get("stop") or ())
+    heap.settle()
     written = {}
     for prompts, first_batch, out_path in prompt_sets:
         df = _generate_all(decoder, prompts, gen["batch_size"], config["seed"], f"{model_name}/{method_name}",
