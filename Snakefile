@@ -10,6 +10,7 @@ from snakemake.settings.types import DeploymentMethod
 from valueguide.config import stage_slice, world_dir, write_if_changed
 from valueguide.vocabularies import cache_root
 from valueguide.preflight import checked_or_exit
+from valueguide.cluster import status_problem
 
 configfile: str(Path(workflow.basedir) / "config.yaml")
 
@@ -38,6 +39,15 @@ def slice_path(stage, **wildcards):
     path = f"{WORLD if stage in ('world_corpus', 'world_lm', 'world_reward') else R}/configs/{name}.json"
     write_if_changed(stage_slice(config, stage, **wildcards), path)
     return path
+
+
+onstart:
+    # Through SLURM (profiles/slurm): a cluster whose job states cannot be read would hang the run.
+    plugin = workflow.executor_plugin
+    if plugin is not None and plugin.cli_prefix == "slurm" and not workflow.dryrun:
+        problem = status_problem(getattr(workflow.executor_settings, "status_command", None))
+        if problem:
+            sys.exit(f"error: the run cannot start: {problem}")
 
 
 include: "workflow/rules/world.smk"

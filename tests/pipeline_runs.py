@@ -47,3 +47,25 @@ def write_override(workdir: Path, change: dict | None = None, setting: str | Non
         override["generate"]["large_models"] = ["mistral"]
     override["results_dir"] = str(workdir / "results")
     (workdir / "override.yaml").write_text(yaml.safe_dump(deep_merge(override, change or {})))
+
+
+def digests(results: Path, pattern: str) -> dict[str, str]:
+    """SHA-256 of every file under ``results`` matching ``pattern``, by relative path."""
+    import hashlib
+
+    return {str(p.relative_to(results)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(results.glob(pattern)) if p.is_file()}
+
+
+def assert_same_artifacts(a: Path, b: Path) -> None:
+    """Two runs' results agree: prompts, samples, every model's weights byte for byte; generations and
+    scores value for value, apart from the wall time they report."""
+    import pandas as pd
+
+    for pattern in ("prompts/*.parquet", "samples/*.parquet", "**/*.safetensors", "**/pooled_vocabulary.json"):
+        first = digests(a, pattern)
+        assert first and first == digests(b, pattern), pattern
+    for path in sorted(a.glob("generations/**/*.parquet")) + [a / "scores" / "reward_scores.parquet"]:
+        left, right = (pd.read_parquet(root / path.relative_to(a)) for root in (a, b))
+        timing = [c for c in left.columns if c == "wall_time"]
+        pd.testing.assert_frame_equal(left.drop(columns=timing), right.drop(columns=timing))

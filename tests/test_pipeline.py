@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_runs import ROOT, command, env_of_run, planned_jobs, snakemake, write_override
+from pipeline_runs import (ROOT, assert_same_artifacts, command, digests, env_of_run, planned_jobs, snakemake,
+                           write_override)
 
 UPSTREAM_OF_SAMPLE = {"world_corpus", "world_lm", "world_reward", "prompts"}
 
@@ -37,13 +38,6 @@ def test_the_dag_writes_every_artifact(workdir):
     for stage in ["sample", "world", "prompts", "fit_value", "fit_implicit", "generate", "evaluate", "report"]:
         assert list((results / "logs" / stage).glob("*.log")), stage
         assert list((results / "benchmarks" / stage).glob("*.tsv")), stage
-
-
-def _digests(results: Path, pattern: str) -> dict[str, str]:
-    import hashlib
-
-    return {str(p.relative_to(results)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(results.glob(pattern)) if p.is_file()}
 
 
 def _kill_when(workdir: Path, ready, what: str) -> None:
@@ -88,8 +82,6 @@ def test_a_run_killed_anywhere_resumes_to_the_artifacts_of_an_uninterrupted_run(
     run`` does, and the end result equals the uninterrupted run's byte for byte (prompts, samples, every
     model's weights), generations and scores apart from the wall time they report. So the same config
     run twice on one machine gives the same artifacts, however often it was cut short."""
-    import pandas as pd
-
     other = tmp_path_factory.mktemp("killed")
     write_override(other)
     for what, ready in KILL_POINTS.items():
@@ -98,15 +90,8 @@ def test_a_run_killed_anywhere_resumes_to_the_artifacts_of_an_uninterrupted_run(
         _kill_when(other, ready, what)
     assert "removed the lock" in _resume(other)
     snakemake(other, "--rerun-incomplete")
-    a, b = workdir / "results", other / "results"
-    assert not list(b.rglob(".*.tmp-*")), "a killed job's temporary files were left behind"
-    for pattern in ("prompts/*.parquet", "samples/*.parquet", "**/*.safetensors", "**/pooled_vocabulary.json"):
-        first = _digests(a, pattern)
-        assert first and first == _digests(b, pattern), pattern
-    for path in sorted(a.glob("generations/**/*.parquet")) + [a / "scores" / "reward_scores.parquet"]:
-        left, right = (pd.read_parquet(root / path.relative_to(a)) for root in (a, b))
-        timing = [c for c in left.columns if c == "wall_time"]
-        pd.testing.assert_frame_equal(left.drop(columns=timing), right.drop(columns=timing))
+    assert not list((other / "results").rglob(".*.tmp-*")), "a killed job's temporary files were left behind"
+    assert_same_artifacts(workdir / "results", other / "results")
 
 
 def test_a_second_run_does_nothing(workdir):
@@ -145,7 +130,7 @@ def test_a_diagnostics_or_runtime_knob_reruns_no_fit(workdir, change, rerun):
 def test_bad_input_stops_the_run_before_any_job_and_loses_nothing(workdir):
     """On a finished run: a missing model folder and a judge without its key stop Snakemake itself with
     exit 2, one line each and no traceback, and every artifact stays as it was."""
-    before = _digests(workdir / "results", "**/*")
+    before = digests(workdir / "results", "**/*")
     write_override(workdir, {"models": {"gpt2-large": {"path": "./no/such/model"}},
                               "evaluate": {"alpaca": {"judge": "gpt4_turbo"}}})
     env = env_of_run()
@@ -155,7 +140,7 @@ def test_bad_input_stops_the_run_before_any_job_and_loses_nothing(workdir):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     problems = proc.stderr.split("error: the run cannot start:\n", 1)[1].splitlines()
     assert [p.split(":")[0].strip() for p in problems] == ["models.gpt2-large.path", "evaluate.alpaca.judge"]
-    assert _digests(workdir / "results", "**/*") == before
+    assert digests(workdir / "results", "**/*") == before
 
 
 def test_config_values_never_run_in_the_shell(tmp_path):
