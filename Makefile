@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 DEVICE ?= cuda
 
-.PHONY: run test bench gpu-check planted-bugs seeds dry-run clean env
+.PHONY: run test test-slurm bench gpu-check planted-bugs seeds dry-run clean env
 
 env: $(STAMP)
 
@@ -65,6 +65,11 @@ bench: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest -n $(CORES) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 	$(VENV)/bin/python bench/gpu_check.py --device cpu --out results/gpu_check_cpu
+
+# As root on a Debian machine: a one-node SLURM cluster (scripts/local_slurm.sh) runs the tiny world
+# through profiles/slurm (about ten minutes; `make test` skips it).
+test-slurm: $(STAMP)
+	VALUEGUIDE_TEST_SLURM=1 $(VENV)/bin/pytest -p no:cacheprovider tests/test_slurm.py
 
 # On a GPU machine: correctness on CUDA, throughput at the paper's shapes, the plan's costs checked.
 gpu-check: $(STAMP)

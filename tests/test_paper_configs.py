@@ -242,7 +242,7 @@ def test_the_slurm_profile_sizes_every_gpu_rule(tmp_path):
     for rule in GPU_RULES - {"evaluate_alpaca"}:
         res = profile["set-resources"][rule]
         assert res["gpu"] >= 1 and res["gpu_model"] and res["mem_mb"] >= 16000 and res["runtime"] >= 60, rule
-    # Snakemake itself must accept the resources: dry-run with them, minus the executor (a plugin not installed)
+    # Snakemake itself must accept the resources: dry-run with them, minus the executor (it would ask a cluster)
     local = tmp_path / "profile"
     local.mkdir()
     (local / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in profile.items() if k != "executor"}))
