@@ -17,6 +17,9 @@ PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
 usage() { echo "usage: $0 up|down DIR" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 action=$1
+case $2 in
+  *[!A-Za-z0-9._/+-]*) echo "local_slurm: DIR must be a plain path (letters, digits, . _ / + -): the SLURM configs hold it unquoted" >&2; exit 2 ;;
+esac
 mkdir -p "$2"
 dir=$(cd "$2" && pwd)
 host=$(hostname -s)
