@@ -61,13 +61,15 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_training.py
 
 # The tests, a module per worker and one worker per core, then the GPU check's CPU variant (tiny
-# shapes), so that the GPU script cannot rot. One test alone: .venv/bin/pytest tests/FILE::NAME
+# shapes; its correctness part is tests/test_device.py, which pytest has just run on the CPU), so that
+# the GPU script cannot rot. In CI (CI=true) the tests include the SLURM cluster test (test-slurm).
+# One test alone: .venv/bin/pytest tests/FILE::NAME
 test: $(STAMP)
 	$(VENV)/bin/pytest -n $(CORES) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
-	$(VENV)/bin/python bench/gpu_check.py --device cpu --out results/gpu_check_cpu
+	$(VENV)/bin/python bench/gpu_check.py --device cpu --no-correctness --out results/gpu_check_cpu
 
 # As root on a Debian machine: a one-node SLURM cluster (scripts/local_slurm.sh) runs the tiny world
-# through profiles/slurm (about ten minutes; `make test` skips it).
+# through profiles/slurm (about seven minutes alone; `make test` runs it only in CI, CI=true).
 test-slurm: $(STAMP)
 	VALUEGUIDE_TEST_SLURM=1 $(VENV)/bin/pytest -p no:cacheprovider tests/test_slurm.py
 

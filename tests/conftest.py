@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/toy_models.py
 torch.set_num_threads(1)
 # The longest modules first: ``make test`` runs modules on workers (pytest-xdist, --dist loadfile, in
 # collection order), so these start at once and the short ones fill in around them.
-LONGEST_FIRST = ("test_pipeline.py", "test_pipeline_instruction.py", "test_sharding.py")
+LONGEST_FIRST = ("test_slurm.py", "test_pipeline.py", "test_pipeline_instruction.py", "test_sharding.py")
 
 
 def pytest_collection_modifyitems(items) -> None:

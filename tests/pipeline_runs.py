@@ -1,7 +1,9 @@
 """Running the Snakefile on a tiny config in a folder of its own: what the pipeline tests share."""
 
+import fcntl
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +49,24 @@ def write_override(workdir: Path, change: dict | None = None, setting: str | Non
         override["generate"]["large_models"] = ["mistral"]
     override["results_dir"] = str(workdir / "results")
     (workdir / "override.yaml").write_text(yaml.safe_dump(deep_merge(override, change or {})))
+
+
+def shared_tiny_run(tmp_path_factory) -> Path:
+    """The tiny config run once per ``pytest`` invocation, for every module and worker (pytest-xdist)
+    that needs a finished run to read or to compare with: the first to ask runs it, the others wait.
+    Its users may plan on it and rewrite its override.yaml, never change its artifacts."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    workdir, done = root / "tiny-run", root / "tiny-run.done"
+    with open(root / "tiny-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(workdir, ignore_errors=True)  # a worker that failed midway
+            workdir.mkdir()
+            write_override(workdir)
+            snakemake(workdir)
+            done.touch()
+    return workdir
 
 
 def digests(results: Path, pattern: str) -> dict[str, str]:

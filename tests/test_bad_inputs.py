@@ -184,3 +184,35 @@ def test_debug_shows_the_traceback(tmp_path):
 @pytest.mark.parametrize("setting", ["config.yaml", "config/tiny_instruction.yaml"])
 def test_the_default_settings_pass_the_check(setting, capsys):
     assert cli.main(["validate", "--config", str(ROOT / "config.yaml"), str(ROOT / setting)]) == 0
+
+
+BLOCK_MODEL_LIBRARIES = """
+import sys
+
+class NoModelLibraries:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "datasets"):
+            raise ImportError(f"planning the run imported {name}")
+
+sys.meta_path.insert(0, NoModelLibraries())
+from snakemake.cli import main
+sys.argv = ["snakemake", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("setting", [None, "config/tiny_instruction.yaml"])
+def test_planning_a_run_imports_no_model_library(setting, tmp_path):
+    """Snakemake parses the Snakefile at every start, on a cluster twice per job (the job script, then
+    its step): the config check and the DAG must not pay for torch or transformers (seconds each)."""
+    import subprocess
+    import sys
+
+    from pipeline_runs import command, env_of_run, write_override
+
+    write_override(tmp_path, setting=setting)
+    args = command(tmp_path, "-n")[1:]
+    proc = subprocess.run([sys.executable, "-c", BLOCK_MODEL_LIBRARIES, *args], capture_output=True, text=True,
+                          env=env_of_run(), timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Job stats:" in proc.stdout + proc.stderr

@@ -9,18 +9,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_runs import (ROOT, assert_same_artifacts, command, digests, env_of_run, planned_jobs, snakemake,
-                           write_override)
+from pipeline_runs import (ROOT, assert_same_artifacts, command, digests, env_of_run, planned_jobs,
+                           shared_tiny_run, snakemake, write_override)
 
 UPSTREAM_OF_SAMPLE = {"world_corpus", "world_lm", "world_reward", "prompts"}
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("pipeline")
-    write_override(workdir)
-    snakemake(workdir)
-    return workdir
+    """The tiny run that tests/test_slurm.py also compares with (these tests only plan on it)."""
+    return shared_tiny_run(tmp_path_factory)
 
 
 def test_the_dag_writes_every_artifact(workdir):

@@ -15,7 +15,7 @@ from pathlib import Path
 from .artifacts import ArtifactError
 from .config import ConfigError, load_config, world_dir
 from .hub import DatasetUnavailableError
-from .models import ModelNotFoundError
+from .specs import ModelNotFoundError
 from .preflight import PreflightError
 
 

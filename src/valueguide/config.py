@@ -18,7 +18,7 @@ import jsonschema
 import yaml
 
 from .hub import hub_ids
-from .models import WORLD_PREFIX
+from .specs import WORLD_PREFIX
 
 
 class ConfigError(ValueError):

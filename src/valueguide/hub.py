@@ -13,10 +13,12 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from .specs import WORLD_PREFIX, ModelNotFoundError, is_local_path
 
-from .models import WORLD_PREFIX, ModelNotFoundError, is_local_path
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ def load_prompt_split(spec: dict, n: int) -> pd.DataFrame:
     (no shuffle) it is the instruction's index, which the length-controlled GLM looks up.
     """
     import datasets
+    import pandas as pd
 
     try:
         ds = datasets.load_dataset(spec["name"], spec.get("config"), split=spec["split"],

@@ -1,7 +1,7 @@
 """One loader for every model the pipeline touches.
 
-A model is named by a *spec*: ``world:NAME`` (a model of the locally built tiny world), a local
-folder, or a Hugging Face hub id. Loading is offline-safe: a hub id that is not cached locally gives
+A model is named by a *spec* (``specs.py``): ``world:NAME``, a local folder, or a Hugging Face hub
+id. Loading is offline-safe: a hub id that is not cached locally gives
 an error naming the model and how to fetch it, instead of a stack trace from deep inside the hub
 client.
 """
@@ -20,12 +20,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-WORLD_PREFIX = "world:"
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """The named model is neither a local folder, a tiny-world model nor a cached hub snapshot."""
-
+from .specs import WORLD_PREFIX, ModelNotFoundError, is_local_path
 
 @dataclass(frozen=True)
 class LoadOptions:
@@ -78,16 +73,6 @@ def local_folder(spec: str, world_dir=None) -> Path:
     except Exception as exc:  # not in the cache: the hub client raises several kinds
         raise ModelNotFoundError(f"{spec!r} is not cached here: fetch it first (`huggingface-cli download {spec}` "
                                  f"or the Snakemake rule fetch). Cause: {exc}") from exc
-
-
-def is_local_path(spec: str) -> bool:
-    """Whether a spec names a folder rather than a hub id (``gpt2``, ``owner/name``).
-
-    A hub id has at most one slash; ``models/mine`` is a folder when ``models`` is one here, so a
-    mistyped relative path is reported as a missing folder, not as a model missing from the hub."""
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or Path(spec).expanduser().exists():
-        return True
-    return "/" in spec and Path(spec.split("/", 1)[0]).is_dir()
 
 
 def torch_dtype(name: str, device: str) -> torch.dtype:

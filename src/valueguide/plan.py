@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from .config import model_specs, prompt_splits, value_is_pretrained, value_spec
-from .decoding.method import EXPLICIT_TOP_K, Method
+from .decoding.spec import EXPLICIT_TOP_K, Method
 from .decoding.streams import Stream
 from .hub import hub_ids
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .config import value_spec
 from .hub import is_hub_id, offline
-from .models import WORLD_PREFIX
+from .specs import WORLD_PREFIX
 
 SAFETENSORS, PICKLED = "*.safetensors", "*.bin"
 TABULAR = {"json": "json", "csv": "csv", "parquet": "parquet"}  # datasets builders whose local files we can read
@@ -81,7 +81,7 @@ class _Vocabularies:
 
 def _method_problems(config: dict, vocabularies: _Vocabularies):
     """Per (large model, method): templates each model can render, and a candidate set across vocabularies."""
-    from .decoding.method import Method
+    from .decoding.spec import Method
 
     models, fit = config["models"], config["fit_implicit"]
     small = models.get(fit["untuned"], {})

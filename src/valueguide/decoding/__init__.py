@@ -2,19 +2,32 @@
 
 ``guide`` is the one-call entry; ``build_decoder`` + ``Decoder.generate`` the lower level;
 ``run_generate`` the pipeline stage. The math is ALGORITHMS.md §4 of the design notes.
+
+The names below load on first use: the Snakefile reads methods through ``decoding.spec`` while
+planning, and importing this package must not import torch for it.
 """
 
-from .api import guide
-from .guidance import ExplicitGuide, ImplicitGuide, TextExplicitGuide, TextImplicitGuide
-from .method import ChunkSpec, Method, TokenSpec, VocabularyMismatch, build_decoder
-from .sampler import Sampling
-from .scorers import ExplicitScorer, ImplicitScorer, RewardScorer, TextExplicitScorer, TextImplicitScorer
-from .search import Decoder, Generation, Member, Result, Search
-from .stage import run_generate
+from importlib import import_module
 
-__all__ = [
-    "ChunkSpec", "Decoder", "ExplicitGuide", "ExplicitScorer", "Generation", "ImplicitGuide", "ImplicitScorer",
-    "Member", "Method", "Result", "RewardScorer", "Sampling", "Search", "TextExplicitGuide", "TextExplicitScorer",
-    "TextImplicitGuide", "TextImplicitScorer",
-    "TokenSpec", "VocabularyMismatch", "build_decoder", "guide", "run_generate",
-]
+_HOME = {
+    "guide": "api",
+    "ExplicitGuide": "guidance", "ImplicitGuide": "guidance", "TextExplicitGuide": "guidance",
+    "TextImplicitGuide": "guidance",
+    "VocabularyMismatch": "method", "build_decoder": "method",
+    "ChunkSpec": "spec", "Method": "spec", "Search": "spec", "TokenSpec": "spec",
+    "Sampling": "sampler",
+    "ExplicitScorer": "scorers", "ImplicitScorer": "scorers", "RewardScorer": "scorers",
+    "TextExplicitScorer": "scorers", "TextImplicitScorer": "scorers",
+    "Decoder": "search", "Generation": "search", "Member": "search", "Result": "search",
+    "run_generate": "stage",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_HOME[name]}", __name__), name)
+    globals()[name] = value  # looked up once
+    return value

@@ -1,7 +1,7 @@
 """Methods as config dicts: {token: none|implicit|explicit} x {chunk: none|implicit|explicit|gold}.
 
 ``{"token": {"kind": "implicit", "w": 1.0}, "chunk": {"scorer": "explicit", "W": 4, "K": 4,
-"L": 5, "beta": 1.0}}`` is IVG; ``{}`` is plain sampling. ``build_decoder`` checks the models
+"L": 5, "beta": 1.0}}`` is IVG; ``{}`` is plain sampling (parsed by ``spec.Method``). ``build_decoder`` checks the models
 before anything is generated. A guiding model whose vocabulary is the guided model's reads the
 guided tokens themselves; one with another vocabulary reads the response text in its own tokens
 (``aligned.TextStream``), where token-level guidance is defined on text over the guided model's
@@ -10,7 +10,6 @@ top-k candidates (ALGORITHMS.md §4, "across vocabularies").
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from typing import Callable
 
 from ..models import same_vocabulary
@@ -18,74 +17,12 @@ from ..templates import render_for
 from .guidance import ExplicitGuide, ImplicitGuide, TextExplicitGuide, TextImplicitGuide
 from .sampler import Sampling
 from .scorers import ExplicitScorer, ImplicitScorer, RewardScorer, TextExplicitScorer, TextImplicitScorer
-from .search import Decoder, Member, Search
-
-TOKEN_KINDS = ("none", "implicit", "explicit")
-SCORERS = ("none", "implicit", "explicit", "gold")
-
-
-EXPLICIT_TOP_K = 20  # VAS's candidate set
+from .search import Decoder, Member
+from .spec import EXPLICIT_TOP_K, Method, Search
 
 
 class VocabularyMismatch(ValueError):
     """Models that must share one vocabulary (the tuned and untuned small pair) do not."""
-
-
-def _parse(cls, section: dict | None, what: str):
-    section = dict(section or {})
-    names = {f.name for f in fields(cls)}
-    unknown = set(section) - names
-    if unknown:
-        raise ValueError(f"unknown {what} option(s) {sorted(unknown)}; allowed: {sorted(names)}")
-    return cls(**section)
-
-
-@dataclass(frozen=True)
-class TokenSpec:
-    kind: str = "none"
-    w: float = 1.0  # implicit: weight of the log-ratio
-    beta: float = 1.0  # explicit: weight of the centred value
-    # candidate set size, 0: the full vocabulary; unset: 20 for explicit, the full vocabulary for
-    # implicit (across vocabularies, where guidance is defined on text, both need a k)
-    top_k: int | None = None
-    mask_outside_topk: bool = False
-
-    def __post_init__(self):
-        if self.kind not in TOKEN_KINDS:
-            raise ValueError(f"unknown token-level kind {self.kind!r}; use one of {TOKEN_KINDS}")
-
-
-@dataclass(frozen=True)
-class ChunkSpec:
-    scorer: str = "none"
-    W: int = 1
-    K: int = 1
-    L: int | None = None
-    beta: float = 1.0
-
-    def __post_init__(self):
-        if self.scorer not in SCORERS:
-            raise ValueError(f"unknown chunk scorer {self.scorer!r}; use one of {SCORERS}")
-        Search(self.W, self.K, self.L)  # validates the shape
-
-
-@dataclass(frozen=True)
-class Method:
-    token: TokenSpec = TokenSpec()
-    chunk: ChunkSpec = ChunkSpec()
-
-    @classmethod
-    def from_config(cls, method: dict) -> "Method":
-        unknown = set(method) - {"token", "chunk"}
-        if unknown:
-            raise ValueError(f"a method has sections 'token' and 'chunk'; got unknown {sorted(unknown)}")
-        return cls(_parse(TokenSpec, method.get("token"), "token-level"),
-                   _parse(ChunkSpec, method.get("chunk"), "chunk-level"))
-
-    def roles(self) -> set[str]:
-        """The models this method needs besides the guided one (``reward`` for the gold scorer)."""
-        need = {"implicit": {"tuned", "untuned"}, "explicit": {"value"}, "gold": {"reward"}, "none": set()}
-        return need[self.token.kind] | need[self.chunk.scorer]
 
 
 def _check_template(members: dict[str, Member], role: str) -> None:

@@ -21,6 +21,7 @@ from .retokenize import Retokenizer
 from .detokenize import Pieces, ResponseText
 from .paired import PairingError, pair_models
 from .sampler import Sampling, draw
+from .spec import Search
 from .streams import LM, Meter, PairedStream, Stream, pad_id
 
 log = logging.getLogger(__name__)
@@ -42,23 +43,6 @@ class Member:
         if not ids:
             raise ValueError(f"prompt {prompt!r} renders to no tokens through template {self.template!r}")
         return ids
-
-
-@dataclass(frozen=True)
-class Search:
-    """CBS shape: keep the best ``W`` rows, copy each ``K`` times, ``L`` tokens per chunk (None: to the end)."""
-
-    W: int = 1
-    K: int = 1
-    L: int | None = None
-
-    def __post_init__(self):
-        if self.W < 1 or self.K < 1 or (self.L is not None and self.L < 1):
-            raise ValueError(f"CBS needs W, K, L >= 1 (L may be None); got {self}")
-
-    @property
-    def rows(self) -> int:
-        return self.W * self.K
 
 
 @dataclass

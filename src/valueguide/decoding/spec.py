@@ -1,0 +1,91 @@
+"""What a method is, as parsed from its config section, without loading anything.
+
+A method is ``{token: none|implicit|explicit} x {chunk: none|implicit|explicit|gold}`` with a beam
+shape ``Search(W, K, L)``. The Snakefile's preflight and ``valueguide plan`` read methods through
+this module, which imports neither torch nor transformers; ``method.build_decoder`` turns one into
+a decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+TOKEN_KINDS = ("none", "implicit", "explicit")
+SCORERS = ("none", "implicit", "explicit", "gold")
+
+
+EXPLICIT_TOP_K = 20  # VAS's candidate set
+
+
+def _parse(cls, section: dict | None, what: str):
+    section = dict(section or {})
+    names = {f.name for f in fields(cls)}
+    unknown = set(section) - names
+    if unknown:
+        raise ValueError(f"unknown {what} option(s) {sorted(unknown)}; allowed: {sorted(names)}")
+    return cls(**section)
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    kind: str = "none"
+    w: float = 1.0  # implicit: weight of the log-ratio
+    beta: float = 1.0  # explicit: weight of the centred value
+    # candidate set size, 0: the full vocabulary; unset: 20 for explicit, the full vocabulary for
+    # implicit (across vocabularies, where guidance is defined on text, both need a k)
+    top_k: int | None = None
+    mask_outside_topk: bool = False
+
+    def __post_init__(self):
+        if self.kind not in TOKEN_KINDS:
+            raise ValueError(f"unknown token-level kind {self.kind!r}; use one of {TOKEN_KINDS}")
+
+
+@dataclass(frozen=True)
+class Search:
+    """CBS shape: keep the best ``W`` rows, copy each ``K`` times, ``L`` tokens per chunk (None: to the end)."""
+
+    W: int = 1
+    K: int = 1
+    L: int | None = None
+
+    def __post_init__(self):
+        if self.W < 1 or self.K < 1 or (self.L is not None and self.L < 1):
+            raise ValueError(f"CBS needs W, K, L >= 1 (L may be None); got {self}")
+
+    @property
+    def rows(self) -> int:
+        return self.W * self.K
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    scorer: str = "none"
+    W: int = 1
+    K: int = 1
+    L: int | None = None
+    beta: float = 1.0
+
+    def __post_init__(self):
+        if self.scorer not in SCORERS:
+            raise ValueError(f"unknown chunk scorer {self.scorer!r}; use one of {SCORERS}")
+        Search(self.W, self.K, self.L)  # validates the shape
+
+
+@dataclass(frozen=True)
+class Method:
+    token: TokenSpec = TokenSpec()
+    chunk: ChunkSpec = ChunkSpec()
+
+    @classmethod
+    def from_config(cls, method: dict) -> "Method":
+        unknown = set(method) - {"token", "chunk"}
+        if unknown:
+            raise ValueError(f"a method has sections 'token' and 'chunk'; got unknown {sorted(unknown)}")
+        return cls(_parse(TokenSpec, method.get("token"), "token-level"),
+                   _parse(ChunkSpec, method.get("chunk"), "chunk-level"))
+
+    def roles(self) -> set[str]:
+        """The models this method needs besides the guided one (``reward`` for the gold scorer)."""
+        need = {"implicit": {"tuned", "untuned"}, "explicit": {"value"}, "gold": {"reward"}, "none": set()}
+        return need[self.token.kind] | need[self.chunk.scorer]
