@@ -163,6 +163,7 @@ def time_runs(runs: dict, baseline: dict, args, prompt_tokens: int, targets: dic
     """Time every run against its baseline (plain sampling of as many rows), back to back, and
     return one table row per run: ratios of the least disturbed runs and the median ratio, and the
     tokens the value model read per token sampled (all of them, and the response part only)."""
+    heap.keep_freed_memory()  # as every pipeline job does (valueguide.cli)
     heap.settle()  # as the generate stage does once its models are loaded
     timings, ratios = {key: [] for key in runs}, {key: [] for key in runs}
     partner = {key: [] for key in runs}  # per-token times of the baseline runs timed right before key

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .artifacts import ArtifactError
 from .config import ConfigError, load_config, world_dir
+from .heap import keep_freed_memory
 from .hub import DatasetUnavailableError
 from .specs import ModelNotFoundError
 from .preflight import PreflightError
@@ -357,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_freed_memory()
     try:
         args.func(args)
     except (ConfigError, PreflightError, ModelNotFoundError, DatasetUnavailableError, ArtifactError) as exc:
