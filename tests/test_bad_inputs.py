@@ -9,10 +9,13 @@ show that nothing already computed is touched.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from pipeline_runs import command, env_of_run, write_override
 
 from valueguide import cli, preflight
 from valueguide.config import deep_merge
@@ -205,11 +208,6 @@ main()
 def test_planning_a_run_imports_no_model_library(setting, tmp_path):
     """Snakemake parses the Snakefile at every start, on a cluster twice per job (the job script, then
     its step): the config check and the DAG must not pay for torch or transformers (seconds each)."""
-    import subprocess
-    import sys
-
-    from pipeline_runs import command, env_of_run, write_override
-
     write_override(tmp_path, setting=setting)
     args = command(tmp_path, "-n")[1:]
     proc = subprocess.run([sys.executable, "-c", BLOCK_MODEL_LIBRARIES, *args], capture_output=True, text=True,

@@ -1,6 +1,7 @@
 """A job's C heap keeps freed buffers: a step that allocates and frees tens of MB does not page-fault
 them in again (the kernel time that was a third of a tiny generate job)."""
 
+import resource
 import subprocess
 import sys
 
@@ -31,6 +32,6 @@ def test_freed_buffers_are_reused_not_faulted_in_again():
     took, kept = _faults("keep")
     _, default = _faults("default")
     assert took == "True"
-    pages = (48 << 20) // 4096
+    pages = (48 << 20) // resource.getpagesize()
     assert default > STEPS * pages // 2  # each step faults its buffer in again
     assert kept < pages  # less than one step's

@@ -22,6 +22,7 @@ from transformers import (
 
 from .specs import WORLD_PREFIX, ModelNotFoundError, is_local_path
 
+
 @dataclass(frozen=True)
 class LoadOptions:
     device: str = "cpu"
