@@ -7,7 +7,7 @@ import torch
 
 from toy_models import make_gpt2, make_mistral, make_tokenizer
 from valueguide.decoding import Decoder, ExplicitGuide, ImplicitGuide, Member, Sampling, build_decoder
-from valueguide.decoding.sampler import draw
+from valueguide.decoding.sampler import _first_above, draw
 from valueguide.value.model import ValueModel
 
 TOK = make_tokenizer()
@@ -130,6 +130,34 @@ def test_greedy_and_draw_pick_only_allowed_tokens():
     tokens = draw(probs, torch.Generator().manual_seed(0))
     assert set(tokens.tolist()) == {1, 3}
     assert abs(float((tokens == 1).float().mean()) - 0.5) < 0.05
+
+
+@pytest.mark.parametrize("block", [1, 3, 4, 16, 1024])
+def test_draw_takes_the_first_token_whose_cumulative_mass_exceeds_the_uniform(block):
+    """The two-level inverse CDF picks, for every row's uniform, the token the flat inverse CDF picks:
+    masses are multiples of 1/64 so every sum is exact; whole blocks of zeros, rows whose mass ends
+    in zeros and vocabularies that are no multiple of the block are among the rows."""
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.randint(0, 4, (400, 13), generator=gen)
+    counts[:, 4:12] *= (torch.rand(400, 1, generator=gen) < 0.5)  # zero runs longer than small blocks
+    counts[:, -3:] *= (torch.rand(400, 1, generator=gen) < 0.5)  # trailing zeros
+    counts[counts.sum(1) == 0, 1] = 1
+    probs = counts.float() / 64
+    tokens = draw(probs, torch.Generator().manual_seed(5), block=block)
+    u = torch.rand(400, 1, generator=torch.Generator().manual_seed(5)).double()
+    cdf = counts.double().cumsum(1) / 64
+    expected = (cdf <= u * cdf[:, -1:]).sum(1)  # the first index whose cumulative mass exceeds u·total
+    assert torch.equal(tokens, expected)
+    assert bool((counts.gather(1, tokens[:, None]) > 0).all())
+
+
+def test_rounding_past_the_last_entry_takes_the_last_token_of_positive_mass():
+    weights = torch.tensor([[0.25, 0.0, 0.5, 0.0, 0.0]], dtype=torch.float64)
+    cdf = weights.cumsum(-1)
+    assert _first_above(cdf, torch.tensor([[0.75]], dtype=torch.float64), weights).item() == 2
+    assert _first_above(cdf, torch.tensor([[0.3]], dtype=torch.float64), weights).item() == 2
+    assert _first_above(cdf, torch.tensor([[0.1]], dtype=torch.float64), weights).item() == 0
+    assert _first_above(cdf, torch.tensor([[0.25]], dtype=torch.float64), weights).item() == 2  # mass *exceeds* u
 
 
 def test_guides_compose_eft_then_vas_on_the_large_models_top_k():

@@ -48,9 +48,38 @@ class Sampling:
         return p
 
 
-def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row by inverse CDF: the first token whose cumulative mass exceeds u."""
-    u = torch.rand(probs.shape[0], 1, generator=generator).to(probs.device, torch.float64)
-    cdf = probs.double().cumsum(-1)
-    idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)
-    return idx.clamp(max=probs.shape[-1] - 1)
+BLOCK = 1024  # tokens per block of the two-level inverse CDF
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None, block: int = BLOCK) -> torch.Tensor:
+    """One token per row by inverse CDF: the first token whose cumulative mass exceeds ``u`` times the
+    row's mass.
+
+    The CDF is taken at two levels, over the blocks' masses (float32 sums of ``block`` tokens, to
+    about 1e-7 of each) and then inside the chosen block (float64): one pass over the row instead of
+    a float64 cumulative sum of all of it, which took two fifths of the base policy's sampling over a
+    50,257-token vocabulary. A token of probability zero is never drawn.
+    """
+    n, vocab = probs.shape
+    u = torch.rand(n, 1, generator=generator).to(probs.device, torch.float64)
+    whole = vocab - vocab % block
+    sums = [probs[:, :whole].reshape(n, -1, block).sum(-1)] if whole else []
+    if whole < vocab:
+        sums.append(probs[:, whole:].sum(-1, keepdim=True))
+    mass = torch.cat(sums, 1).double()
+    cdf = mass.cumsum(-1)
+    target = u * cdf[:, -1:]
+    chosen = _first_above(cdf, target, mass)
+    index = chosen * block + torch.arange(block, device=probs.device)
+    inside = index < vocab
+    weights = probs.gather(1, index.clamp(max=vocab - 1)).double().masked_fill(~inside, 0.0)
+    offset = _first_above(weights.cumsum(-1), target - (cdf.gather(1, chosen) - mass.gather(1, chosen)), weights)
+    return (chosen * block + offset).squeeze(-1)
+
+
+def _first_above(cdf: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """[N, 1] index of the first entry whose cumulative weight exceeds ``target``; where rounding puts
+    ``target`` at or past the last entry, the last entry of positive weight (never one of weight 0)."""
+    first = torch.searchsorted(cdf, target, right=True)
+    last_positive = weights.shape[1] - 1 - (weights > 0).flip(-1).to(torch.int8).argmax(-1, keepdim=True)
+    return torch.minimum(first, last_positive)
