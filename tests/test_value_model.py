@@ -174,12 +174,15 @@ def test_a_response_prefix_that_reads_as_no_value_token_is_told_apart():
     """Across vocabularies a cut may end on Llama-2's lone "▁", which is no text at all; the diagnostics
     leave such cuts out instead of failing (value_examples refuses them)."""
     from valueguide import vocabularies
-    from valueguide.value.model import has_value_tokens, value_examples
+    from valueguide.value.model import readable_examples, value_examples
 
     llama, gpt2 = vocabularies.load("llama2"), vocabularies.load("gpt2")
     space, word = llama.convert_tokens_to_ids(["▁", "▁good"])
-    assert not has_value_tokens("a prompt", [space], gpt2, "{prompt}", llama)
-    assert has_value_tokens("a prompt", [space, word], gpt2, "{prompt}", llama)
-    assert has_value_tokens("a prompt", [space], llama, "{prompt}", llama)  # one vocabulary: ids as they are
+    prefixes = [[space], [space, word], [word]]
+    kept, examples = readable_examples(["a prompt"] * 3, prefixes, gpt2, "{prompt}", llama)
+    assert kept == [1, 2]
+    assert examples == value_examples(["a prompt"] * 2, prefixes[1:], [0.0, 0.0], gpt2, "{prompt}", llama)
+    kept, _ = readable_examples(["a prompt"], [[space]], llama, "{prompt}", llama)  # one vocabulary: ids as they are
+    assert kept == [0]
     with pytest.raises(ValueError, match="no token to value"):
         value_examples(["a prompt"], [[space]], [0.0], gpt2, "{prompt}", llama)

@@ -21,7 +21,7 @@ from ..reward import RewardModel
 from ..sampling import SamplingParams, cut_response, sample_ids
 from ..seeding import derive_seed
 from ..texts import decode
-from .model import ValueModel, encode_prompt, has_value_tokens, left_pad, predict_last, value_examples
+from .model import ValueModel, encode_prompt, left_pad, predict_last, readable_examples, value_examples
 
 log = logging.getLogger(__name__)
 
@@ -109,17 +109,17 @@ def evaluate_value(value_model: ValueModel, tokenizer, heldout: pd.DataFrame, co
     if len(rows) == 0:
         log.warning("no held-out response is long enough to cut; skipping the value error")
         return metrics
-    cuts = [(heldout.prompt.iloc[r], response_ids[r][:k]) for r, k in zip(rows, ks)]
+    prompts = [heldout.prompt.iloc[r] for r in rows]
+    prefixes = [response_ids[r][:k] for r, k in zip(rows, ks)]
     # Across vocabularies a prefix may read as no token of the value model's (a lone space, half a
     # character): it has no value to check, so that cut is left out.
-    cuts = [(p, ids) for p, ids in cuts if has_value_tokens(p, ids, tokenizer, cfg["template"], policy_tokenizer)]
-    if len(cuts) < len(rows):
-        log.info("%d of %d cuts read as no token of the value model's; left out", len(rows) - len(cuts), len(rows))
-    if not cuts:
+    kept, cut_examples = readable_examples(prompts, prefixes, tokenizer, cfg["template"], policy_tokenizer)
+    if len(kept) < len(rows):
+        log.info("%d of %d cuts read as no token of the value model's; left out", len(rows) - len(kept), len(rows))
+    if not kept:
         log.warning("no cut of a held-out response reads as a value-model token; skipping the value error")
         return metrics
-    prompts, prefixes = [p for p, _ in cuts], [ids for _, ids in cuts]
-    cut_examples = value_examples(prompts, prefixes, np.zeros(len(cuts)), tokenizer, cfg["template"], policy_tokenizer)
+    prompts, prefixes = [prompts[i] for i in kept], [prefixes[i] for i in kept]
     predicted = predict_last(value_model, cut_examples, tokenizer.pad_token_id, cfg["batch_size"])
 
     policy_spec = config["models"][sample_cfg["policy"]]
@@ -129,6 +129,6 @@ def evaluate_value(value_model: ValueModel, tokenizer, heldout: pd.DataFrame, co
                                   SamplingParams.from_config(sample_cfg), eval_cfg["rollouts"],
                                   sample_cfg["batch_size"], derive_seed(seed, "fit_value", "rollouts"))
     metrics.update(value_error(predicted, truth))
-    metrics.update({"value_cuts": len(cuts), "value_rollouts": eval_cfg["rollouts"],
+    metrics.update({"value_cuts": len(kept), "value_rollouts": eval_cfg["rollouts"],
                     "value_truth_noise_var": float(noise.mean()), "value_truth_var": float(truth.var())})
     return metrics

@@ -224,31 +224,38 @@ def value_examples(prompts, response_ids, rewards, tokenizer, template: str,
     the response being what follows their common prefix with the prompt's own tokens, and the value
     tokenizer's EOS appended where the policy emitted EOS (``texts.encode_joint``)."""
     shared = policy_tokenizer is None or same_vocabulary(tokenizer, policy_tokenizer)
-    examples = []
-    for prompt, ids, reward in zip(prompts, response_ids, rewards, strict=True):
-        ids = [int(i) for i in ids]
-        if not ids:
-            raise ValueError(f"empty response to prompt {prompt!r}: it has no token to value")
-        if shared:
-            examples.append(Example(encode_prompt(tokenizer, template, prompt) + ids, len(ids), float(reward)))
+    return [_example(prompt, ids, reward, tokenizer, template, policy_tokenizer, shared)
+            for prompt, ids, reward in zip(prompts, response_ids, rewards, strict=True)]
+
+
+def readable_examples(prompts, response_ids, tokenizer, template: str,
+                      policy_tokenizer=None) -> tuple[list[int], list[Example]]:
+    """The examples (reward 0) of the (partial) responses that read as at least one value-model token,
+    and their indices. Across vocabularies a prefix may read as none (a lone space, half a character):
+    ``value_examples`` refuses it, a caller that only checks values leaves it out."""
+    shared = policy_tokenizer is None or same_vocabulary(tokenizer, policy_tokenizer)
+    kept, examples = [], []
+    for i, (prompt, ids) in enumerate(zip(prompts, response_ids, strict=True)):
+        try:
+            examples.append(_example(prompt, ids, 0.0, tokenizer, template, policy_tokenizer, shared))
+        except ValueError:
             continue
-        joint, boundary = encode_joint(tokenizer, render_for(tokenizer, template, prompt),
-                                       decode(policy_tokenizer, ids), eos=ids[-1] == policy_tokenizer.eos_token_id)
-        if boundary == len(joint):
-            raise ValueError(f"the response {decode(policy_tokenizer, ids)!r} to prompt {prompt!r} is no text "
-                             "in the value model's tokens: it has no token to value")
-        examples.append(Example(joint, len(joint) - boundary, float(reward)))
-    return examples
+        kept.append(i)
+    return kept, examples
 
 
-def has_value_tokens(prompt: str, ids, tokenizer, template: str, policy_tokenizer=None) -> bool:
-    """Whether a (partial) response reads as at least one value-model token, by the rule of
-    ``value_examples`` (which refuses one that does not)."""
-    try:
-        value_examples([prompt], [ids], [0.0], tokenizer, template, policy_tokenizer)
-    except ValueError:
-        return False
-    return True
+def _example(prompt, ids, reward, tokenizer, template, policy_tokenizer, shared: bool) -> Example:
+    ids = [int(i) for i in ids]
+    if not ids:
+        raise ValueError(f"empty response to prompt {prompt!r}: it has no token to value")
+    if shared:
+        return Example(encode_prompt(tokenizer, template, prompt) + ids, len(ids), float(reward))
+    joint, boundary = encode_joint(tokenizer, render_for(tokenizer, template, prompt),
+                                   decode(policy_tokenizer, ids), eos=ids[-1] == policy_tokenizer.eos_token_id)
+    if boundary == len(joint):
+        raise ValueError(f"the response {decode(policy_tokenizer, ids)!r} to prompt {prompt!r} is no text "
+                         "in the value model's tokens: it has no token to value")
+    return Example(joint, len(joint) - boundary, float(reward))
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
