@@ -15,10 +15,9 @@ from valueguide.evaluate.alpaca import (
     alpaca_settings,
     reference_outputs,
     run_evaluate_alpaca,
-    win_rates,
-    bootstrap_lc,
     write_model_outputs,
 )
+from valueguide.evaluate.lc import bootstrap_lc, lc_of_each, win_rates
 from valueguide.evaluate.gamed import CONCISE, VERBOSE, fit_difficulty, gamed_frame, gamed_outputs, write_gamed
 from valueguide.evaluate.judges import LocalJudge, MissingAPIKeyError
 from valueguide.evaluate.reward_task import evaluate_reward, run_evaluate_reward, summarize_rewards
@@ -130,6 +129,15 @@ def test_the_bootstrap_interval_covers_the_estimate_and_narrows_with_more_instru
         assert bootstrap_lc(annotations, "length_controlled_v1", gamed, n=60, seed=1) == spread  # seeded
         widths.append(spread["lc_high"] - spread["lc_low"])
     assert widths[1] < 0.75 * widths[0]  # about 1/sqrt(4) of it
+
+
+def test_worker_processes_give_each_generator_the_numbers_one_process_gives(tmp_path):
+    gamed = _gamed_file(40, lambda d: 1.0 + expit(d / 60.0), tmp_path / "g.csv")
+    generators = {f"m/{k}": _length_annotations(40, lambda d, k=k: 1.0 + expit(d / 60.0 + k)) for k in range(3)}
+    alone = lc_of_each({k: a.copy() for k, a in generators.items()}, "length_controlled_v1", gamed, 20, seed=1)
+    side_by_side = lc_of_each(generators, "length_controlled_v1", gamed, 20, seed=1, workers=2)
+    assert side_by_side == alone
+    assert len({m["length_controlled_winrate"] for m, _ in alone.values()}) == 3  # three different generators
 
 
 def test_instruction_difficulty_is_recovered_from_the_generators_annotations():

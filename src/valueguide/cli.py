@@ -188,9 +188,9 @@ def cmd_evaluate_alpaca(args) -> None:
     from .evaluate.alpaca import run_evaluate_alpaca
 
     config = _config(args)
-    _threads(args, config)
+    threads = _threads(args, config)
     run_evaluate_alpaca(config, _keyed(args.generations), args.prompts, args.out,
-                        judge=config["evaluate"]["alpaca"]["judge"], world_dir=_world(args, config))
+                        judge=config["evaluate"]["alpaca"]["judge"], world_dir=_world(args, config), workers=threads)
 
 
 def cmd_report(args) -> None:

@@ -34,10 +34,11 @@ rule evaluate_alpaca:
         models=world_inputs(config["reward_model"]),
     output:
         ALPACA_METRICS,
+    threads: 2  # the LC bootstraps of the generators, side by side: the last job of the run
     log:
         f"{R}/logs/evaluate/alpaca.log",
     benchmark:
         f"{R}/benchmarks/evaluate/alpaca.tsv"
     shell:
         "{CLI} evaluate-alpaca --slice {input.cfg:q} --generations {input.generations:q} "
-        "--prompts {input.prompts:q} --out {ALPACA_DIR:q} --world {WORLD:q} 2> {log:q}"
+        "--prompts {input.prompts:q} --out {ALPACA_DIR:q} --world {WORLD:q} --threads {threads} 2> {log:q}"

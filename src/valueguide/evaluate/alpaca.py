@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -35,10 +32,11 @@ from ..models import load_options
 from . import keep_root_log_level, split_key, write_csv
 from .gamed import check_instruction_index, fit_difficulty, gamed_frame, gamed_outputs, write_gamed
 from .judges import make_judge
+from .lc import lc_of_each
 from .reward_task import cost_frame, cost_summary, read_generations
 
 with keep_root_log_level():
-    from alpaca_eval.metrics import get_winrate, glm_winrate
+    from alpaca_eval.metrics import glm_winrate
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +44,6 @@ REFERENCE_GENERATOR = "reference"
 DATASET = "valueguide"
 DEFAULTS = {"glm": "length_controlled_v1", "gamed_path": None, "judge_cache": None, "bootstrap": 200}
 RATES = ("length_controlled_winrate", "lc_standard_error", "win_rate", "standard_error", "discrete_win_rate")
-BOOTSTRAP = ("lc_bootstrap_se", "lc_low", "lc_high")
 COUNTS = ("n_wins", "n_wins_base", "n_draws")
 
 
@@ -93,77 +90,19 @@ def write_model_outputs(generations_df: pd.DataFrame, prompts_df: pd.DataFrame, 
     return records
 
 
-@contextmanager
-def _local_hub_files(files: dict[str, Path]):
-    """Serve the files alpaca_eval's GLM would download from the hub from local paths instead."""
-    def download(repo_id, filename, **_):
-        if filename not in files:
-            raise ArtifactError(f"alpaca_eval asked the hub for {repo_id}/{filename}, which this run does not provide")
-        return str(files[filename])
-
-    with mock.patch.object(glm_winrate, "hf_hub_download", download):
-        yield
-
-
-def win_rates(annotations: pd.DataFrame, glm: str, gamed_path: str | Path, cross_validate: bool = True) -> dict:
-    """Win rate and length-controlled win rate (percent), by alpaca_eval's code.
-
-    ``annotations`` is indexed by instruction index (prompt_id); the GLM adds ``glm_preference`` to it.
-    The GLM cross-validates its penalty over folds of instructions: with fewer instructions than folds
-    the length-controlled win rate is NaN (logged), the plain win rate still computed. Without
-    ``cross_validate`` it takes alpaca_eval's own fixed penalty instead (C = 100), five times faster.
-    alpaca_eval's warning of a GLM that moved a win rate to extremes stays on for the estimate itself,
-    and off for the bootstrap's resamples (which call this without ``cross_validate``).
-    """
-    n_splits = glm_winrate.GLM_INFO[glm]["kwargs"]["n_splits"]
-    if len(annotations) < n_splits:
-        log.warning("%d instructions: alpaca_eval's GLM needs at least %d; length-controlled win rate is NaN",
-                    len(annotations), n_splits)
-        return {**get_winrate(annotations), "length_controlled_winrate": float("nan"), "lc_standard_error": float("nan")}
-    with _local_hub_files({"df_gamed.csv": Path(gamed_path)}), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # scikit-learn's deprecations inside alpaca_eval
-        warnings.filterwarnings("ignore", "Inconsistent values: penalty=l1", UserWarning)
-        info = glm_winrate.GLM_INFO[glm]
-        if not cross_validate:
-            info = {**info, "kwargs": {**info["kwargs"], "n_splits": 0}}
-        return glm_winrate.get_length_controlled_winrate(annotations, glm_name=glm, save_weights_dir=None,
-                                                         is_warn_extreme_changes=cross_validate, glm_info=info)
-
-
-def bootstrap_lc(annotations: pd.DataFrame, glm: str, gamed_path: str | Path, n: int, seed: int) -> dict:
-    """LC's spread over instructions: ``n`` resamples of the instructions with replacement, the GLM refitted
-    on each (at alpaca_eval's fixed penalty; the gamed baselines and difficulties fixed, as the
-    leaderboard's are). Returns the standard error and the 95 % percentile interval, NaN when ``n`` is 0
-    or the GLM cannot be fitted."""
-    nan = {k: float("nan") for k in BOOTSTRAP}
-    if n <= 0:
-        return nan
-    rng = np.random.default_rng(seed)
-    ids = annotations.index.to_numpy()
-    values = []
-    for _ in range(n):
-        sample = annotations.loc[rng.choice(ids, size=len(ids), replace=True)].copy()
-        values.append(win_rates(sample, glm, gamed_path, cross_validate=False)["length_controlled_winrate"])
-    values = np.asarray(values, float)
-    if np.isnan(values).any():
-        return nan
-    low, high = np.percentile(values, [2.5, 97.5])
-    return {"lc_bootstrap_se": float(values.std(ddof=1)), "lc_low": float(low), "lc_high": float(high)}
-
-
 def _annotation_records(annotations: pd.DataFrame) -> list[dict]:
     """Plain JSON records (NaN -> null, numpy -> Python), as alpaca_eval writes annotations.json."""
     return json.loads(annotations.to_json(orient="records"))
 
 
 def run_evaluate_alpaca(config: dict, generation_paths: dict[str, str], prompts_path, out_dir, judge: str = "local",
-                        world_dir=None) -> pd.DataFrame:
+                        world_dir=None, workers: int = 1) -> pd.DataFrame:
     """Judge every ``"model/method"`` generation file against the prompts' references.
 
     Writes ``reference_outputs.json``, ``{model}/{method}/model_outputs.json`` and ``annotations.json``,
     ``df_gamed.csv`` (made here unless ``gamed_path`` is given) and ``metrics.csv`` (one row per (model,
     method): win rates, standard errors, LC's bootstrap interval, average length in characters, and the
-    cost columns of the generations).
+    cost columns of the generations). ``workers`` processes compute the LC bootstraps.
     """
     if not generation_paths:
         raise ValueError("no generations to evaluate")
@@ -207,12 +146,11 @@ def run_evaluate_alpaca(config: dict, generation_paths: dict[str, str], prompts_
         gamed, difficulty = write_gamed(frame, out_dir / "df_gamed.csv"), "fitted"
 
     rows = []
+    lc = lc_of_each({key: annotations for key, (annotations, _) in by_key.items()}, settings["glm"], gamed,
+                    settings["bootstrap"], config["seed"], workers)
     for key, (annotations, gens) in by_key.items():
         model, method = keys[key]
-        metrics = win_rates(annotations, settings["glm"], gamed)
-        spread = bootstrap_lc(annotations[["instruction", "output_1", "generator_1", "output_2", "generator_2",
-                                           "preference", "annotator"]],
-                              settings["glm"], gamed, settings["bootstrap"], config["seed"])
+        metrics, spread = lc[key]
         write_json(_annotation_records(annotations), out_dir / model / method / "annotations.json")
         rows.append({"model": model, "method": method, "judge": judge_.name, "glm": settings["glm"],
                      "difficulty": difficulty, "n": int(metrics["n_total"]), **{k: float(metrics[k]) for k in RATES},
