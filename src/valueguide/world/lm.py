@@ -19,6 +19,10 @@ from transformers import (
 )
 
 MAX_POSITIONS = 256
+# GPT-2's configs default to dropout 0.1; the Llama-like ones to none. The world's models train for a
+# few hundred steps, far from overfitting, and dropout sends attention down torch's slow path on a CPU
+# (it took a third of a world model's training): none anywhere.
+NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0)
 
 
 def make_lm(spec: dict, vocab_size: int, eos_id: int, pad_id: int, bos_id: int | None = None) -> torch.nn.Module:
@@ -29,7 +33,7 @@ def make_lm(spec: dict, vocab_size: int, eos_id: int, pad_id: int, bos_id: int |
                   pad_token_id=pad_id)
     if arch == "gpt2":
         return GPT2LMHeadModel(GPT2Config(n_layer=layers, n_embd=width, n_head=heads,
-                                          n_positions=MAX_POSITIONS, **common))
+                                          n_positions=MAX_POSITIONS, **NO_DROPOUT, **common))
     llama_like = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
                       num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
                       max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True, **common)
@@ -47,7 +51,7 @@ def make_classifier(spec: dict, vocab_size: int, eos_id: int, pad_id: int) -> GP
     cfg = GPT2Config(n_layer=spec["layers"], n_embd=spec["width"], n_head=2, n_positions=MAX_POSITIONS,
                      vocab_size=vocab_size, bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=pad_id,
                      num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
-                     label2id={"NEGATIVE": 0, "POSITIVE": 1})
+                     label2id={"NEGATIVE": 0, "POSITIVE": 1}, **NO_DROPOUT)
     return GPT2ForSequenceClassification(cfg)
 
 
