@@ -17,6 +17,7 @@ rule fit_value:
                             config["reward_model"]),
     output:
         f"{VALUE_DIR}/metrics.json",
+    priority: CHAIN_FIRST
     threads: 1
     log:
         f"{R}/logs/fit_value/fit_value.log",
@@ -57,6 +58,7 @@ rule fit_implicit:
         models=world_inputs(config["models"][config["fit_implicit"]["untuned"]]["path"]),
     output:
         f"{IMPLICIT_DIR}/metrics.json",
+    priority: CHAIN_FIRST
     threads: 1
     log:
         f"{R}/logs/fit_implicit/fit_implicit.log",

@@ -2,6 +2,11 @@
 from valueguide.hub import is_hub_id
 
 WORLD_MODELS = list((config.get("world") or {}).get("models", {}))
+# The run's longest chain goes first (rule priorities): the world models that the base policy's samples
+# and the value fits read, the samples, the fits; the other world models train beside them.
+CHAIN_FIRST = 10
+CHAIN_MODELS = {spec[len("world:"):] for spec in (config["models"][config["sample"]["policy"]]["path"],
+                                                   config["fit_value"]["backbone"]) if spec.startswith("world:")}
 
 
 rule world_corpus:
@@ -29,6 +34,7 @@ rule world_lm:
         f"{WORLD}/models/{{name}}/world_stats.json",
     wildcard_constraints:
         name="|".join(WORLD_MODELS) or "^$",
+    priority: lambda wc: CHAIN_FIRST if wc.name in CHAIN_MODELS else 0
     threads: 1
     log:
         f"{R}/logs/world/lm-{{name}}.log",
@@ -47,6 +53,7 @@ rule world_reward:
         corpus=rules.world_corpus.output.corpus,
     output:
         f"{WORLD}/models/reward/world_stats.json",
+    priority: CHAIN_FIRST
     threads: 1
     log:
         f"{R}/logs/world/reward.log",
