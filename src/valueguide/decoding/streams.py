@@ -207,7 +207,9 @@ class Stream:
         """Update ``last`` and ``taken`` from the outputs at freshly fed positions.
 
         A row's pads only ever follow its last real token (a finished row stays finished), so the
-        output before each real token is the previous column, or ``last`` for the first one.
+        output before each real token is the previous column, or ``last`` for the first one. Only
+        [N, T] scores are taken out of the [N, T, V] outputs: a catch-up over a whole response (best-of-n
+        scores 768 rows of 24 tokens at once) would otherwise copy gigabytes.
         """
         n = new.shape[1]
         if n == 0:
@@ -215,15 +217,20 @@ class Stream:
         has = new_mask.any(1)
         last_pos = n - 1 - new_mask.flip(1).long().argmax(1)
         rows = torch.arange(new.shape[0], device=out.device)
-        if self.track:
-            before = torch.cat([self.last[:, None], out[:, :-1]], 1)
-            if self.kind == LM:
-                lp = torch.log_softmax(before, -1).gather(-1, new[..., None]).squeeze(-1)
-                self.taken = self.taken + (lp * new_mask).sum(1)
-            else:
-                q = before.gather(-1, new[..., None]).squeeze(-1)
-                self.taken = torch.where(has, q[rows, last_pos], self.taken)
-        self.last = torch.where(has.view(-1, *[1] * (out.dim() - 2)), out[rows, last_pos], self.last)
+        if self.track and self.kind == LM:
+            lp = torch.cat([_log_prob_of(self.last[:, None], new[:, :1]), _log_prob_of(out[:, :-1], new[:, 1:])], 1)
+            self.taken = self.taken + (lp * new_mask).sum(1)
+        elif self.track:  # a token head: the value of the last real token, read from the output before it
+            token = new[rows, last_pos]
+            q = torch.where(last_pos > 0, out[rows, (last_pos - 1).clamp(min=0), token], self.last[rows, token])
+            self.taken = torch.where(has, q, self.taken)
+        newest = out[rows, last_pos]
+        self.last = newest if bool(has.all()) else torch.where(has.view(-1, *[1] * (out.dim() - 2)), newest, self.last)
+
+
+def _log_prob_of(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(logits)`` at ``tokens`` ([..., V] and [...]), without the [..., V] log-probabilities."""
+    return logits.gather(-1, tokens[..., None]).squeeze(-1) - torch.logsumexp(logits, -1)
 
 
 class _SplitMeter:
