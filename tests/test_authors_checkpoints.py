@@ -21,8 +21,8 @@ import toy_generation
 from toy_models import make_tokenizer
 from valueguide.config import ConfigError, labelled_specs, load_config, validate_config
 from valueguide.decoding.stage import run_generate
-from valueguide.models import ModelNotFoundError
 from valueguide.reward import RewardModel
+from valueguide.specs import ModelNotFoundError
 from valueguide.value.authors import load_authors_value
 from valueguide.value.model import ValueModel, encode_prompt, left_pad
 

@@ -22,9 +22,9 @@ from transformers import GPT2Config, GPT2ForSequenceClassification
 from toy_models import make_tokenizer
 from valueguide.config import ConfigError, load_config, model_specs, stage_slice, validate_config
 from valueguide.hub import DatasetUnavailableError, fetch, load_prompt_split
-from valueguide.models import ModelNotFoundError
 from valueguide.plan import jobs_per_stage
 from valueguide.reward import RewardModel
+from valueguide.specs import ModelNotFoundError
 from valueguide.vocabularies import cache_root
 
 ROOT = Path(__file__).resolve().parents[1]

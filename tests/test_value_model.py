@@ -7,7 +7,8 @@ import torch
 
 from toy_models import make_gpt2, make_mistral, make_tokenizer
 from valueguide.artifacts import ArtifactError
-from valueguide.models import ModelNotFoundError, load_tokenizer
+from valueguide.models import load_tokenizer
+from valueguide.specs import ModelNotFoundError
 from valueguide.value.model import CONFIG_FILE, HEAD_FILE, ValueModel, left_pad, response_values
 
 TOK = make_tokenizer()

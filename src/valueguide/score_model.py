@@ -19,7 +19,8 @@ from safetensors import safe_open
 from torch import nn
 from transformers import AutoModel
 
-from .models import LoadOptions, ModelNotFoundError, local_folder, torch_dtype
+from .models import LoadOptions, local_folder, torch_dtype
+from .specs import ModelNotFoundError
 
 ARCHITECTURES = ("LlamaModelForScore",)
 

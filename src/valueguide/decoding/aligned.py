@@ -35,6 +35,7 @@ from transformers import DynamicCache
 
 from ..templates import render_for
 from ..texts import common_prefix
+from ..value.model import head_at
 from .retokenize import Retokenizer, Tokens
 from .streams import LM, Meter, left_pad, model_config, pad_id
 
@@ -137,16 +138,12 @@ class Feed:
                  read: torch.Tensor | None = None) -> torch.Tensor:
         """The model's outputs as scores read them: an LM's log-probabilities, a value model's values.
 
-        ``read`` ([B, T] bool): the only positions whose outputs are read. The head then runs on those
-        alone and the others hold zeros: with padded candidate columns most positions are padding, and
-        a head over a whole vocabulary is the largest product of a small model's pass."""
+        ``read`` ([B, T] bool): the only positions whose outputs are read; the head runs on those alone
+        (``value.model.head_at``) and the others hold zeros."""
         kwargs = dict(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
         if self.kind == LM and read is not None and self._body is not None:
             hidden = self._body(**kwargs, **{self._body_cache_arg: self.cache}).last_hidden_state
-            logits = self._head(hidden[read]).float()
-            out = torch.zeros((*read.shape, logits.shape[-1]), device=self.device)
-            out[read] = torch.log_softmax(logits, -1)
-            return out
+            return head_at(lambda h: torch.log_softmax(self._head(h).float(), -1), hidden, read)
         if self.kind == LM:
             if keep_last and self._can_keep_last:
                 kwargs["logits_to_keep"] = keep_last

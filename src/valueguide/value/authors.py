@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..models import LoadOptions, ModelNotFoundError, local_folder
+from ..models import LoadOptions, local_folder
+from ..specs import ModelNotFoundError
 from .model import ValueModel, _load_backbone
 
 HEAD_KEY = "score_head.weight"

@@ -27,13 +27,26 @@ from torch import nn
 from transformers import AutoModel
 
 from ..artifacts import ArtifactError, atomic_dir, read_json
-from ..models import LoadOptions, ModelNotFoundError, resolve_spec, same_vocabulary, torch_dtype
+from ..models import LoadOptions, resolve_spec, same_vocabulary, torch_dtype
+from ..specs import ModelNotFoundError
 from ..templates import render_for
 from ..texts import decode, encode_joint
 
 HEADS = ("token", "scalar")
 CONFIG_FILE = "value_config.json"
 HEAD_FILE = "value_head.safetensors"
+
+
+def head_at(head, hidden: torch.Tensor, read: torch.Tensor | None) -> torch.Tensor:
+    """``head(hidden)`` at the positions ``read`` ([B, T] bool) alone and zeros elsewhere (None: at
+    every position): a head over a whole vocabulary is the largest product of a small model's pass,
+    and with padded candidate columns most positions are never read."""
+    if read is None:
+        return head(hidden)
+    picked = head(hidden[read])
+    out = picked.new_zeros((*read.shape, picked.shape[-1]))
+    out[read] = picked
+    return out
 
 
 @dataclass
@@ -78,12 +91,7 @@ class ValueModel(nn.Module):
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             use_cache=use_cache, **{self._cache_arg: past_key_values})
-        hidden = out.last_hidden_state.to(self.head.weight)
-        if read is None:
-            values = self.head(hidden)
-        else:
-            values = hidden.new_zeros((*read.shape, self.head.out_features))
-            values[read] = self.head(hidden[read])
+        values = head_at(self.head, out.last_hidden_state.to(self.head.weight), read)
         if self.head_kind == "scalar":
             values = values.squeeze(-1)
         return ValueOutput(values, getattr(out, self._cache_arg) if use_cache else None)
