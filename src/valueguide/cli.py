@@ -84,7 +84,7 @@ def cmd_build_world(args) -> None:
 
 
 def cmd_world_summary(args) -> None:
-    from .world.build import summarize
+    from .world.summary import summarize
 
     config = _config(args)
     summary = summarize(config, _world(args, config), Path(args.samples), Path(args.out))

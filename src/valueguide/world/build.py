@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from .. import vocabularies
-from ..artifacts import atomic_dir, read_json, read_parquet, write_json, write_parquet
+from ..artifacts import atomic_dir, read_parquet, write_json, write_parquet
 from ..seeding import derive_seed
 from ..templates import render_for
 from . import lm as lm_mod
@@ -133,22 +133,3 @@ def build_reward(config: dict, world_dir: Path, threads: int = 1) -> None:
         tokenizer.save_pretrained(tmp)
         pooling.save(tmp)
         write_json(stats, tmp / "world_stats.json")
-
-
-def summarize(config: dict, world_dir: Path, samples_path: Path, out_path: Path) -> dict:
-    """Collect every world model's stats and the reward spread of base-policy samples."""
-    samples = read_parquet(samples_path, required=["reward"])
-    rewards = samples["reward"].to_numpy()
-    summary = {
-        "models": {name: read_json(world_dir / "models" / name / "world_stats.json")
-                   for name in config["world"]["models"]},
-        "reward_model": read_json(world_dir / "models" / "reward" / "world_stats.json"),
-        "base_policy_rewards": {
-            "policy": config["sample"]["policy"], "n": int(len(rewards)),
-            "mean": float(rewards.mean()), "std": float(rewards.std()),
-            "min": float(rewards.min()), "max": float(rewards.max()),
-            "share_positive": float((rewards > 0).mean()),
-        },
-    }
-    write_json(summary, out_path)
-    return summary
