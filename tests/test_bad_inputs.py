@@ -214,3 +214,14 @@ def test_planning_a_run_imports_no_model_library(setting, tmp_path):
                           env=env_of_run(), timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Job stats:" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("module", ["valueguide.prompts", "valueguide.world.summary", "valueguide.evaluate.lc",
+                                    "valueguide.report.tables", "valueguide.report.summary"])
+def test_jobs_that_need_no_model_import_no_model_library(module):
+    """The prompts, world-summary and report jobs, and the LC bootstrap's worker processes, each start
+    a Python of their own: torch and transformers would cost them seconds of imports apiece."""
+    code = f"import sys, valueguide.cli, {module}; print(sorted({{'torch', 'transformers'}} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]", f"{module} imported {proc.stdout.strip()}"

@@ -1,12 +1,18 @@
-"""One place that turns the config's seed into every random generator's state."""
+"""One place that turns the config's seed into every random generator's state.
+
+torch is imported where it is used: the jobs that only need ``derive_seed`` (prompts) import no torch.
+"""
 
 from __future__ import annotations
 
 import random
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def derive_seed(seed: int, *names: object) -> int:
@@ -16,6 +22,8 @@ def derive_seed(seed: int, *names: object) -> int:
 
 
 def seed_everything(seed: int) -> torch.Generator:
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
