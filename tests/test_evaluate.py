@@ -134,10 +134,13 @@ def test_the_bootstrap_interval_covers_the_estimate_and_narrows_with_more_instru
 def test_worker_processes_give_each_generator_the_numbers_one_process_gives(tmp_path):
     gamed = _gamed_file(40, lambda d: 1.0 + expit(d / 60.0), tmp_path / "g.csv")
     generators = {f"m/{k}": _length_annotations(40, lambda d, k=k: 1.0 + expit(d / 60.0 + k)) for k in range(3)}
-    alone = lc_of_each({k: a.copy() for k, a in generators.items()}, "length_controlled_v1", gamed, 20, seed=1)
+    copies = {k: a.copy() for k, a in generators.items()}
+    alone = lc_of_each(copies, "length_controlled_v1", gamed, 20, seed=1)
     side_by_side = lc_of_each(generators, "length_controlled_v1", gamed, 20, seed=1, workers=2)
     assert side_by_side == alone
     assert len({m["length_controlled_winrate"] for m, _ in alone.values()}) == 3  # three different generators
+    for key, frame in generators.items():  # the GLM's column reaches the caller's frames from the workers too
+        pd.testing.assert_series_equal(frame["glm_preference"], copies[key]["glm_preference"])
 
 
 def test_instruction_difficulty_is_recovered_from_the_generators_annotations():

@@ -89,20 +89,27 @@ def bootstrap_lc(annotations: pd.DataFrame, glm: str, gamed_path: str | Path, n:
 
 
 def lc_with_interval(annotations: pd.DataFrame, glm: str, gamed_path: str | Path, bootstrap: int,
-                     seed: int) -> tuple[dict, dict]:
-    """``win_rates`` of one generator's annotations and the bootstrap of its LC (``bootstrap_lc``)."""
+                     seed: int) -> tuple[dict, dict, pd.Series | None]:
+    """``win_rates`` of one generator's annotations, the bootstrap of its LC (``bootstrap_lc``) and the
+    ``glm_preference`` column the GLM added (None when it did not run)."""
     metrics = win_rates(annotations, glm, gamed_path)
-    return metrics, bootstrap_lc(annotations[GLM_COLUMNS], glm, gamed_path, bootstrap, seed)
+    spread = bootstrap_lc(annotations[GLM_COLUMNS], glm, gamed_path, bootstrap, seed)
+    return metrics, spread, annotations.get("glm_preference")
 
 
 def lc_of_each(annotations: dict[str, pd.DataFrame], glm: str, gamed_path: str | Path, bootstrap: int, seed: int,
                workers: int = 1) -> dict[str, tuple[dict, dict]]:
-    """``lc_with_interval`` of every generator, in ``workers`` processes (spawned: this process may hold
-    torch's threads); each generator's numbers are the same whatever the number of workers."""
+    """``(win rates, LC interval)`` of every generator (``lc_with_interval``), in ``workers`` processes
+    (spawned: this process may hold torch's threads). Each frame gets its ``glm_preference`` column, as
+    alpaca_eval's GLM adds it in one process, and each generator's numbers are the same whatever the
+    number of workers."""
     args = [(a, glm, gamed_path, bootstrap, seed) for a in annotations.values()]
     if workers <= 1 or len(args) <= 1:
         results = [lc_with_interval(*a) for a in args]
     else:
         with ProcessPoolExecutor(min(workers, len(args)), mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(lc_with_interval, *zip(*args)))
-    return dict(zip(annotations, results))
+    for frame, (_, _, preference) in zip(annotations.values(), results):
+        if preference is not None:
+            frame["glm_preference"] = preference
+    return {key: (metrics, spread) for key, (metrics, spread, _) in zip(annotations, results)}
