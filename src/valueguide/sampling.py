@@ -6,7 +6,6 @@ reward, and the log-prob of each response token under the sampling distribution.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from tqdm import tqdm
 
 from .artifacts import read_parquet, write_parquet
 from .decoding.sampler import Sampling, draw
-from .decoding.streams import positions
+from .decoding.streams import forward_args, positions
 from .models import load_causal_lm, load_options, load_tokenizer
 from .reward import RewardModel
 from .seeding import derive_seed
@@ -87,7 +86,7 @@ def sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, par
     """
     mask = attention_mask.to(model.device)
     sampling = Sampling(params.temperature, params.top_k or 0, params.top_p)
-    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    last_only = {"logits_to_keep": 1} if forward_args(model)[1] else {}
     out = model(input_ids=input_ids.to(model.device), attention_mask=mask, position_ids=positions(mask),
                 use_cache=True, **last_only)
     done = torch.zeros(len(mask), dtype=torch.bool, device=model.device)

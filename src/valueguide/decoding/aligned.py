@@ -26,7 +26,6 @@ every row go through each model in one pass with a tree attention mask, then lea
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +36,7 @@ from ..templates import render_for
 from ..texts import common_prefix
 from ..value.model import head_at
 from .retokenize import Retokenizer, Tokens
-from .streams import LM, Meter, left_pad, model_config, pad_id
+from .streams import LM, Meter, forward_args, left_pad, model_config, pad_id
 
 KEEP = 2  # outputs kept per row, for the last positions (a roll-back of one token re-feeds nothing)
 COMPACT_AT = 64  # dead cache columns tolerated beyond a half of the longest row
@@ -120,14 +119,11 @@ class Feed:
         self.dtype = next(model.parameters()).dtype
         self.head = "lm" if kind == LM else model.head_kind
         if kind == LM:
-            params = inspect.signature(model.forward).parameters
-            self._cache_arg = "cache" if "cache" in params else "past_key_values"
-            self._can_keep_last = "logits_to_keep" in params
+            self._cache_arg, self._can_keep_last = forward_args(model)
             self._body = model.base_model if type(model).__name__ in PLAIN_HEADS else None
             if self._body is not None:
                 self._head = model.get_output_embeddings()
-                body_params = inspect.signature(self._body.forward).parameters
-                self._body_cache_arg = "cache" if "cache" in body_params else "past_key_values"
+                self._body_cache_arg = forward_args(self._body)[0]
 
     # --- model calls --------------------------------------------------------------------------
 

@@ -59,6 +59,13 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def forward_args(model) -> tuple[str, bool]:
+    """The name of a model's cache argument (transformers 5 renamed ``past_key_values`` to
+    ``cache``) and whether its ``forward`` can keep the last positions' logits only (``logits_to_keep``)."""
+    params = inspect.signature(model.forward).parameters
+    return ("cache" if "cache" in params else "past_key_values"), "logits_to_keep" in params
+
+
 def model_config(model):
     """The transformers config of a causal LM or of a value model's backbone."""
     return model.config if hasattr(model, "config") else model.backbone.config
@@ -110,9 +117,7 @@ class Stream:
         self.config = model_config(model)
         self.device = next(model.parameters()).device
         if kind == LM:
-            params = inspect.signature(model.forward).parameters
-            self._cache_arg = "cache" if "cache" in params else "past_key_values"
-            self._can_keep_last = "logits_to_keep" in params
+            self._cache_arg, self._can_keep_last = forward_args(model)
         self.fed = 0  # response positions already fed
         self.source = self  # the object whose rows ``Rows.select`` copies
 
