@@ -6,9 +6,9 @@
 | ``llama2`` | Llama-2, Tulu 2 | llama-cpp-python 0.3.36 (sdist): llama.cpp's ``ggml-vocab-llama-spm.gguf`` |
 | ``mistral`` | Mistral-7B-Instruct-v0.2, Mixtral-8x7B-Instruct-v0.1 | mistral-common 1.13.1 (wheel): ``tokenizer.model.v1`` |
 
-``fetch`` downloads each package file once (``pip download --no-deps`` of the exact file), checks its
-sha256, extracts the asset (checked too) with llama.cpp's reference tokenisations where it ships them,
-and builds a tokenizer folder that ``AutoTokenizer.from_pretrained`` opens offline, with its special
+``fetch`` downloads each package file once (the exact file that the index lists, or ``pip download
+--no-deps`` of it), checks its sha256, extracts the asset (checked too) with llama.cpp's reference
+tokenisations where it ships them, and builds a tokenizer folder that ``AutoTokenizer.from_pretrained`` opens offline, with its special
 tokens and chat template. The Llama-2 vocabulary is read from GGUF and given SentencePiece's own
 handling of spaces (a "▁" before the text, as the original tokenizer and llama.cpp do), so that it
 tokenises exactly as llama.cpp's reference files say. ``tokenizer_path`` gives a built folder, or an
@@ -28,7 +28,10 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.parse
+import urllib.request
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,22 +104,56 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _index_url() -> str:
+    """The package index pip would ask first: ``PIP_INDEX_URL``, else PyPI's."""
+    return (os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple").rstrip("/")
+
+
+def _fetch_listed(source: Source, dest: Path) -> None:
+    """The file's address from the index's JSON listing of the project (PEP 691), then the file: about a
+    second for all three, where ``pip download`` of a source distribution prepares its metadata first (20 s)."""
+    project = source.requirement.split("==")[0]
+    listing = f"{_index_url()}/{project}/"
+    request = urllib.request.Request(listing, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        files = json.load(response)["files"]
+    url = next(f["url"] for f in files if f["filename"] == source.file)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(urllib.parse.urljoin(listing, url), timeout=300) as response, \
+            open(dest, "wb") as out:
+        shutil.copyfileobj(response, out)
+
+
+def _pip_download(source: Source, into: Path) -> subprocess.Popen:
+    """``pip download --no-deps`` of the pinned file, for an index that lists no JSON (pip's own settings)."""
+    kind = ["--only-binary", ":all:"] if source.binary else ["--no-binary", ":all:"]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *kind, "--dest", str(into),
+           source.requirement]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _try_listed(source: Source, dest: Path) -> bool:
+    try:
+        _fetch_listed(source, dest)
+        return True
+    except (OSError, ValueError, KeyError, StopIteration):  # URLError is an OSError; bad JSON a ValueError
+        dest.unlink(missing_ok=True)
+        return False
+
+
 def _download(sources: list[Source], into: Path) -> list[Path]:
-    """Each package file, by ``pip download --no-deps`` of its pinned version, its sha256 checked. The
-    downloads run side by side: each is mostly pip's start-up and index lookups."""
-    running = []
-    for source in sources:
-        kind = ["--only-binary", ":all:"] if source.binary else ["--no-binary", ":all:"]
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *kind, "--dest", str(into / source.file),
-               source.requirement]
-        running.append((source, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
+    """Each package file, its sha256 checked: read from the index's JSON listing, side by side, and by
+    ``pip download`` where that fails (an index without JSON listings, a proxy only pip is set up for)."""
+    with ThreadPoolExecutor(max_workers=max(1, len(sources))) as pool:
+        listed = list(pool.map(lambda s: _try_listed(s, into / s.file / s.file), sources))
+    by_pip = [(s, _pip_download(s, into / s.file)) for s, ok in zip(sources, listed) if not ok]
+    failures = {s.file: p.communicate()[1] for s, p in by_pip if p.wait()}
     paths = []
-    for source, process in running:
-        _, stderr = process.communicate()
+    for source in sources:
         path = into / source.file / source.file
-        if process.returncode or not path.exists():
+        if source.file in failures or not path.exists():
             raise VocabularyError(f"could not download {source.file} ({source.requirement}) from the package "
-                                  f"registry: {stderr.strip()[-500:] or 'pip found no such file'}")
+                                  f"registry: {failures.get(source.file, '').strip()[-500:] or 'no such file'}")
         if _sha256(path) != source.sha256:
             raise VocabularyError(f"{source.file} does not have the pinned sha256 {source.sha256}: refusing it")
         paths.append(path)
