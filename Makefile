@@ -31,11 +31,13 @@ $(STAMP): pyproject.toml src/valueguide/vocabularies.py
 	touch $(STAMP)
 
 # After a kill: `valueguide resume` clears the dead run's lock and temporary files, and
-# --rerun-incomplete redoes the jobs it cut short, instead of stopping the run.
+# --rerun-incomplete redoes the jobs it cut short, instead of stopping the run. `warm-run`: the jobs
+# fork from one process that imported torch, transformers and every stage once (src/valueguide/warm.py).
+WARM := $(VENV)/bin/valueguide --log-level WARNING warm-run --
 run: $(STAMP)
 	@for setting in $(SETTINGS); do \
 	  $(VENV)/bin/valueguide --log-level WARNING resume --config config.yaml "$$setting" && \
-	  $(SNAKEMAKE) --rerun-incomplete --configfile "$$setting" $(SMK_ARGS) || exit 1; done
+	  $(WARM) $(SNAKEMAKE) --rerun-incomplete --configfile "$$setting" $(SMK_ARGS) || exit 1; done
 	@for setting in $(SETTINGS); do \
 	  $(VENV)/bin/valueguide --log-level WARNING show-report --config config.yaml "$$setting" || exit 1; done
 
@@ -49,7 +51,7 @@ seeds: run
 	    "$$n" "$$n" "$$n" > "results/seeds/$$n/instruction.yaml" && \
 	  for pair in "config.yaml sentiment" "config/tiny_instruction.yaml instruction"; do set -- $$pair; \
 	    $(VENV)/bin/valueguide --log-level WARNING resume --config config.yaml "$$1" "results/seeds/$$n/$$2.yaml" && \
-	    $(SNAKEMAKE) --rerun-incomplete --configfile "$$1" "results/seeds/$$n/$$2.yaml" || exit 1; done \
+	    $(WARM) $(SNAKEMAKE) --rerun-incomplete --configfile "$$1" "results/seeds/$$n/$$2.yaml" || exit 1; done \
 	  || exit 1; done
 	@$(VENV)/bin/valueguide --log-level WARNING seed-ranges --runs results $(addprefix results/seeds/,$(SEEDS))
 	@$(VENV)/bin/valueguide --log-level WARNING seed-ranges --runs results/instruction \

@@ -1,6 +1,7 @@
 # valueguide: inference-time alignment by value guidance, as a cached DAG of stages.
 # Thin on purpose: the config is validated, cut into per-stage slices, and every rule shells out
 # to the package CLI (`valueguide <stage>`). See README "How it works".
+import os
 import re
 import shlex
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 from snakemake.settings.types import DeploymentMethod
 from valueguide.config import stage_slice, world_dir, write_if_changed
 from valueguide.vocabularies import cache_root
+from valueguide.warm import ENV as WARM_ENV
 from valueguide.preflight import checked_or_exit
 from valueguide.cluster import status_problem
 
@@ -26,6 +28,10 @@ CONDA_ENV = str(Path(workflow.basedir) / "envs" / "valueguide.yaml")
 if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
     CLI = (f"VALUEGUIDE_CACHE={shlex.quote(str(cache_root()))} "
            f"PYTHONPATH={shlex.quote(str(Path(workflow.basedir) / 'src'))} python -m valueguide.cli --log-level INFO")
+elif os.environ.get(WARM_ENV) and getattr(workflow.executor_plugin, "cli_prefix", "local") == "local":
+    # Under `valueguide warm-run` (make run): jobs on this machine fork from a process that imported
+    # everything once (valueguide/warm.py); the same command runs in its own process without one.
+    CLI = f"{shlex.quote(sys.executable)} -m valueguide.warm --log-level INFO"
 else:
     CLI = f"{shlex.quote(sys.executable)} -m valueguide.cli --log-level INFO"
 

@@ -25,9 +25,12 @@ def env_of_run() -> dict:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
 
 
-def snakemake(workdir: Path, *args: str) -> str:
+def snakemake(workdir: Path, *args: str, warm: bool = False) -> str:
+    """Snakemake on ``workdir``; ``warm``: under ``valueguide warm-run``, its jobs forked from one warm
+    process, as ``make run`` runs them."""
     env = env_of_run()
-    proc = subprocess.run(command(workdir, *args), capture_output=True, text=True, env=env, timeout=900)
+    warm_run = [str(Path(sys.executable).with_name("valueguide")), "warm-run", "--"] if warm else []
+    proc = subprocess.run(warm_run + command(workdir, *args), capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -54,6 +57,8 @@ def write_override(workdir: Path, change: dict | None = None, setting: str | Non
 def shared_tiny_run(tmp_path_factory) -> Path:
     """The tiny config run once per ``pytest`` invocation, for every module and worker (pytest-xdist)
     that needs a finished run to read or to compare with: the first to ask runs it, the others wait.
+    Its jobs fork from a warm process (``make run``'s way); tests/test_slurm.py's run, whose jobs are
+    processes of their own, must give the same artifacts.
     Its users may plan on it and rewrite its override.yaml, never change its artifacts."""
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
@@ -64,7 +69,7 @@ def shared_tiny_run(tmp_path_factory) -> Path:
             shutil.rmtree(workdir, ignore_errors=True)  # a worker that failed midway
             workdir.mkdir()
             write_override(workdir)
-            snakemake(workdir)
+            snakemake(workdir, warm=True)
             done.touch()
     return workdir
 

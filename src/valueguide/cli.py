@@ -219,6 +219,15 @@ def cmd_show_report(args) -> None:
         print((folder / name).read_text())
 
 
+def cmd_warm_run(args) -> None:
+    from .warm import serve_while
+
+    command = args.run[1:] if args.run[:1] == ["--"] else args.run
+    if not command:
+        raise ConfigError("warm-run: name the command to run, e.g. `valueguide warm-run -- snakemake --cores 2`")
+    raise SystemExit(serve_while(command))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="valueguide", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -347,6 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
                                            "one setting with several seeds (make seeds)")
     p.add_argument("--runs", nargs="+", required=True, help="results folders of finished runs of one setting")
     p.set_defaults(func=cmd_seed_ranges)
+
+    p = sub.add_parser("warm-run", help="run a command (Snakemake on this machine) whose jobs skip the imports: "
+                                        "one warm process imports every stage once and forks a copy per job")
+    p.add_argument("run", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command and its arguments")
+    p.set_defaults(func=cmd_warm_run)
 
     p = sub.add_parser("show-report", help="print the report of a finished run")
     p.add_argument("--config", nargs="+", required=True)

@@ -1,0 +1,259 @@
+"""Jobs that skip the imports: one warm process imports torch, transformers and every stage once, then
+forks a copy of itself for each job.
+
+In the tiny world a job's work takes seconds and its imports six more (torch, transformers, the model
+classes, pandas): two fifths of ``make run``'s time went to importing the same modules 57 times.
+``serve_while(command)`` runs ``command`` (Snakemake) with ``VALUEGUIDE_WARM`` naming a private socket
+and serves it meanwhile: a job's command (``python -m valueguide.warm ARGS``, the Snakefile's CLI when
+that variable is set and jobs run on this machine) sends its arguments, working folder, environment
+and standard streams, and the server forks a child that runs ``valueguide ARGS`` exactly as a fresh
+process would, writing to the job's own streams. The job's exit status comes back to the job's
+command; a job command that is stopped (Snakemake cancelling a job) takes its child with it. With no
+server to reach, a job runs in its own process as before.
+
+The server imports but computes nothing before it forks (no torch thread pool exists to be copied),
+and each child resets the logging that the server's own command set up, so a job's artifacts and log
+are what a fresh process writes (checked by tests/test_warm.py). Snakemake's benchmark files time the
+job's command: their wall-clock seconds are the job's, their CPU and memory columns only the command's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import traceback
+import warnings
+from typing import Callable
+
+ENV = "VALUEGUIDE_WARM"
+# Every stage a job may run, with the model classes of the world: imported once, before the first fork.
+PRELOAD = ("valueguide.cli", "valueguide.world.build", "valueguide.world.lm", "valueguide.world.summary",
+           "valueguide.prompts", "valueguide.sampling", "valueguide.value.fit", "valueguide.implicit.dpo",
+           "valueguide.decoding.stage", "valueguide.evaluate.reward_task", "valueguide.evaluate.alpaca",
+           "valueguide.report.summary", "valueguide.report.tables")
+CODE = struct.Struct("!i")
+LENGTH = struct.Struct("!I")
+POLL_S = 0.05
+
+log = logging.getLogger(__name__)
+
+
+def _run_cli(argv: list[str]) -> int:
+    from .cli import main
+
+    return main(argv)
+
+
+# --- the job's side ---------------------------------------------------------------------------------
+
+def ask_server(path: str, argv: list[str]) -> int | None:
+    """Run ``argv`` on the server at ``path`` with this process's streams; its exit status, or None when
+    no server answers there (nothing was run)."""
+    try:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(path)
+    except OSError:
+        return None
+    with conn:
+        request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+        socket.send_fds(conn, [LENGTH.pack(len(request)) + request], [0, 1, 2])
+        try:
+            reply = _read_exactly(conn, CODE.size)
+        except OSError:
+            reply = None
+    if reply is None:
+        print("error: the warm job server stopped before the job ended", file=sys.stderr)
+        return 1
+    return CODE.unpack(reply)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A job's command: on the warm server when one is named and answers, else in this process."""
+    argv = sys.argv[1:] if argv is None else argv
+    path = os.environ.get(ENV)
+    code = ask_server(path, argv) if path else None
+    return _run_cli(argv) if code is None else code
+
+
+def _read_exactly(conn: socket.socket, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+# --- the server's side ------------------------------------------------------------------------------
+
+def preload(modules=PRELOAD) -> None:
+    """Import every stage's modules (their import-time warnings are the server's, not each job's)."""
+    import gc
+    import importlib
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in modules:
+            importlib.import_module(name)
+    gc.collect()
+    gc.freeze()  # the children share these pages instead of copying them as the collector walks them
+
+
+def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    conn.settimeout(10)
+    data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+    if len(fds) != 3 or len(data) < LENGTH.size:
+        raise ValueError("a job's request carried no streams")
+    rest = _read_exactly(conn, LENGTH.unpack(data[:LENGTH.size])[0] - len(data) + LENGTH.size)
+    return json.loads(data[LENGTH.size:] + (rest or b"")), fds
+
+
+def _fresh_logging() -> None:
+    """Logging as a new interpreter has it, so the job's own set-up applies (the server's did not)."""
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
+def _become_job(request: dict, fds: list[int], close: list, run_job: Callable[[list[str]], int]) -> None:
+    """In the forked child: take the job's streams, folder and environment, run it, exit with its status."""
+    code = 1
+    try:
+        for thing in close:
+            thing.close()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = ["valueguide", *request["argv"]]
+        _fresh_logging()
+        code = run_job(request["argv"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - whatever the job raised, reported as a fresh process would
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed stream cannot lose more
+                pass
+        os._exit(code)
+
+
+class _Jobs:
+    """The running children: each with the connection of its job's command."""
+
+    def __init__(self, listener: socket.socket, run_job: Callable[[list[str]], int]):
+        self.listener, self.run_job = listener, run_job
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(listener, selectors.EVENT_READ)
+        self.children: dict[socket.socket, int] = {}
+
+    def start(self) -> None:
+        conn, _ = self.listener.accept()
+        try:
+            request, fds = _receive(conn)
+        except (OSError, ValueError) as exc:
+            log.warning("refused a job request: %s", exc)
+            conn.close()
+            return
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            _become_job(request, fds, [self.selector, self.listener, conn, *self.children], self.run_job)
+        for fd in fds:
+            os.close(fd)
+        conn.setblocking(False)
+        self.selector.register(conn, selectors.EVENT_READ)
+        self.children[conn] = pid
+
+    def step(self) -> None:
+        """Start the jobs that asked, stop those whose command went away, answer those that ended."""
+        for key, _ in self.selector.select(POLL_S):
+            if key.fileobj is self.listener:
+                self.start()
+            else:  # a job's command closed its end: it was stopped
+                self._end(key.fileobj, kill=True)
+        for conn, pid in list(self.children.items()):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                self._answer(conn, os.waitstatus_to_exitcode(status))
+
+    def _answer(self, conn: socket.socket, code: int) -> None:
+        try:
+            conn.setblocking(True)
+            conn.sendall(CODE.pack(code if code >= 0 else 128 - code))
+        except OSError:
+            pass
+        self._forget(conn)
+
+    def _end(self, conn: socket.socket, kill: bool) -> None:
+        pid = self.children[conn]
+        if kill:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os.waitpid(pid, 0)
+        self._forget(conn)
+
+    def _forget(self, conn: socket.socket) -> None:
+        self.selector.unregister(conn)
+        del self.children[conn]
+        conn.close()
+
+    def stop_all(self) -> None:
+        for conn in list(self.children):
+            self._end(conn, kill=True)
+        self.selector.close()
+
+
+def serve_while(command: list[str], run_job: Callable[[list[str]], int] = _run_cli,
+                modules=PRELOAD) -> int:
+    """Run ``command`` with a warm job server beside it; its exit status. Interrupts go to the command
+    (Snakemake stops its jobs and exits), the server stops when the command ends."""
+    folder = tempfile.mkdtemp(prefix="valueguide-warm-")  # 0700: only this user's jobs reach the socket
+    path = os.path.join(folder, "jobs.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        listener.listen(64)
+        process = subprocess.Popen(command, env={**os.environ, ENV: path})
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # after the start: an ignored signal is inherited
+        jobs = None
+        try:
+            preload(modules)  # jobs that ask meanwhile wait in the listener's queue
+            jobs = _Jobs(listener, run_job)
+            while process.poll() is None:
+                jobs.step()
+        finally:
+            if jobs is not None:
+                jobs.stop_all()
+            if process.poll() is None:
+                process.terminate()
+            signal.signal(signal.SIGINT, previous)
+        return process.wait()
+    finally:
+        listener.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Jobs forked from the warm process (valueguide/warm.py) behave as processes of their own: their
+arguments, folder, environment, streams and exit status are the job's; a stopped job's child stops;
+with no server a job runs by itself; and a real job writes what a fresh process writes."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pipeline_runs import ROOT, env_of_run, shared_tiny_run
+
+# A server whose jobs are a stand-in for the CLI: print what they were given, or sleep.
+SERVER = textwrap.dedent("""
+    import os, sys, time
+    from valueguide.warm import serve_while
+
+    def job(argv):
+        if argv[0] == "sleep":
+            Path = __import__("pathlib").Path
+            Path(argv[1] + ".tmp").write_text(str(os.getpid()))
+            os.replace(argv[1] + ".tmp", argv[1])
+            time.sleep(120)
+            return 0
+        print("argv", argv, "cwd", os.getcwd(), "value", os.environ.get("JOB_VALUE"))
+        print("to stderr", file=sys.stderr)
+        return int(argv[0])
+
+    sys.exit(serve_while(sys.argv[1:], run_job=job, modules=()))
+""")
+JOB = f"{sys.executable} -m valueguide.warm"
+
+
+def _serve(tmp_path: Path, script: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", SERVER, "bash", "-c", script], cwd=tmp_path, env=env_of_run(),
+                          capture_output=True, text=True, timeout=60)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_job_gets_its_arguments_folder_environment_streams_and_exit_status(tmp_path):
+    (tmp_path / "sub").mkdir()
+    done = _serve(tmp_path, f"cd sub && JOB_VALUE=x {JOB} 3 a > out 2> err; echo $? > code; exit 5")
+    assert done.returncode == 5, done.stderr
+    sub = tmp_path / "sub"
+    assert (sub / "code").read_text() == "3\n"
+    assert (sub / "out").read_text() == f"argv ['3', 'a'] cwd {sub} value x\n"
+    assert (sub / "err").read_text() == "to stderr\n"
+
+
+def test_a_stopped_job_and_the_jobs_left_when_the_command_ends_are_stopped(tmp_path):
+    wait_for = "while [ ! -s {0} ]; do sleep 0.05; done"
+    script = (f"{JOB} sleep one & job=$!; {wait_for.format('one')}; kill $job; wait $job; echo $? > code; "
+              f"sleep 0.5; {JOB} sleep two & {wait_for.format('two')}")
+    started = time.monotonic()
+    done = _serve(tmp_path, script)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 30  # neither job slept its two minutes
+    assert (tmp_path / "code").read_text() == "143\n"  # the job's command died of SIGTERM
+    for name in ("one", "two"):
+        assert _gone(int((tmp_path / name).read_text())), name
+
+
+def test_without_a_server_the_job_runs_in_its_own_process(tmp_path):
+    env = {**env_of_run(), "VALUEGUIDE_WARM": str(tmp_path / "no.sock")}
+    done = subprocess.run([sys.executable, "-m", "valueguide.warm", "validate", "--config", "config.yaml"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "config OK" in done.stdout, done.stderr
+
+
+def test_every_stage_module_is_preloaded():
+    from valueguide import warm
+
+    stages = {line.split("from .", 1)[1].split(" import")[0]
+              for line in (ROOT / "src" / "valueguide" / "cli.py").read_text().splitlines()
+              if line.startswith("    from .") and " import run_" in line}
+    assert stages and {f"valueguide.{s}" for s in stages} <= set(warm.PRELOAD)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    return shared_tiny_run(tmp_path_factory)
+
+
+def test_a_forked_job_writes_what_a_fresh_process_writes(tiny_run, tmp_path):
+    """IVG's generate job of the shared run (forked from the warm process), again as a process of its own."""
+    results = tiny_run / "results"
+    splits = [p for p in (results / "prompts" / "test.parquet", results / "prompts" / "alpaca.parquet") if p.exists()]
+    fresh = [tmp_path / f"{p.stem}.parquet" for p in splits]
+    cmd = [sys.executable, "-m", "valueguide.cli", "generate", "--slice", str(results / "configs/generate-gpt2-large-ivg.json"),
+           "--model", "gpt2-large", "--method", "ivg", "--prompts", *map(str, splits), "--value", str(results / "value"),
+           "--tuned", str(results / "implicit"), "--out", *map(str, fresh), "--world", str(results / "world"),
+           "--threads", "1"]
+    done = subprocess.run(cmd, cwd=tiny_run, env=env_of_run(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for split, path in zip(splits, fresh):
+        warm = pd.read_parquet(results / "generations" / split.stem / "gpt2-large" / "ivg.parquet")
+        pd.testing.assert_frame_equal(warm.drop(columns="wall_time"), pd.read_parquet(path).drop(columns="wall_time"))
+
+
+def test_jobs_on_this_machine_ask_the_server_only_under_warm_run(tiny_run):
+    from pipeline_runs import command
+
+    plain = {k: v for k, v in env_of_run().items() if k != "VALUEGUIDE_WARM"}
+    for env, entry in (({"VALUEGUIDE_WARM": "/x.sock"}, "-m valueguide.warm "), ({}, "-m valueguide.cli ")):
+        done = subprocess.run(command(tiny_run, "-n", "-p", "--forcerun", "report"), env={**plain, **env},
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and entry in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
