@@ -159,13 +159,16 @@ def _become_job(request: dict, fds: list[int], close: list, run_job: Callable[[l
 class _Jobs:
     """The running children: each with the connection of its job's command."""
 
-    def __init__(self, listener: socket.socket, run_job: Callable[[list[str]], int]):
-        self.listener, self.run_job = listener, run_job
+    def __init__(self, listener: socket.socket, run_job: Callable[[list[str]], int], modules):
+        self.listener, self.run_job, self.modules = listener, run_job, modules
         self.selector = selectors.DefaultSelector()
         self.selector.register(listener, selectors.EVENT_READ)
         self.children: dict[socket.socket, int] = {}
 
     def start(self) -> None:
+        if self.modules is not None:  # at the first job: a run with nothing to do imports nothing
+            preload(self.modules)
+            self.modules = None
         conn, _ = self.listener.accept()
         try:
             request, fds = _receive(conn)
@@ -237,15 +240,12 @@ def serve_while(command: list[str], run_job: Callable[[list[str]], int] = _run_c
         listener.listen(64)
         process = subprocess.Popen(command, env={**os.environ, ENV: path})
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # after the start: an ignored signal is inherited
-        jobs = None
+        jobs = _Jobs(listener, run_job, modules)
         try:
-            preload(modules)  # jobs that ask meanwhile wait in the listener's queue
-            jobs = _Jobs(listener, run_job)
             while process.poll() is None:
                 jobs.step()
         finally:
-            if jobs is not None:
-                jobs.stop_all()
+            jobs.stop_all()
             if process.poll() is None:
                 process.terminate()
             signal.signal(signal.SIGINT, previous)
