@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -47,10 +48,16 @@ def cluster(tmp_path_factory):
     subprocess.run(["bash", str(SCRIPT), "down", str(where)], capture_output=True, timeout=300)
 
 
+# Start a command with Ctrl-C's default action: a test run started in the background of a shell without job
+# control inherits SIGINT ignored, and so would the Snakemake that the test stops with it.
+INTERRUPTIBLE = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                 "os.execv(sys.argv[1], sys.argv[1:])"]
+
+
 def _through_slurm(workdir: Path, *args: str) -> subprocess.Popen:
     """Snakemake through profiles/slurm, its output to ``workdir/slurm-run-N.log`` (not a pipe that
     nobody reads while the run goes on)."""
-    command = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+    command = [*INTERRUPTIBLE, SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
                "--profile", str(ROOT / "profiles" / "slurm"), *POLL, *args,
                "--configfile", str(workdir / "override.yaml")]
     log = workdir / f"slurm-run-{len(list(workdir.glob('slurm-run-*.log')))}.log"
