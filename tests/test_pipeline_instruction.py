@@ -16,10 +16,11 @@ WORLD_RULES = {"world_corpus", "world_lm", "world_reward"}
 
 @pytest.fixture(scope="module")
 def instruction(tmp_path_factory) -> Path:
-    """The instruction setting (config/tiny_instruction.yaml, tiny), building its world as it goes."""
+    """The instruction setting (config/tiny_instruction.yaml, tiny), building its world as it goes, its
+    jobs forked from a warm process as `make run` runs them."""
     workdir = tmp_path_factory.mktemp("instruction")
     write_override(workdir, {"world": {"dir": str(workdir / "world")}}, setting="config/tiny_instruction.yaml")
-    out = snakemake(workdir)
+    out = snakemake(workdir, warm=True)
     assert re.search(r"rule world_lm:", out), "no world was built"
     return workdir
 

@@ -126,8 +126,10 @@ def _fresh_logging() -> None:
     root.setLevel(logging.WARNING)
 
 
-def _become_job(request: dict, fds: list[int], close: list, run_job: Callable[[list[str]], int]) -> None:
-    """In the forked child: take the job's streams, folder and environment, run it, exit with its status."""
+def _become_job(request: dict, fds: list[int], close: list, run_job: Callable[[list[str]], int],
+                interrupt) -> None:
+    """In the forked child: take the job's streams, folder and environment, run it, exit with its status.
+    ``interrupt``: what Ctrl-C does, as in a process started where the server was."""
     code = 1
     try:
         for thing in close:
@@ -135,7 +137,7 @@ def _become_job(request: dict, fds: list[int], close: list, run_job: Callable[[l
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, interrupt)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.chdir(request["cwd"])
         os.environ.clear()
@@ -159,8 +161,8 @@ def _become_job(request: dict, fds: list[int], close: list, run_job: Callable[[l
 class _Jobs:
     """The running children: each with the connection of its job's command."""
 
-    def __init__(self, listener: socket.socket, run_job: Callable[[list[str]], int], modules):
-        self.listener, self.run_job, self.modules = listener, run_job, modules
+    def __init__(self, listener: socket.socket, run_job: Callable[[list[str]], int], modules, interrupt):
+        self.listener, self.run_job, self.modules, self.interrupt = listener, run_job, modules, interrupt
         self.selector = selectors.DefaultSelector()
         self.selector.register(listener, selectors.EVENT_READ)
         self.children: dict[socket.socket, int] = {}
@@ -180,7 +182,8 @@ class _Jobs:
             stream.flush()
         pid = os.fork()
         if pid == 0:
-            _become_job(request, fds, [self.selector, self.listener, conn, *self.children], self.run_job)
+            _become_job(request, fds, [self.selector, self.listener, conn, *self.children], self.run_job,
+                        self.interrupt)
         for fd in fds:
             os.close(fd)
         conn.setblocking(False)
@@ -240,7 +243,8 @@ def serve_while(command: list[str], run_job: Callable[[list[str]], int] = _run_c
         listener.listen(64)
         process = subprocess.Popen(command, env={**os.environ, ENV: path})
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # after the start: an ignored signal is inherited
-        jobs = _Jobs(listener, run_job, modules)
+        interrupt = signal.SIG_IGN if previous == signal.SIG_IGN else signal.default_int_handler
+        jobs = _Jobs(listener, run_job, modules, interrupt)
         try:
             while process.poll() is None:
                 jobs.step()
