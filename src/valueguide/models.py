@@ -20,7 +20,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from .specs import WORLD_PREFIX, ModelNotFoundError, is_local_path
+from .specs import ModelNotFoundError, is_local_path, world_name
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,11 @@ def load_options(config: dict) -> LoadOptions:
 
 def resolve_spec(spec: str, world_dir: str | os.PathLike | None = None) -> str:
     """Turn a spec into what ``from_pretrained`` takes: a local path or a hub id."""
-    if spec.startswith(WORLD_PREFIX):
+    name = world_name(spec)
+    if name is not None:
         if world_dir is None:
             raise ModelNotFoundError(f"{spec!r} names a tiny-world model but no world directory is set")
-        path = Path(world_dir) / "models" / spec[len(WORLD_PREFIX):]
+        path = Path(world_dir) / "models" / name
         if not (path / "config.json").exists():
             raise ModelNotFoundError(
                 f"tiny-world model {spec!r} not found at {path}: build the world first "

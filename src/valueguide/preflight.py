@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .config import value_spec
 from .hub import is_hub_id, offline
-from .specs import WORLD_PREFIX
+from .specs import WORLD_PREFIX, world_name
 
 SAFETENSORS, PICKLED = "*.safetensors", "*.bin"
 TABULAR = {"json": "json", "csv": "csv", "parquet": "parquet"}  # datasets builders whose local files we can read
@@ -64,8 +64,8 @@ class _Vocabularies:
         from .vocabularies import CHAT_VOCABULARIES
 
         world = self.config.get("world") or {}
-        if spec.startswith(WORLD_PREFIX):
-            name = spec[len(WORLD_PREFIX):]
+        name = world_name(spec)
+        if name is not None:
             entry = world.get("reward") if name == "reward" else world.get("models", {}).get(name)
             return Vocabulary(entry["vocab"], chat=entry["vocab"] in CHAT_VOCABULARIES) if entry else None
         try:

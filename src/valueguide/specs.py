@@ -12,6 +12,11 @@ from pathlib import Path
 WORLD_PREFIX = "world:"
 
 
+def world_name(spec: str) -> str | None:
+    """The tiny-world model a spec names (``world:NAME`` -> ``NAME``), or None for any other spec."""
+    return spec[len(WORLD_PREFIX):] if spec.startswith(WORLD_PREFIX) else None
+
+
 class ModelNotFoundError(FileNotFoundError):
     """The named model is neither a local folder, a tiny-world model nor a cached hub snapshot."""
 

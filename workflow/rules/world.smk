@@ -1,12 +1,13 @@
 # The tiny offline world: the corpus, one causal LM per name (on a real vocabulary), the gold reward.
 from valueguide.hub import is_hub_id
+from valueguide.specs import world_name
 
 WORLD_MODELS = list((config.get("world") or {}).get("models", {}))
 # The run's longest chain goes first (rule priorities): the world models that the base policy's samples
 # and the value fits read, the samples, the fits; the other world models train beside them.
 CHAIN_FIRST = 10
-CHAIN_MODELS = {spec[len("world:"):] for spec in (config["models"][config["sample"]["policy"]]["path"],
-                                                   config["fit_value"]["backbone"]) if spec.startswith("world:")}
+CHAIN_MODELS = {world_name(spec) for spec in (config["models"][config["sample"]["policy"]]["path"],
+                                              config["fit_value"]["backbone"])} - {None}
 
 
 rule world_corpus:
@@ -68,8 +69,8 @@ def world_inputs(*specs):
     the fetch manifest (ancient: a refetch does not rerun the jobs after it)."""
     out = []
     for spec in specs:
-        if spec.startswith("world:"):
-            name = spec[len("world:"):]
+        name = world_name(spec)
+        if name is not None:
             out.append(rules.world_reward.output[0] if name == "reward"
                        else f"{WORLD}/models/{name}/world_stats.json")
         elif is_hub_id(spec):
