@@ -70,6 +70,19 @@ def test_a_stopped_job_and_the_jobs_left_when_the_command_ends_are_stopped(tmp_p
         assert _gone(int((tmp_path / name).read_text())), name
 
 
+def test_a_sigterm_to_the_server_ends_its_command_and_its_jobs(tmp_path):
+    server = subprocess.Popen([sys.executable, "-c", SERVER, "bash", "-c", f"{JOB} sleep one; sleep 120"],
+                              cwd=tmp_path, env=env_of_run(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid_file = tmp_path / "one"
+    deadline = time.monotonic() + 30
+    while not pid_file.exists():
+        assert time.monotonic() < deadline and server.poll() is None, "the job never started"
+        time.sleep(0.05)
+    server.terminate()
+    assert server.wait(timeout=30) != 0  # the command (bash) ended by SIGTERM, not its two minutes
+    assert _gone(int(pid_file.read_text()))
+
+
 def test_without_a_server_the_job_runs_in_its_own_process(tmp_path):
     env = {**env_of_run(), "VALUEGUIDE_WARM": str(tmp_path / "no.sock")}
     done = subprocess.run([sys.executable, "-m", "valueguide.warm", "validate", "--config", "config.yaml"],

@@ -243,6 +243,8 @@ def serve_while(command: list[str], run_job: Callable[[list[str]], int] = _run_c
         listener.listen(64)
         process = subprocess.Popen(command, env={**os.environ, ENV: path})
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # after the start: an ignored signal is inherited
+        # A SIGTERM to this process (a timeout, `kill`) goes to the command, whose end ends the serving.
+        previous_term = signal.signal(signal.SIGTERM, lambda *_: process.terminate())
         interrupt = signal.SIG_IGN if previous == signal.SIG_IGN else signal.default_int_handler
         jobs = _Jobs(listener, run_job, modules, interrupt)
         try:
@@ -253,6 +255,7 @@ def serve_while(command: list[str], run_job: Callable[[list[str]], int] = _run_c
             if process.poll() is None:
                 process.terminate()
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
         return process.wait()
     finally:
         listener.close()
