@@ -2,7 +2,7 @@
 forks a copy of itself for each job.
 
 In the tiny world a job's work takes seconds and its imports six more (torch, transformers, the model
-classes, pandas): two fifths of ``make run``'s time went to importing the same modules 57 times.
+classes, pandas): two fifths of ``make run``'s time went to importing the same modules 54 times.
 ``serve_while(command)`` runs ``command`` (Snakemake) with ``VALUEGUIDE_WARM`` naming a private socket
 and serves it meanwhile: a job's command (``python -m valueguide.warm ARGS``, the Snakefile's CLI when
 that variable is set and jobs run on this machine) sends its arguments, working folder, environment
@@ -11,10 +11,11 @@ process would, writing to the job's own streams. The job's exit status comes bac
 command; a job command that is stopped (Snakemake cancelling a job) takes its child with it. With no
 server to reach, a job runs in its own process as before.
 
-The server imports but computes nothing before it forks (no torch thread pool exists to be copied),
-and each child resets the logging that the server's own command set up, so a job's artifacts and log
-are what a fresh process writes (checked by tests/test_warm.py). Snakemake's benchmark files time the
-job's command: their wall-clock seconds are the job's, their CPU and memory columns only the command's.
+The server imports (at the first job) but computes nothing before it forks (no torch thread pool
+exists to be copied), and each child resets the logging that the server's own command set up, so a
+job's artifacts and log are what a fresh process writes (checked by tests/test_warm.py). Snakemake's
+benchmark files time the job's command: their wall-clock seconds are the job's, their CPU and memory
+columns only the command's.
 """
 
 from __future__ import annotations
