@@ -11,11 +11,12 @@ process would, writing to the job's own streams. The job's exit status comes bac
 command; a job command that is stopped (Snakemake cancelling a job) takes its child with it. With no
 server to reach, a job runs in its own process as before.
 
-The server imports (at the first job) but computes nothing before it forks (no torch thread pool
-exists to be copied), and each child resets the logging that the server's own command set up, so a
-job's artifacts and log are what a fresh process writes (checked by tests/test_warm.py). Snakemake's
-benchmark files time the job's command: their wall-clock seconds are the job's, their CPU and memory
-columns only the command's.
+The server imports its modules one at a time between jobs' requests, from the first request on (a
+job that comes meanwhile imports what is still missing itself), and computes nothing before it forks
+(no torch thread pool exists to be copied); each child resets the logging that the server's own
+command set up, so a job's artifacts and log are what a fresh process writes (checked by
+tests/test_warm.py). Snakemake's benchmark files time the job's command: their wall-clock seconds are
+the job's, their CPU and memory columns only the command's.
 """
 
 from __future__ import annotations
@@ -97,17 +98,13 @@ def _read_exactly(conn: socket.socket, n: int) -> bytes | None:
 
 # --- the server's side ------------------------------------------------------------------------------
 
-def preload(modules=PRELOAD) -> None:
-    """Import every stage's modules (their import-time warnings are the server's, not each job's)."""
-    import gc
+def _import_quietly(name: str) -> None:
+    """Import a module in the server (its import-time warnings are the server's, not each job's)."""
     import importlib
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in modules:
-            importlib.import_module(name)
-    gc.collect()
-    gc.freeze()  # the children share these pages instead of copying them as the collector walks them
+        importlib.import_module(name)
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
@@ -163,15 +160,25 @@ class _Jobs:
     """The running children: each with the connection of its job's command."""
 
     def __init__(self, listener: socket.socket, run_job: Callable[[list[str]], int], modules, interrupt):
-        self.listener, self.run_job, self.modules, self.interrupt = listener, run_job, modules, interrupt
+        self.listener, self.run_job, self.interrupt = listener, run_job, interrupt
+        self.to_import, self.asked = list(modules), False
         self.selector = selectors.DefaultSelector()
         self.selector.register(listener, selectors.EVENT_READ)
         self.children: dict[socket.socket, int] = {}
 
+    def _import_next(self) -> None:
+        """One module more, between jobs' requests: a job that asks meanwhile waits for one import at
+        most, and imports what is still missing itself. From the first request on, so that a run with
+        nothing to do imports nothing."""
+        import gc
+
+        _import_quietly(self.to_import.pop(0))
+        if not self.to_import:
+            gc.collect()
+            gc.freeze()  # the children share these pages instead of copying them as the collector walks them
+
     def start(self) -> None:
-        if self.modules is not None:  # at the first job: a run with nothing to do imports nothing
-            preload(self.modules)
-            self.modules = None
+        self.asked = True
         conn, _ = self.listener.accept()
         try:
             request, fds = _receive(conn)
@@ -192,8 +199,11 @@ class _Jobs:
         self.children[conn] = pid
 
     def step(self) -> None:
-        """Start the jobs that asked, stop those whose command went away, answer those that ended."""
-        for key, _ in self.selector.select(POLL_S):
+        """Start the jobs that asked, stop those whose command went away, answer those that ended; then,
+        if nothing happened, import one more module."""
+        importing = self.asked and self.to_import
+        events = self.selector.select(0 if importing else POLL_S)
+        for key, _ in events:
             if key.fileobj is self.listener:
                 self.start()
             else:  # a job's command closed its end: it was stopped
@@ -202,6 +212,8 @@ class _Jobs:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 self._answer(conn, os.waitstatus_to_exitcode(status))
+        if importing and not events:
+            self._import_next()
 
     def _answer(self, conn: socket.socket, code: int) -> None:
         try:
