@@ -90,6 +90,21 @@ def test_without_a_server_the_job_runs_in_its_own_process(tmp_path):
     assert done.returncode == 0 and "config OK" in done.stdout, done.stderr
 
 
+def test_a_module_the_server_cannot_import_is_left_to_the_jobs(caplog):
+    import gc
+    import socket
+
+    from valueguide import warm
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        jobs = warm._Jobs(listener, run_job=None, modules=("no_such_module_here", "json"), interrupt=None)
+        jobs._import_next()
+        jobs._import_next()  # the last: the server then freezes what it holds; not this test process's
+        gc.unfreeze()
+        jobs.selector.close()
+    assert not jobs.to_import and "could not import no_such_module_here" in caplog.text
+
+
 def test_every_stage_module_is_preloaded():
     from valueguide import warm
 

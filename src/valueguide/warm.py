@@ -110,10 +110,15 @@ def _import_quietly(name: str) -> None:
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     conn.settimeout(10)
     data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
-    if len(fds) != 3 or len(data) < LENGTH.size:
-        raise ValueError("a job's request carried no streams")
-    rest = _read_exactly(conn, LENGTH.unpack(data[:LENGTH.size])[0] - len(data) + LENGTH.size)
-    return json.loads(data[LENGTH.size:] + (rest or b"")), fds
+    try:
+        if len(fds) != 3 or len(data) < LENGTH.size:
+            raise ValueError("a job's request carried no streams")
+        rest = _read_exactly(conn, LENGTH.unpack(data[:LENGTH.size])[0] - len(data) + LENGTH.size)
+        return json.loads(data[LENGTH.size:] + (rest or b"")), fds
+    except (OSError, ValueError):
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
 def _fresh_logging() -> None:
@@ -172,7 +177,11 @@ class _Jobs:
         nothing to do imports nothing."""
         import gc
 
-        _import_quietly(self.to_import.pop(0))
+        name = self.to_import.pop(0)
+        try:
+            _import_quietly(name)
+        except Exception as exc:  # noqa: BLE001 - the jobs that need it import it and report the error
+            log.warning("warm-run could not import %s (%s): its jobs will import it themselves", name, exc)
         if not self.to_import:
             gc.collect()
             gc.freeze()  # the children share these pages instead of copying them as the collector walks them
