@@ -167,7 +167,7 @@ def _reference_problems(config: dict):
     world_names = set(world["models"]) | {"reward"} if world else set()
     # Without a world, world: entries left over from config.yaml are inert; only the used ones must resolve.
     for where, spec in labelled_specs(config, names=list(models) if world else None):
-        if world_name(spec) is not None and world_name(spec) not in world_names:
+        if (name := world_name(spec)) is not None and name not in world_names:
             yield f"{where}: {spec!r} names no model of world.models (has {sorted(world_names) or 'no world'})"
     if config["fit_implicit"]["mode"] == "pretrained" and not config["fit_implicit"].get("tuned"):
         yield "fit_implicit.tuned: mode 'pretrained' needs the spec of the tuned model"
