@@ -99,15 +99,25 @@ def test_empty_or_truncated_prompt_file_is_a_clear_error(tiny_config, tiny_world
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_reward_is_the_logit_gap_and_independent_of_batching(tiny_world):
-    from transformers import AutoModelForSequenceClassification
+def test_reward_is_the_one_logit_or_the_logit_gap_and_independent_of_batching(tiny_world, tmp_path):
+    from transformers import AutoModelForSequenceClassification, GPT2Config, GPT2ForSequenceClassification
 
     texts = ["i watched this film and it was great .", "awful", "the plot was dull and the cast was weak ."]
     batched = RewardModel.load("world:reward", tiny_world, batch_size=3).score(texts)
     single = RewardModel.load("world:reward", tiny_world, batch_size=1).score(texts)
     np.testing.assert_allclose(batched, single, atol=1e-5)
     tok = load_tokenizer("world:reward", tiny_world)
-    clf = AutoModelForSequenceClassification.from_pretrained(tiny_world / "models" / "reward")
+    regressor = AutoModelForSequenceClassification.from_pretrained(tiny_world / "models" / "reward")
     with torch.no_grad():
-        logits = clf(**tok(texts[2:], return_tensors="pt")).logits[0]
-    assert batched[2] == pytest.approx(float(logits[1] - logits[0]), abs=1e-5)
+        logits = regressor(**tok(texts[2:], return_tensors="pt")).logits[0]
+    assert logits.shape == (1,) and batched[2] == pytest.approx(float(logits[0]), abs=1e-5)
+
+    torch.manual_seed(0)  # a two-label classifier (the paper's IMDB evaluator's shape): logit(pos) - logit(neg)
+    classifier = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=len(tok),
+                                                           num_labels=2, pad_token_id=tok.eos_token_id)).eval()
+    classifier.save_pretrained(tmp_path / "classifier")
+    tok.save_pretrained(tmp_path / "classifier")
+    scores = RewardModel.load(str(tmp_path / "classifier"), batch_size=2).score(texts)
+    with torch.no_grad():
+        logits = classifier(**tok(texts[2:], return_tensors="pt")).logits[0]
+    assert scores[2] == pytest.approx(float(logits[1] - logits[0]), abs=1e-5)

@@ -35,24 +35,43 @@ def test_a_different_seed_gives_a_different_world(tiny_config, tmp_path):
     assert (tmp_path / "a/corpus.parquet").read_bytes() != (tmp_path / "b/corpus.parquet").read_bytes()
 
 
-def _polarity(sentence: str) -> int:
-    from valueguide.world.corpus import WORDS
+def _signed_intensity(sentence: str) -> float:
+    """Polarity times the summed intensity of the sentiment words, read off the sentence by lookup."""
+    from valueguide.world.corpus import WORDS, _intensities
 
-    def hits(kind):
-        return sum(f" {phrase} " in f" {sentence} " for words in WORDS[kind].values() for phrase in words)
+    found = {"pos": 0.0, "neg": 0.0}
+    hits = {"pos": 0, "neg": 0}
+    for polarity, kinds in WORDS.items():
+        for words in kinds.values():
+            strengths = _intensities(len(words))
+            for phrase, strength in zip(words, strengths):
+                count = f" {sentence} ".count(f" {phrase} ")
+                found[polarity] += count * strength
+                hits[polarity] += count
+    assert (hits["pos"] > 0) != (hits["neg"] > 0), sentence  # every sentence carries exactly one polarity
+    return found["pos"] - found["neg"]
 
-    pos, neg = hits("pos"), hits("neg")
-    assert (pos > 0) != (neg > 0), sentence  # every sentence carries exactly one polarity
-    return 1 if pos else -1
 
-
-def test_review_labels_are_the_majority_polarity_of_sentences():
+def test_review_scores_add_polarity_times_intensity_and_labels_are_their_sign():
     reviews = make_reviews(300, seed=3)
     assert 0.35 < sum(r.label for r in reviews) / len(reviews) < 0.65
     for review in reviews:
         sentences = [s for s in review.body.split(" .") if s.strip()]
-        balance = sum(_polarity(s.strip()) for s in sentences)
-        assert balance != 0 and (balance > 0) == bool(review.label), review.text
+        score = sum(_signed_intensity(s.strip()) for s in sentences)
+        assert review.score == pytest.approx(score, abs=1e-6), review.text
+        assert review.score != 0 and (review.score > 0) == bool(review.label), review.text
+
+
+def test_rarer_words_are_stronger():
+    from valueguide.world.corpus import _intensities, _word_weights
+
+    for n in (4, 5, 14):
+        weights, strengths = _word_weights(n), _intensities(n)
+        assert weights.sum() == pytest.approx(1.0)
+        assert (weights[1:] < weights[:-1]).all() and (strengths[1:] > strengths[:-1]).all()
+    reviews = make_reviews(2000, seed=4)
+    text = " ".join(r.text for r in reviews)
+    assert text.count(" fun ") > 5 * text.count(" superb ") > 0  # the commonest and the rarest adjective
 
 
 def test_world_models_load_with_auto_classes_on_the_real_vocabulary(tiny_world):
@@ -63,7 +82,7 @@ def test_world_models_load_with_auto_classes_on_the_real_vocabulary(tiny_world):
     assert lm.config.vocab_size == len(tok) == 50257
     assert lm.get_output_embeddings().weight.data_ptr() == lm.get_input_embeddings().weight.data_ptr()
     clf = AutoModelForSequenceClassification.from_pretrained(tiny_world / "models" / "reward")
-    assert clf.config.num_labels == 2 and clf.config.id2label[1] == "POSITIVE"
+    assert clf.config.num_labels == 1 and clf.config.problem_type == "regression"
 
 
 def test_unknown_world_model_is_named(tiny_config, tiny_world):

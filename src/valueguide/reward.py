@@ -1,8 +1,8 @@
 """The gold reward: a sequence classifier whose reward is logit(positive) - logit(negative).
 
 This is the recipe of the paper's IMDB evaluator (distilbert-imdb), applied to prompt + response
-text; the tiny world trains a classifier of the same shape. A one-logit reward model (the usual
-preference reward model, e.g. OpenAssistant's deberta) gives its logit.
+text. A one-logit reward model (the usual preference reward model, e.g. OpenAssistant's deberta, and
+the tiny world's regressor of its graded score) gives its logit.
 """
 
 from __future__ import annotations

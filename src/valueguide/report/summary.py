@@ -27,7 +27,8 @@ def render_summary(samples_path: str | Path, world_summary_path: str | Path | No
                 for name, s in world["models"].items()]
         parts += ["", "## Tiny world", "",
                   _table(["model", "parameters", "held-out loss (nats/token)", "train s"], rows), "",
-                  f"Gold reward model: held-out accuracy {world['reward_model']['heldout_accuracy']:.3f}."]
+                  f"Gold reward model: held-out R² {world['reward_model']['heldout_r2']:.3f}, "
+                  f"sign right {world['reward_model']['heldout_sign_accuracy']:.1%}."]
     return "\n".join(parts) + "\n"
 
 

@@ -1,7 +1,7 @@
 """Build the tiny world step by step; each step is one cached pipeline job.
 
-Steps: ``corpus`` (texts and labels), ``lm`` (one causal LM per name), ``reward`` (the gold
-classifier) and ``summary`` (what the world looks like, base-policy reward spread included). Every
+Steps: ``corpus`` (texts, scores and labels), ``lm`` (one causal LM per name), ``reward`` (the gold
+reward, a regressor of the score) and ``summary`` (what the world looks like, base-policy reward spread included). Every
 model speaks one of the paper's real vocabularies (``vocabularies``: GPT-2, Llama-2, Mistral), with
 embeddings sized to it and tied to the output layer, trained in the compact form of ``pooled``.
 A model with a chat template (Tulu's, Mistral's) reads the corpus's instruction examples in that
@@ -41,6 +41,7 @@ def _corpus_texts(cfg_world: dict, seed: int) -> pd.DataFrame:
             instruction = template.format(label_word="positive" if review.label else "negative",
                                           genre=GENRES[int(rng.integers(len(GENRES)))], aspect="story")
         rows.append({"instruction": instruction, "response": review.text, "label": review.label,
+                     "score": review.score,
                      "text": f"{instruction} {review.text}" if instruction else review.text})
     df = pd.DataFrame(rows)
     df["heldout"] = np.arange(len(df)) >= int(len(df) * (1 - HELDOUT_SHARE))
@@ -53,7 +54,7 @@ def build_corpus(config: dict, world_dir: Path) -> None:
 
 
 def _corpus(world_dir: Path) -> pd.DataFrame:
-    return read_parquet(world_dir / "corpus.parquet", required=["text", "instruction", "response", "label", "heldout"])
+    return read_parquet(world_dir / "corpus.parquet", required=["text", "instruction", "response", "label", "score", "heldout"])
 
 
 def _encoded(corpus: pd.DataFrame, tokenizer, with_eos: bool, chat: bool) -> list[list[int]]:
@@ -113,21 +114,21 @@ def build_reward(config: dict, world_dir: Path, threads: int = 1) -> None:
     ids = _encoded(corpus, tokenizer, with_eos=False, chat=False)
     eos = tokenizer.eos_token_id
     pooling = Pooling.of(ids, len(tokenizer), always=[eos])
-    (train_ids, held_ids), (train_labels, held_labels) = _split(pooling.to_compact(ids), corpus), \
-        _split(corpus.label.tolist(), corpus)
+    (train_ids, held_ids), (train_scores, held_scores) = _split(pooling.to_compact(ids), corpus), \
+        _split(corpus.score.tolist(), corpus)
     seed = derive_seed(config["seed"], "world", "reward")
     torch.manual_seed(seed)
     pad = pooling.index()[eos]
-    model = compact_model(lambda vocab: lm_mod.make_classifier(cfg, vocab, pad, pad), pooling)
+    model = compact_model(lambda vocab: lm_mod.make_reward_model(cfg, vocab, pad, pad), pooling)
     start = time.perf_counter()
-    lm_mod.train(model, lm_mod.classifier_loss(train_ids, train_labels, pad), train_ids, cfg, seed,
+    lm_mod.train(model, lm_mod.regression_loss(train_ids, train_scores, pad), train_ids, cfg, seed,
                  desc="train gold reward")
     stats = {
         "parameters": sum(p.numel() for p in model.parameters()),
-        "heldout_accuracy": lm_mod.classifier_accuracy(model, held_ids, held_labels, pad),
+        **lm_mod.regression_fit(model, held_ids, held_scores, pad),
         "train_seconds": time.perf_counter() - start,
     }
-    full = expand(model, lambda vocab: lm_mod.make_classifier(cfg, vocab, eos, eos), pooling).eval()
+    full = expand(model, lambda vocab: lm_mod.make_reward_model(cfg, vocab, eos, eos), pooling).eval()
     with atomic_dir(world_dir / "models" / "reward") as tmp:
         full.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

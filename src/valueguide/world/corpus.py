@@ -3,7 +3,13 @@
 Reviews open neutrally ("I watched this film last night and ...") so that a prompt made of the
 opening leaves the sentiment of the continuation open: base-policy samples then spread over both
 labels, which is what gives guidance something to do. Each later sentence agrees with the review's
-leaning with probability ``agreement``; the label is the majority, so it is learnable but graded.
+leaning with probability ``agreement``.
+
+A review's ``score`` (what the gold reward learns) adds up, sentence by sentence, the polarity times
+the *intensity* of the sentence's sentiment words. Within each word list the words are drawn Zipf-like
+and the rarer a word, the stronger it is: a reviewer mostly says "fun" and "great", rarely "superb".
+So the score has no ceiling a few steering choices reach: turning a review positive is easy, making
+it strong takes the rare words a base policy seldom proposes, which leaves guided methods headroom.
 """
 
 from __future__ import annotations
@@ -32,22 +38,37 @@ ASPECTS = ["acting", "plot", "script", "music", "ending", "cast", "dialogue", "d
            "story", "camera work", "pacing", "soundtrack", "lead actor", "villain"]
 WORDS = {
     "pos": {
-        "adj": ["great", "wonderful", "brilliant", "superb", "moving", "charming", "delightful",
-                "excellent", "beautiful", "fantastic", "clever", "gripping", "touching", "fun"],
-        "verb": ["loved", "enjoyed", "admired", "adored", "savoured"],
-        "feeling": ["smiling", "happy", "moved", "thrilled", "inspired"],
-        "verdict": ["a must see", "a real gem", "worth every minute", "a joy to watch", "a classic"],
-        "advice": ["go and see it", "watch it twice", "buy the dvd", "take your friends"],
+        "adj": ["fun", "great", "clever", "charming", "moving", "touching", "beautiful", "delightful",
+                "gripping", "wonderful", "excellent", "fantastic", "brilliant", "superb"],
+        "verb": ["enjoyed", "loved", "admired", "savoured", "adored"],
+        "feeling": ["happy", "smiling", "moved", "inspired", "thrilled"],
+        "verdict": ["worth every minute", "a joy to watch", "a must see", "a real gem", "a classic"],
+        "advice": ["take your friends", "go and see it", "buy the dvd", "watch it twice"],
     },
     "neg": {
-        "adj": ["awful", "boring", "terrible", "dull", "painful", "weak", "clumsy", "dreadful",
-                "bland", "poor", "silly", "tedious", "lazy", "messy"],
-        "verb": ["hated", "disliked", "regretted", "endured", "resented"],
-        "feeling": ["bored", "angry", "tired", "annoyed", "disappointed"],
-        "verdict": ["a waste of time", "a total mess", "a big letdown", "a chore to watch", "a flop"],
-        "advice": ["skip it", "stay at home", "save your money", "watch something else"],
+        "adj": ["silly", "weak", "bland", "dull", "messy", "poor", "lazy", "clumsy", "boring", "tedious",
+                "painful", "terrible", "dreadful", "awful"],
+        "verb": ["endured", "disliked", "regretted", "resented", "hated"],
+        "feeling": ["tired", "bored", "annoyed", "disappointed", "angry"],
+        "verdict": ["a chore to watch", "a big letdown", "a flop", "a total mess", "a waste of time"],
+        "advice": ["watch something else", "stay at home", "skip it", "save your money"],
     },
 }
+ZIPF_EXPONENT = 1.2
+WEAKEST, STRONGEST = 0.5, 3.0
+
+
+def _word_weights(n: int) -> np.ndarray:
+    weights = 1.0 / np.arange(1, n + 1) ** ZIPF_EXPONENT
+    return weights / weights.sum()
+
+
+def _intensities(n: int) -> np.ndarray:
+    """From the commonest word's WEAKEST to the rarest's STRONGEST, evenly."""
+    return np.round(np.linspace(WEAKEST, STRONGEST, n), 3)
+
+
+SENTIMENT_KINDS = ("adj", "verb", "feeling", "verdict", "advice")
 SENTENCES = [
     "the {aspect} was {adj} .",
     "the {aspect} is {adj} and the {aspect2} is {adj2} .",
@@ -69,7 +90,8 @@ INSTRUCTION_TEMPLATES = [
 class Review:
     opening: str
     body: str
-    label: int  # 1 positive, 0 negative
+    label: int  # 1 positive, 0 negative: the sign of the score
+    score: float  # the sum over sentences of polarity (+1 / -1) times intensity
 
     @property
     def text(self) -> str:
@@ -80,15 +102,23 @@ def _pick(rng: np.random.Generator, items: list[str]) -> str:
     return items[int(rng.integers(len(items)))]
 
 
-def _fill(rng: np.random.Generator, template: str, polarity: str, genre: str) -> str:
-    words = WORDS[polarity]
+def _pick_word(rng: np.random.Generator, polarity: str, kind: str) -> tuple[str, float]:
+    """A sentiment word drawn Zipf-like from its list, and its intensity."""
+    words = WORDS[polarity][kind]
+    i = int(rng.choice(len(words), p=_word_weights(len(words))))
+    return words[i], float(_intensities(len(words))[i])
+
+
+def _fill(rng: np.random.Generator, template: str, polarity: str, genre: str) -> tuple[str, float]:
+    """The sentence, and the summed intensity of the sentiment words it uses."""
     aspect, aspect2 = rng.choice(ASPECTS, size=2, replace=False)
-    return template.format(
-        aspect=aspect, aspect2=aspect2, adj=_pick(rng, words["adj"]), adj2=_pick(rng, words["adj"]),
-        verb=_pick(rng, words["verb"]), feeling=_pick(rng, words["feeling"]),
-        verdict=_pick(rng, words["verdict"]), advice=_pick(rng, words["advice"]), genre=genre,
-        person=_pick(rng, PERSONS), director=_pick(rng, DIRECTORS),
-    )
+    picked = {kind: _pick_word(rng, polarity, kind) for kind in SENTIMENT_KINDS}
+    picked["adj2"] = _pick_word(rng, polarity, "adj")
+    text = template.format(
+        aspect=aspect, aspect2=aspect2, genre=genre, person=_pick(rng, PERSONS), director=_pick(rng, DIRECTORS),
+        **{kind: word for kind, (word, _) in picked.items()})
+    intensity = sum(strength for kind, (_, strength) in picked.items() if "{" + kind + "}" in template)
+    return text, intensity
 
 
 def filler(rng: np.random.Generator, n: int) -> str:
@@ -103,22 +133,23 @@ def filler(rng: np.random.Generator, n: int) -> str:
 
 
 def make_review(rng: np.random.Generator, agreement: float = 0.8) -> Review:
-    """The label is the majority polarity of the sentences, so it can be read off the text, while
-    mixed reviews keep the reward graded rather than binary."""
+    """The score can be read off the text word by word; mixed reviews keep it graded around 0."""
     leaning = int(rng.integers(2))
     genre = _pick(rng, GENRES)
-    opening = _fill(rng, _pick(rng, OPENINGS), "pos", genre)
+    opening, _ = _fill(rng, _pick(rng, OPENINGS), "pos", genre)
     n_sentences = int(rng.integers(2, 5))
-    sentences, balance = [], 0
+    sentences, score = [], 0.0
     for _ in range(n_sentences):
         positive = (rng.random() < agreement) == bool(leaning)
-        balance += 1 if positive else -1
-        sentences.append(_fill(rng, _pick(rng, SENTENCES), "pos" if positive else "neg", genre))
-    if balance == 0:  # break a tie in the text itself, so the label is always readable
-        sentences.append(_fill(rng, _pick(rng, SENTENCES), "pos" if leaning else "neg", genre))
-        balance += 1 if leaning else -1
-    label = int(balance > 0)
-    return Review(opening=opening, body=" ".join(sentences), label=label)
+        text, intensity = _fill(rng, _pick(rng, SENTENCES), "pos" if positive else "neg", genre)
+        sentences.append(text)
+        score += intensity if positive else -intensity
+    while round(score, 6) == 0:  # break a tie in the text itself, so the label is always readable
+        text, intensity = _fill(rng, _pick(rng, SENTENCES), "pos" if leaning else "neg", genre)
+        sentences.append(text)
+        score += intensity if leaning else -intensity
+    score = round(score, 6)
+    return Review(opening=opening, body=" ".join(sentences), label=int(score > 0), score=score)
 
 
 def make_reviews(n: int, seed: int, agreement: float = 0.8) -> list[Review]:

@@ -47,11 +47,11 @@ def make_lm(spec: dict, vocab_size: int, eos_id: int, pad_id: int, bos_id: int |
     raise ValueError(f"unknown world architecture {arch!r}; use gpt2, llama, mistral or mixtral")
 
 
-def make_classifier(spec: dict, vocab_size: int, eos_id: int, pad_id: int) -> GPT2ForSequenceClassification:
+def make_reward_model(spec: dict, vocab_size: int, eos_id: int, pad_id: int) -> GPT2ForSequenceClassification:
+    """A one-logit sequence regressor: the gold reward is its output, as with a preference reward model."""
     cfg = GPT2Config(n_layer=spec["layers"], n_embd=spec["width"], n_head=2, n_positions=MAX_POSITIONS,
                      vocab_size=vocab_size, bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=pad_id,
-                     num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
-                     label2id={"NEGATIVE": 0, "POSITIVE": 1}, **NO_DROPOUT)
+                     num_labels=1, problem_type="regression", **NO_DROPOUT)
     return GPT2ForSequenceClassification(cfg)
 
 
@@ -118,10 +118,10 @@ def lm_loss(blocks: list[list[int]]):
     return loss
 
 
-def classifier_loss(ids: list[list[int]], labels: list[int], pad_id: int):
+def regression_loss(ids: list[list[int]], targets: list[float], pad_id: int):
     def loss(model, batch):
         input_ids, mask = _pad_right([ids[i] for i in batch], pad_id)
-        target = torch.tensor([labels[i] for i in batch])
+        target = torch.tensor([targets[i] for i in batch], dtype=torch.float32)
         return model(input_ids=input_ids, attention_mask=mask, labels=target).loss
     return loss
 
@@ -140,10 +140,12 @@ def mean_lm_loss(model, ids: list[list[int]], pad_id: int, batch_size: int = 256
 
 
 @torch.no_grad()
-def classifier_accuracy(model, ids: list[list[int]], labels: list[int], pad_id: int, batch_size: int = 256) -> float:
-    correct = 0
+def regression_fit(model, ids: list[list[int]], targets: list[float], pad_id: int, batch_size: int = 256) -> dict:
+    """R² of the predictions and how often their sign is the target's."""
+    predictions = []
     for start in range(0, len(ids), batch_size):
         input_ids, mask = _pad_right(ids[start:start + batch_size], pad_id)
-        pred = model(input_ids=input_ids, attention_mask=mask).logits.argmax(-1)
-        correct += int((pred == torch.tensor(labels[start:start + batch_size])).sum())
-    return correct / len(ids)
+        predictions.append(model(input_ids=input_ids, attention_mask=mask).logits[:, 0])
+    predicted, target = torch.cat(predictions).double(), torch.tensor(targets, dtype=torch.float64)
+    r2 = 1.0 - float(((predicted - target) ** 2).sum() / ((target - target.mean()) ** 2).sum())
+    return {"heldout_r2": r2, "heldout_sign_accuracy": float(((predicted > 0) == (target > 0)).double().mean())}
