@@ -24,7 +24,8 @@ def _reward_metrics() -> pd.DataFrame:
 def _alpaca_metrics(judge="weighted_alpaca_eval_gpt4_turbo", difficulty="given") -> pd.DataFrame:
     return pd.DataFrame([
         {"model": "mistral", "method": method, "judge": judge, "glm": "length_controlled_v1", "difficulty": difficulty,
-         "n": 4, "length_controlled_winrate": lc, "lc_standard_error": 0.0, "lc_low": lc - 4.0, "lc_high": lc + 5.0,
+         "n": 4, "length_controlled_winrate": lc, "lc_standard_error": 0.0, "lc_bootstrap_se": 2.25, "lc_low": lc - 4.0,
+         "lc_high": lc + 5.0,
          "win_rate": wr, "standard_error": 3.5, **COST} for method, lc, wr in (("base", 31.25, 40.5), ("ivg", 55.0, 61.75))])
 
 
@@ -70,8 +71,8 @@ def test_report_renders_the_inputs_numbers_in_paper_order_beside_the_papers(tmp_
 
     alpaca_md = main.split("## AlpacaEval")[1]
     assert _header(alpaca_md) == ["method", "mistral", "mistral (paper LC)"]
-    assert _row(alpaca_md, "base")[1:] == ["31.2 [27.2, 36.2] / 40.5 ± 3.5", "19.51"]
-    assert _row(alpaca_md, "ivg")[1:] == ["55.0 [51.0, 60.0] / 61.8 ± 3.5", "26.51"]
+    assert _row(alpaca_md, "base")[1:] == ["31.2 ± 2.2 [27.2, 36.2] / 40.5 ± 3.5", "19.51"]
+    assert _row(alpaca_md, "ivg")[1:] == ["55.0 ± 2.2 [51.0, 60.0] / 61.8 ± 3.5", "26.51"]
     assert _row(alpaca_md, "Mistral-7B-Instruct-v0.2")[1:3] == ["17.11", "14.72"]
 
     numbers = pd.read_csv(out / "tables.csv")
@@ -142,6 +143,28 @@ def test_paper_claims_are_paired_differences_with_verdicts():
     assert paired_claims(flipped).set_index("claim").loc["eft > base", "verdict"] == "fails"
 
 
+def test_headroom_is_the_best_methods_share_of_the_way_to_the_best_base_policy_sample(tmp_path):
+    from valueguide.artifacts import write_parquet
+
+    reward = _reward_metrics()  # gpt2-large: base -0.276544, best cbs_explicit -0.029632; gpt2-xl: base 0.093824
+    write_csv(reward, tmp_path / "reward.csv")
+    write_parquet(pd.DataFrame({"reward": [-3.0, 0.75, 2.5, 1.0]}), tmp_path / "samples.parquet")
+    main = run_report(tmp_path / "reward.csv", None, tmp_path / "report", samples_path=tmp_path / "samples.parquet")
+    room = pd.read_csv(tmp_path / "report" / "headroom.csv").set_index("model")
+    large = reward[reward.model == "gpt2-large"].set_index("method").reward_mean
+    best = large.drop("base").max()
+    assert room.loc["gpt2-large", "best_method"] == large.drop("base").idxmax() and room.loc["gpt2-large", "ceiling"] == 2.5
+    assert room.loc["gpt2-large", "share"] == pytest.approx((best - large["base"]) / (2.5 - large["base"]))
+    xl = reward[reward.model == "gpt2-xl"].set_index("method").reward_mean
+    assert room.loc["gpt2-xl", "share"] == pytest.approx((xl["ivg"] - xl["base"]) / (2.5 - xl["base"]))
+    assert "ceiling (best of 4 base-policy samples)" in main and "| headroom |" in main
+    saturated = reward.assign(reward_mean=np.where((reward.model == "gpt2-xl") & (reward.method == "ivg"), 2.4,
+                                                   reward.reward_mean))
+    write_csv(saturated, tmp_path / "reward.csv")
+    main = run_report(tmp_path / "reward.csv", None, tmp_path / "report", samples_path=tmp_path / "samples.parquet")
+    assert _row(main, "gpt2-xl")[-1] == "saturated" and _row(main, "gpt2-large")[-1] == "headroom"
+
+
 def test_seed_ranges_show_each_cells_range_and_how_often_each_verdict_came_out(tmp_path):
     from valueguide.report.seeds import seed_report
 
@@ -154,11 +177,47 @@ def test_seed_ranges_show_each_cells_range_and_how_often_each_verdict_came_out(t
             run / "scores" / "reward_metrics.csv", index=False)
         pd.DataFrame({"model": ["m"], "claim": ["ivg > base"], "difference": [ivg - base],
                       "verdict": [verdict]}).to_csv(run / "report" / "claims.csv", index=False)
+        pd.DataFrame({"model": ["m"], "best_method": ["ivg"], "share": [0.25 + 0.125 * i],
+                      "ceiling": [8.0]}).to_csv(run / "report" / "headroom.csv", index=False)
         runs.append(run)
     text = seed_report(runs)
     assert "| base | -0.25 – 0.50 |" in text and "| ivg | 4.00 – 5.50 |" in text
+    assert "| m | 25.00 – 50.00 % | ivg | 8.00 |" in text
     assert text.index("| base |") < text.index("| ivg |")  # the paper's order
     assert "| ivg > base | holds 2/3, fails 1/3 (4.00 – 5.75) |" in text
     (runs[2] / "report" / "claims.csv").unlink()
     with pytest.raises(ArtifactError, match="claims.csv is missing"):
         seed_report(runs)
+
+
+def test_seed_ranges_of_alpaca_runs_give_the_lc_bootstrap_standard_errors_span(tmp_path):
+    from valueguide.report.seeds import seed_report
+
+    runs = []
+    for i, se in enumerate([2.5, 2.75]):
+        run = tmp_path / f"seed{i}"
+        (run / "alpaca_eval").mkdir(parents=True)
+        (run / "report").mkdir()
+        pd.DataFrame({"model": ["m", "m"], "method": ["base", "ivg"], "length_controlled_winrate": [50.0, 60.0 + i],
+                      "win_rate": [51.0, 62.0], "lc_bootstrap_se": [se, se - 0.5]}).to_csv(
+            run / "alpaca_eval" / "metrics.csv", index=False)
+        pd.DataFrame({"model": ["m"], "claim": ["ivg > base"], "difference": [0.1],
+                      "verdict": ["holds"]}).to_csv(run / "report" / "claims.csv", index=False)
+        runs.append(run)
+    text = seed_report(runs)
+    assert "| ivg | 60.00 – 61.00 / 62.00 |" in text
+    assert "LC bootstrap standard error, over every cell of the 2 runs: 2.00 – 2.75 points" in text
+    assert "Headroom" not in text
+
+
+def test_a_missed_ivg_claim_is_reported_beside_the_held_out_accuracy_of_each_part():
+    from valueguide.report.claims import ivg_parts_note
+
+    claims = pd.DataFrame({"model": ["m", "m", "n"], "claim": ["ivg > base", "ivg > cbs_explicit", "ivg > eft"],
+                           "verdict": ["not resolved", "fails", "holds"]})
+    note = ivg_parts_note(claims, 0.875, 0.625)
+    assert "ivg > cbs_explicit on m (fails)" in note and "ivg > base" not in note and "on n" not in note
+    assert "explicit value (its chunk level) 87.5%" in note and "implicit value (its token level) 62.5%" in note
+    assert "weaker one, so" in note and "not the weaker" in ivg_parts_note(claims, 0.5, 0.625)
+    assert ivg_parts_note(claims.assign(verdict="holds"), 0.875, 0.625) == ""
+    assert ivg_parts_note(claims, None, 0.625) == ""

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .artifacts import ArtifactError
+from .artifacts import ArtifactError, read_json
 from .config import ConfigError, load_config, world_dir
 from .heap import keep_freed_memory
 from .hub import DatasetUnavailableError
@@ -199,8 +199,11 @@ def cmd_report(args) -> None:
 
     config = _config(args)
     out = Path(args.out_dir)
+    accuracies = (read_json(args.value_metrics).get("pairwise_accuracy") if args.value_metrics else None,
+                  read_json(args.implicit_metrics).get("heldout_accuracy") if args.implicit_metrics else None)
     run_report(args.reward_metrics, args.alpaca_metrics, out, task=config["task"],
-               paper_names=config["evaluate"].get("paper_names") or None, reward_scores_path=args.reward_scores)
+               paper_names=config["evaluate"].get("paper_names") or None, reward_scores_path=args.reward_scores,
+               samples_path=args.samples, value_accuracies=accuracies)
     run_summary(args.samples, args.world_summary, out / "summary.md", args.value_metrics, args.implicit_metrics)
 
 

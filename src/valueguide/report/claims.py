@@ -62,6 +62,24 @@ def preference_values(metrics: pd.DataFrame, alpaca_dir: str | Path) -> pd.DataF
     return pd.concat(frames, ignore_index=True)
 
 
+def ivg_parts_note(claims: pd.DataFrame, explicit_accuracy: float | None, implicit_accuracy: float | None) -> str:
+    """Where IVG did not beat one of its parts, the measured quality of each part's value beside it:
+    IVG adds the implicit value's token-level guidance to the explicit value's chunk-level search, so
+    it can only gain where the token-level value knows something the explicit one does not."""
+    parts = [f"{a} > {b}" for a, b in IVG_PARTS]
+    missed = claims[claims["claim"].isin(parts) & (claims["verdict"] != "holds")]
+    if missed.empty or explicit_accuracy is None or implicit_accuracy is None:
+        return ""
+    where = "; ".join(f"{r.claim} on {r.model} ({r.verdict})" for r in missed.itertuples())
+    return (f"IVG does not beat a part here: {where}. Its parts' values, ranked on held-out pairs of base-policy "
+            f"samples (Value functions, summary.md): the explicit value (its chunk level) {explicit_accuracy:.1%} "
+            f"right, the implicit value (its token level) {implicit_accuracy:.1%}. "
+            + ("The token-level guide is the weaker one, so it steers the search's proposals by a worse ranking "
+               "than the one the search then applies."
+               if implicit_accuracy < explicit_accuracy else
+               "The token-level guide is not the weaker one; the paired differences above are all this run measured."))
+
+
 def claims_markdown(claims: pd.DataFrame, unit: str) -> str:
     lines = ["| model | claim | difference (mean ± s.e.) | verdict |", "|---|---|---|---|"]
     lines += [f"| {r.model} | {r.claim} | {r.difference:+.{2 if unit == 'reward' else 3}f} ± "

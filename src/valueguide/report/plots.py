@@ -48,8 +48,9 @@ def interval(sub: pd.DataFrame, value: str, se: str | None, low: str | None = No
 
 
 def plot_by_method(metrics: pd.DataFrame, value: str, se: str, ylabel: str, path: str | Path,
-                   low: str | None = None, high: str | None = None) -> None:
-    """One panel per guided model: a bar per method (paper order) with its 95 % interval."""
+                   low: str | None = None, high: str | None = None, line: tuple[float, str] | None = None) -> None:
+    """One panel per guided model: a bar per method (paper order) with its 95 % interval; ``line``:
+    (value, label) of a dashed reference line (the best base-policy sample: the headroom shows)."""
     models = list(dict.fromkeys(metrics["model"]))
     fig = Figure(figsize=(1.4 + 2.8 * len(models), 3.6))
     axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
@@ -67,7 +68,12 @@ def plot_by_method(metrics: pd.DataFrame, value: str, se: str, ylabel: str, path
         ax.set_xticks(x, methods, rotation=45, ha="right")
         ax.set_title(model)
         ax.axhline(0.0, color="black", linewidth=0.6)
+        if line is not None:
+            ax.axhline(line[0], color="tab:red", linestyle="--", linewidth=1, label=line[1])
     axes[0].set_ylabel(f"{ylabel}\n(bars: 95 % interval)")
+    if line is not None:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", bbox_to_anchor=(0.5, 0.97),
+                   frameon=False, fontsize="small")  # above the panels: it covers no bar
     _save(fig, path)
 
 

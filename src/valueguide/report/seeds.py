@@ -50,7 +50,11 @@ def quality_ranges(runs: list[Path]) -> str:
             cells.append(" / ".join(_span(cell[c]) for c in columns) if len(cell) == len(runs) else "–")
         rows.append([method, *cells])
     header = f"{title}, range over {len(runs)} runs"
-    return f"{header}\n\n" + markdown(["method", *models], rows)
+    text = f"{header}\n\n" + markdown(["method", *models], rows)
+    if "lc_bootstrap_se" in frame:
+        text += (f"\n\nLC bootstrap standard error, over every cell of the {len(runs)} runs: "
+                 f"{_span(frame.lc_bootstrap_se)} points")
+    return text
 
 
 def claim_verdicts(runs: list[Path]) -> str:
@@ -70,6 +74,18 @@ def claim_verdicts(runs: list[Path]) -> str:
         ["claim", *models], rows)
 
 
+def headroom_ranges(runs: list[Path]) -> str:
+    """Per model: the best method's share of the way from base to the ceiling, its range over the runs."""
+    frame = pd.concat([_read(run, "report/headroom.csv") for run in runs])
+    rows = [[model, f"{_span(sub.share * 100)} %", ", ".join(dict.fromkeys(sub.best_method)), _span(sub.ceiling)]
+            for model, sub in frame.groupby("model", sort=False)]
+    return f"Headroom: the best method's share of the way from base to the ceiling, range over {len(runs)} runs\n\n" + \
+        markdown(["model", "share of the way", "best method", "ceiling (best base-policy sample)"], rows)
+
+
 def seed_report(runs: list[str | Path]) -> str:
     runs = [Path(r) for r in runs]
-    return quality_ranges(runs) + "\n\n" + claim_verdicts(runs) + "\n"
+    parts = [quality_ranges(runs)]
+    if (runs[0] / "report/headroom.csv").exists():
+        parts.append(headroom_ranges(runs))
+    return "\n\n".join(parts + [claim_verdicts(runs)]) + "\n"

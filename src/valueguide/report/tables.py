@@ -13,7 +13,8 @@ import pandas as pd
 
 from ..artifacts import write_text
 from ..evaluate import read_csv, write_csv
-from .claims import claims_markdown, paired_claims, preference_values, reward_values
+from .claims import claims_markdown, ivg_parts_note, paired_claims, preference_values, reward_values
+from .headroom import SATURATED, headroom
 from .paper import LEADERBOARD_ANNOTATOR, leaderboard_reference, ordered, paper_number
 from .plots import plot_by_method, plot_vs_cost
 
@@ -36,7 +37,8 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
 def _cell(kind: str, row) -> str:
     if kind == "reward":
         return f"{_num(row.reward_mean, 2)} ± {_num(row.reward_se, 2)}"
-    return (f"{_num(row.length_controlled_winrate, 1)} [{_num(row.lc_low, 1)}, {_num(row.lc_high, 1)}] / "
+    return (f"{_num(row.length_controlled_winrate, 1)} ± {_num(row.lc_bootstrap_se, 1)} "
+            f"[{_num(row.lc_low, 1)}, {_num(row.lc_high, 1)}] / "
             f"{_num(row.win_rate, 1)} ± {_num(row.standard_error, 1)}")
 
 
@@ -132,7 +134,7 @@ def render_tables(reward: pd.DataFrame | None = None, alpaca: pd.DataFrame | Non
         task = "instruction" if official else None  # no paper number beside an LC that is not the official one
         table, sources = quality_table("alpaca", alpaca, task, names)
         judges, glms = ", ".join(dict.fromkeys(alpaca["judge"])), ", ".join(dict.fromkeys(alpaca["glm"]))
-        blocks += ["## AlpacaEval 2.0: LC win rate [95 % bootstrap interval] / win rate ± s.e. (%)",
+        blocks += ["## AlpacaEval 2.0: LC win rate ± bootstrap s.e. [95 % bootstrap interval] / win rate ± s.e. (%)",
                    f"Judge: {judges}; GLM: {glms}; instruction difficulty: "
                    f"{', '.join(dict.fromkeys(alpaca['difficulty']))}.", table, *_footnotes(sources)]
         if official:
@@ -157,11 +159,13 @@ def _footnotes(sources: list[str]) -> list[str]:
 COST_COLUMNS = ["n", "tokens_mean", "passes", "tokens_encoded", "wall_time"]
 REWARD_COLUMNS = ["model", "method", "reward_mean", "reward_se", *COST_COLUMNS]
 ALPACA_COLUMNS = ["model", "method", "judge", "glm", "difficulty", "length_controlled_winrate", "lc_standard_error",
-                  "lc_low", "lc_high", "win_rate", "standard_error", *COST_COLUMNS]
+                  "lc_bootstrap_se", "lc_low", "lc_high", "win_rate", "standard_error", *COST_COLUMNS]
 
 
-def claims_section(reward_scores_path, alpaca: pd.DataFrame | None, alpaca_dir) -> tuple[str, pd.DataFrame]:
-    """The paper's claims tested with paired differences over prompts, per setting present."""
+def claims_section(reward_scores_path, alpaca: pd.DataFrame | None, alpaca_dir,
+                   value_accuracies: tuple[float | None, float | None] = (None, None)) -> tuple[str, pd.DataFrame]:
+    """The paper's claims tested with paired differences over prompts, per setting present;
+    ``value_accuracies``: the explicit and implicit values' held-out pairwise accuracies."""
     blocks, frames = [], []
     if reward_scores_path:
         claims = paired_claims(reward_values(reward_scores_path)).assign(metric="gold reward")
@@ -172,6 +176,8 @@ def claims_section(reward_scores_path, alpaca: pd.DataFrame | None, alpaca_dir) 
         blocks += ["## Paper claims, the judge's preference over the reference paired over instructions",
                    claims_markdown(claims, "preference")]
         frames.append(claims)
+    note = ivg_parts_note(pd.concat(frames, ignore_index=True), *value_accuracies) if frames else ""
+    blocks += [note] if note else []
     if not blocks:
         return "", pd.DataFrame()
     blocks.append("Verdict: *holds* when the 95 % interval of the paired difference lies above 0, *fails* "
@@ -179,10 +185,21 @@ def claims_section(reward_scores_path, alpaca: pd.DataFrame | None, alpaca_dir) 
     return "\n\n".join(blocks) + "\n", pd.concat(frames, ignore_index=True)
 
 
+def headroom_markdown(table: pd.DataFrame) -> str:
+    rows = [[r.model, f"{r.base:.2f}", f"{r.best_method} {r.best:.2f}", f"{r.ceiling:.2f}", f"{r.share:.0%}",
+             "saturated" if r.share > SATURATED else "headroom"] for r in table.itertuples()]
+    samples = int(table["samples"].iloc[0]) if len(table) else 0
+    return "\n\n".join([
+        "## Headroom: the best method against the best base-policy sample",
+        markdown(["model", "base", "best method", f"ceiling (best of {samples} base-policy samples)",
+                  "share of the way", f"verdict (saturated above {SATURATED:.0%})"], rows)])
+
+
 def run_report(reward_metrics_path, alpaca_metrics_path, out_dir, task: str | None = None,
-               paper_names: dict[str, str] | None = None, reward_scores_path=None) -> str:
-    """Write ``tables.md``, ``tables.csv``, ``claims.csv`` and the figures; return the main tables and
-    the claims, to print.
+               paper_names: dict[str, str] | None = None, reward_scores_path=None, samples_path=None,
+               value_accuracies: tuple[float | None, float | None] = (None, None)) -> str:
+    """Write ``tables.md``, ``tables.csv``, ``claims.csv`` (with reward metrics and the base policy's
+    samples, ``headroom.csv``) and the figures; return the main tables, the headroom and the claims, to print.
 
     Either metrics path may be None (a run evaluates reward tasks or AlpacaEval, or both). The claims
     read the per-prompt gold rewards (``reward_scores_path``) and the annotations beside the AlpacaEval
@@ -192,20 +209,28 @@ def run_report(reward_metrics_path, alpaca_metrics_path, out_dir, task: str | No
     alpaca = read_csv(alpaca_metrics_path, ALPACA_COLUMNS) if alpaca_metrics_path else None
     main, document, numbers = render_tables(reward, alpaca, task, paper_names)
     claims_md, claims = claims_section(reward_scores_path, alpaca,
-                                       Path(alpaca_metrics_path).parent if alpaca_metrics_path else None)
+                                       Path(alpaca_metrics_path).parent if alpaca_metrics_path else None,
+                                       value_accuracies)
+    out = Path(out_dir)
+    room = headroom(reward, samples_path) if reward is not None and samples_path else None
+    if room is not None:
+        write_csv(room, out / "headroom.csv")
+        claims_md = headroom_markdown(room) + "\n\n" + claims_md
     if claims_md:
         main = f"{main}\n{claims_md}"
         document = document.replace("## Cost per prompt", f"{claims_md}\n## Cost per prompt")
-    out = Path(out_dir)
     write_text(document, out / "tables.md")
     write_csv(numbers, out / "tables.csv")
     write_csv(claims, out / "claims.csv")
     if reward is not None:
-        plot_by_method(reward, "reward_mean", "reward_se", "gold reward", out / "reward_by_method.png")
+        plot_by_method(reward, "reward_mean", "reward_se", "gold reward", out / "reward_by_method.png",
+                       line=(float(room["ceiling"].iloc[0]), "best base-policy sample") if room is not None and len(room)
+                       else None)
         plot_vs_cost(reward, "reward_mean", "gold reward", out / "reward_vs_cost.png", se="reward_se")
     if alpaca is not None:
         plot_by_method(alpaca, "length_controlled_winrate", "lc_standard_error", "LC win rate (%)",
-                       out / "alpaca_by_method.png", low="lc_low", high="lc_high")
+                       out / "alpaca_by_method.png", low="lc_low", high="lc_high",
+                       line=(50.0, "as good as the reference"))
         plot_vs_cost(alpaca, "length_controlled_winrate", "LC win rate (%)", out / "alpaca_vs_cost.png",
                      se="lc_standard_error", low="lc_low", high="lc_high")
     return main
