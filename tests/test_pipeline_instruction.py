@@ -34,9 +34,12 @@ def test_the_instruction_setting_guides_across_vocabularies(instruction):
     for method in ["base", "bon", "eft", "vas", "cbs_implicit", "cbs_explicit", "ivg"]:
         gens = pd.read_parquet(results / "generations" / "alpaca" / "mistral" / f"{method}.parquet")
         assert len(gens) == 6 and (gens.n_tokens > 0).all()
-        candidates = json.loads(gens.candidate_tokens[0])
+        log = (results / "logs" / "generate" / f"mistral-{method}.log").read_text()
+        small = {"base": [], "bon": ["value"], "vas": ["value"], "cbs_explicit": ["value"],
+                 "eft": ["tuned", "untuned"], "cbs_implicit": ["tuned", "untuned"], "ivg": ["tuned", "untuned", "value"]}
+        assert (f"read as text in their own tokens: {', '.join(small[method])}" in log) == bool(small[method]), method
         token_level = {"eft": "tuned", "ivg": "tuned", "vas": "value"}.get(method)
-        assert (token_level in candidates) if token_level else not candidates, method  # scored on text
+        assert token_level or not any(json.loads(c) for c in gens.candidate_tokens), method  # only token guides score candidates
 
 
 def test_the_sentiment_setting_reads_the_world_the_instruction_setting_built(instruction, tmp_path):

@@ -187,6 +187,9 @@ class Decoder:
         self.members, self.token_guides, self.scorer, self.search = members, tuple(token_guides), scorer, search
         self.sampling, self.max_new_tokens, self.stop, self.use_cache = sampling, max_new_tokens, tuple(stop), use_cache
         self.text_roles = frozenset(text_roles)
+        if self.text_roles & set(members):
+            log.info("across vocabularies, read as text in their own tokens: %s",
+                     ", ".join(sorted(self.text_roles & set(members))))
         self._retokenizers = {role: Retokenizer(members[role].tokenizer) for role in self.text_roles
                               if role in members and use_cache}
         missing = set(self._roles()) - set(members)
