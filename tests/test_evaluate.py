@@ -53,6 +53,7 @@ def test_rewards_score_prompt_plus_output_and_summaries_carry_cost(tmp_path):
     assert base["reward"].tolist() == [2.0, 1.0, -1.0, 1.0]
 
     table = summarize_rewards([base, vas]).set_index("method")
+    assert "world_score_mean" not in table  # not the tiny world's gold reward: no world score
     assert table.loc["base", "reward_mean"] == pytest.approx(0.75)
     assert table.loc["base", "reward_se"] == pytest.approx(np.std([2, 1, -1, 1], ddof=1) / 2)
     assert table.loc["vas", "reward_mean"] == pytest.approx(-1.0)  # 0, -2, -1, -1
@@ -66,17 +67,22 @@ def test_rewards_score_prompt_plus_output_and_summaries_carry_cost(tmp_path):
 
 def test_reward_stage_uses_the_gold_reward_and_writes_scores_and_metrics(tiny_config, tiny_world, tmp_path):
     prompts = ["a good film", "the film was"]
-    write_parquet(_generations(prompts, [" good", " bad"], {"guided": 1.0}, {"guided": 4.0}), tmp_path / "g.parquet")
+    write_parquet(_generations(prompts, [" superb and fun", " bad"], {"guided": 1.0}, {"guided": 4.0}),
+                  tmp_path / "g.parquet")
     with pytest.raises(ValueError, match="model/method"):
         run_evaluate_reward(tiny_config, {"gpt2-large": str(tmp_path / "g.parquet")}, tmp_path / "s.parquet",
                             tmp_path / "m.csv", world_dir=tiny_world)
     metrics = run_evaluate_reward(tiny_config, {"gpt2-large/base": str(tmp_path / "g.parquet")},
                                   tmp_path / "s.parquet", tmp_path / "m.csv", world_dir=tiny_world)
-    gold = RewardModel.load(tiny_config["reward_model"], tiny_world).score(["a good film good", "the film was bad"])
-    scores = read_parquet(tmp_path / "s.parquet", required=["model", "method", "reward"])
+    gold = RewardModel.load(tiny_config["reward_model"], tiny_world).score(["a good film superb and fun",
+                                                                           "the film was bad"])
+    scores = read_parquet(tmp_path / "s.parquet", required=["model", "method", "reward", "world_score"])
     np.testing.assert_allclose(scores["reward"], gold, rtol=1e-6)
-    written = read_csv(tmp_path / "m.csv", required=["reward_mean", "reward_se", "passes_guided"])
+    # the world's own score of the same texts: "superb" (3.0) and "fun" (0.5); "bad" is no sentiment word
+    assert scores["world_score"].tolist() == [3.5, 0.0]
+    written = read_csv(tmp_path / "m.csv", required=["reward_mean", "reward_se", "passes_guided", "world_score_mean"])
     assert written["reward_mean"].iloc[0] == pytest.approx(gold.mean()) == pytest.approx(metrics["reward_mean"].iloc[0])
+    assert written["world_score_mean"].iloc[0] == pytest.approx(1.75)
 
 
 def _length_annotations(n: int, preference) -> pd.DataFrame:

@@ -173,15 +173,16 @@ def test_seed_ranges_show_each_cells_range_and_how_often_each_verdict_came_out(t
         run = tmp_path / f"seed{i}"
         (run / "scores").mkdir(parents=True)
         (run / "report").mkdir()
-        pd.DataFrame({"model": ["m", "m"], "method": ["ivg", "base"], "reward_mean": [ivg, base]}).to_csv(
-            run / "scores" / "reward_metrics.csv", index=False)
+        pd.DataFrame({"model": ["m", "m"], "method": ["ivg", "base"], "reward_mean": [ivg, base],
+                      "world_score_mean": [2 * ivg, 0.0]}).to_csv(run / "scores" / "reward_metrics.csv", index=False)
         pd.DataFrame({"model": ["m"], "claim": ["ivg > base"], "difference": [ivg - base],
                       "verdict": [verdict]}).to_csv(run / "report" / "claims.csv", index=False)
         pd.DataFrame({"model": ["m"], "best_method": ["ivg"], "share": [0.25 + 0.125 * i],
                       "ceiling": [8.0]}).to_csv(run / "report" / "headroom.csv", index=False)
         runs.append(run)
     text = seed_report(runs)
-    assert "| base | -0.25 – 0.50 |" in text and "| ivg | 4.00 – 5.50 |" in text
+    assert "| base | -0.25 – 0.50 / 0.00 |" in text and "| ivg | 4.00 – 5.50 / 8.00 – 11.00 |" in text
+    assert "gold reward / the world's own score, range over 3 runs" in text
     assert "| m | 25.00 – 50.00 % | ivg | 8.00 |" in text
     assert text.index("| base |") < text.index("| ivg |")  # the paper's order
     assert "| ivg > base | holds 2/3, fails 1/3 (4.00 – 5.75) |" in text
@@ -210,14 +211,28 @@ def test_seed_ranges_of_alpaca_runs_give_the_lc_bootstrap_standard_errors_span(t
     assert "Headroom" not in text
 
 
-def test_a_missed_ivg_claim_is_reported_beside_the_held_out_accuracy_of_each_part():
+def test_a_missed_ivg_claim_is_reported_beside_each_parts_accuracy_and_the_worlds_own_score():
     from valueguide.report.claims import ivg_parts_note
 
     claims = pd.DataFrame({"model": ["m", "m", "n"], "claim": ["ivg > base", "ivg > cbs_explicit", "ivg > eft"],
                            "verdict": ["not resolved", "fails", "holds"]})
     note = ivg_parts_note(claims, 0.875, 0.625)
     assert "ivg > cbs_explicit on m (fails)" in note and "ivg > base" not in note and "on n" not in note
-    assert "explicit value (its chunk level) 87.5%" in note and "implicit value (its token level) 62.5%" in note
-    assert "weaker one, so" in note and "not the weaker" in ivg_parts_note(claims, 0.5, 0.625)
-    assert ivg_parts_note(claims.assign(verdict="holds"), 0.875, 0.625) == ""
-    assert ivg_parts_note(claims, None, 0.625) == ""
+    assert "87.5% right (explicit, its chunk level) and 62.5% (implicit" in note and "world's own" not in note
+    scores = {("m", "ivg"): 5.5, ("m", "cbs_explicit"): 2.25, ("n", "ivg"): 1.0, ("n", "eft"): 9.0}
+    assert "ivg 5.50 against 2.25 for cbs_explicit on m (IVG's texts the better ones, rated lower" in ivg_parts_note(
+        claims, None, None, scores)
+    worse = {("m", "ivg"): 1.5, ("m", "cbs_explicit"): 2.25}
+    assert "(IVG's texts not the better ones by this score either)" in ivg_parts_note(claims, None, None, worse)
+    assert ivg_parts_note(claims.assign(verdict="holds"), 0.875, 0.625, scores) == ""
+
+
+def test_the_worlds_own_score_stands_beside_the_gold_reward_when_the_metrics_carry_it(tmp_path):
+    reward = _reward_metrics()
+    write_csv(reward, tmp_path / "plain.csv")
+    assert "world's own score" not in run_report(tmp_path / "plain.csv", None, tmp_path / "a")
+    write_csv(reward.assign(world_score_mean=reward.reward_mean * 2 + 1.0, world_score_se=0.125), tmp_path / "w.csv")
+    main = run_report(tmp_path / "w.csv", None, tmp_path / "b")
+    table = main.split("## Gold reward / the world's own score")[1]
+    ivg = reward[(reward.model == "gpt2-xl") & (reward.method == "ivg")].iloc[0]
+    assert _row(table, "ivg")[2] == f"{ivg.reward_mean:.2f} ± {ivg.reward_se:.2f} / {ivg.reward_mean * 2 + 1:.2f} ± 0.12"

@@ -7,7 +7,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from valueguide.world import build
-from valueguide.world.corpus import make_reviews
+from valueguide.world.corpus import make_reviews, text_score
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -58,7 +58,7 @@ def test_review_scores_add_polarity_times_intensity_and_labels_are_their_sign():
     for review in reviews:
         sentences = [s for s in review.body.split(" .") if s.strip()]
         score = sum(_signed_intensity(s.strip()) for s in sentences)
-        assert review.score == pytest.approx(score, abs=1e-6), review.text
+        assert review.score == pytest.approx(score, abs=1e-6) == text_score(review.text), review.text
         assert review.score != 0 and (review.score > 0) == bool(review.label), review.text
 
 

@@ -1,7 +1,9 @@
 """Reward tasks (sentiment, summarization): the gold reward of every generation, and its cost.
 
 The text scored is prompt + output, the convention of stage sample, so that the rewards the value
-was fitted on and the rewards it is judged by mean the same thing.
+was fitted on and the rewards it is judged by mean the same thing. With the tiny world's gold reward,
+each text also gets the world's own score (``world.corpus.text_score``), the quantity that reward
+model was trained to predict: where the two part, a method has found what the reward model misjudges.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import pandas as pd
 from ..artifacts import ArtifactError, read_parquet, write_parquet
 from ..reward import RewardModel
 from ..models import load_options
+from ..specs import world_name
+from ..world.corpus import text_score
 from . import split_key, write_csv
 
 log = logging.getLogger(__name__)
@@ -63,14 +67,24 @@ def cost_frame(rows: list[dict]) -> pd.DataFrame:
     return table
 
 
-def evaluate_reward(generations_path: str | Path, reward_model: RewardModel, model: str, method: str) -> pd.DataFrame:
-    """The generations of one (model, method) with their gold reward."""
+def evaluate_reward(generations_path: str | Path, reward_model: RewardModel, model: str, method: str,
+                    world_score: bool = False) -> pd.DataFrame:
+    """The generations of one (model, method) with their gold reward (and, with ``world_score``, the
+    tiny world's own score of the same text)."""
     gens = read_generations(generations_path)
     out = gens[list(GENERATION_COLUMNS)].copy()
     out.insert(0, "model", model)
     out.insert(1, "method", method)
-    out["reward"] = reward_model.score([p + o for p, o in zip(out["prompt"], out["output"])])
+    texts = [p + o for p, o in zip(out["prompt"], out["output"])]
+    out["reward"] = reward_model.score(texts)
+    if world_score:
+        out["world_score"] = [text_score(t) for t in texts]
     return out
+
+
+def _mean_se(values: pd.Series) -> tuple[float, float]:
+    n = len(values)
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
 
 
 def summarize_rewards(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -78,10 +92,11 @@ def summarize_rewards(frames: list[pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for frame in frames:
         for (model, method), g in frame.groupby(["model", "method"], sort=False):
-            n = len(g)
-            se = float(g["reward"].std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-            rows.append({"model": model, "method": method, "n": n, "reward_mean": float(g["reward"].mean()),
-                         "reward_se": se, **cost_summary(g)})
+            mean, se = _mean_se(g["reward"])
+            row = {"model": model, "method": method, "n": len(g), "reward_mean": mean, "reward_se": se}
+            if "world_score" in g:
+                row["world_score_mean"], row["world_score_se"] = _mean_se(g["world_score"])
+            rows.append({**row, **cost_summary(g)})
     return cost_frame(rows)
 
 
@@ -95,7 +110,9 @@ def run_evaluate_reward(config: dict, generation_paths: dict[str, str], out_scor
         raise ValueError("no generations to evaluate")
     keys = {key: split_key(key) for key in generation_paths}
     reward_model = RewardModel.load(config["reward_model"], world_dir, load_options(config))
-    frames = [evaluate_reward(path, reward_model, *keys[key]) for key, path in generation_paths.items()]
+    in_world = world_name(config["reward_model"]) is not None
+    frames = [evaluate_reward(path, reward_model, *keys[key], world_score=in_world)
+              for key, path in generation_paths.items()]
     metrics = summarize_rewards(frames)
     write_parquet(pd.concat(frames, ignore_index=True), out_scores_path)
     write_csv(metrics, out_metrics_path)

@@ -62,22 +62,33 @@ def preference_values(metrics: pd.DataFrame, alpaca_dir: str | Path) -> pd.DataF
     return pd.concat(frames, ignore_index=True)
 
 
-def ivg_parts_note(claims: pd.DataFrame, explicit_accuracy: float | None, implicit_accuracy: float | None) -> str:
-    """Where IVG did not beat one of its parts, the measured quality of each part's value beside it:
-    IVG adds the implicit value's token-level guidance to the explicit value's chunk-level search, so
-    it can only gain where the token-level value knows something the explicit one does not."""
+def ivg_parts_note(claims: pd.DataFrame, explicit_accuracy: float | None, implicit_accuracy: float | None,
+                   world_scores: dict[tuple[str, str], float] | None = None) -> str:
+    """Where IVG did not beat one of its parts, what was measured beside it: each part's value ranked
+    on held-out pairs and, in the tiny world, the world's own score of IVG's and the part's outputs
+    (``world_scores``: (model, method) -> mean), which tells a worse text from a text the gold reward
+    model misjudges."""
     parts = [f"{a} > {b}" for a, b in IVG_PARTS]
     missed = claims[claims["claim"].isin(parts) & (claims["verdict"] != "holds")]
-    if missed.empty or explicit_accuracy is None or implicit_accuracy is None:
+    if missed.empty:
         return ""
-    where = "; ".join(f"{r.claim} on {r.model} ({r.verdict})" for r in missed.itertuples())
-    return (f"IVG does not beat a part here: {where}. Its parts' values, ranked on held-out pairs of base-policy "
-            f"samples (Value functions, summary.md): the explicit value (its chunk level) {explicit_accuracy:.1%} "
-            f"right, the implicit value (its token level) {implicit_accuracy:.1%}. "
-            + ("The token-level guide is the weaker one, so it steers the search's proposals by a worse ranking "
-               "than the one the search then applies."
-               if implicit_accuracy < explicit_accuracy else
-               "The token-level guide is not the weaker one; the paired differences above are all this run measured."))
+    lines = [f"IVG does not beat a part here: "
+             + "; ".join(f"{r.claim} on {r.model} ({r.verdict})" for r in missed.itertuples()) + "."]
+    if explicit_accuracy is not None and implicit_accuracy is not None:
+        lines.append(f"Its parts' values rank held-out pairs of base-policy samples {explicit_accuracy:.1%} right "
+                     f"(explicit, its chunk level) and {implicit_accuracy:.1%} (implicit, its token level).")
+    compared = []
+    for r in missed.itertuples():
+        part = r.claim.split(" > ")[1]
+        ivg, other = ((world_scores or {}).get((r.model, m)) for m in ("ivg", part))
+        if ivg is not None and other is not None:
+            reading = ("IVG's texts the better ones, rated lower by the gold reward model" if ivg > other
+                       else "IVG's texts not the better ones by this score either")
+            compared.append(f"{ivg:.2f} against {other:.2f} for {part} on {r.model} ({reading})")
+    if compared:
+        lines.append("The world's own score of the outputs (what the gold reward model was trained to predict): ivg "
+                     + "; ".join(compared) + ".")
+    return " ".join(lines)
 
 
 def claims_markdown(claims: pd.DataFrame, unit: str) -> str:

@@ -41,6 +41,8 @@ def quality_ranges(runs: list[Path]) -> str:
         raise ArtifactError(f"{runs[0]} holds no metrics ({' or '.join(QUALITY)})")
     title, columns = QUALITY[name]
     frame = pd.concat([_read(run, name).assign(run=str(run)) for run in runs])
+    if "world_score_mean" in frame and frame["world_score_mean"].notna().all():  # the tiny world's own score
+        title, columns = f"{title} / the world's own score", [*columns, "world_score_mean"]
     models = list(dict.fromkeys(frame.model))
     rows = []
     for method in ordered(frame.method):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..artifacts import read_json, read_parquet, write_text
+from ..world.corpus import text_score
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -13,8 +16,14 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _agreement(samples) -> float:
+    """Pearson r of the gold reward and the world's own score over the samples' texts (prompt + response)."""
+    scores = np.array([text_score(p + r) for p, r in zip(samples["prompt"], samples["response"])])
+    return float(np.corrcoef(scores, samples["reward"].to_numpy())[0, 1])
+
+
 def render_summary(samples_path: str | Path, world_summary_path: str | Path | None) -> str:
-    samples = read_parquet(samples_path, required=["prompt_id", "reward", "response_ids", "finished"])
+    samples = read_parquet(samples_path, required=["prompt_id", "prompt", "response", "reward", "response_ids", "finished"])
     r = samples["reward"]
     parts = ["# valueguide summary", "", "## Base-policy samples (stage sample)", "",
              _table(["responses", "prompts", "reward mean", "std", "min", "max", "finished", "mean tokens"],
@@ -28,7 +37,8 @@ def render_summary(samples_path: str | Path, world_summary_path: str | Path | No
         parts += ["", "## Tiny world", "",
                   _table(["model", "parameters", "held-out loss (nats/token)", "train s"], rows), "",
                   f"Gold reward model: held-out R² {world['reward_model']['heldout_r2']:.3f}, "
-                  f"sign right {world['reward_model']['heldout_sign_accuracy']:.1%}."]
+                  f"sign right {world['reward_model']['heldout_sign_accuracy']:.1%} on the corpus's reviews; on "
+                  f"the base policy's samples it agrees with the world's own score at r = {_agreement(samples):.3f}."]
     return "\n".join(parts) + "\n"
 
 

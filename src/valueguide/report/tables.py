@@ -163,9 +163,11 @@ ALPACA_COLUMNS = ["model", "method", "judge", "glm", "difficulty", "length_contr
 
 
 def claims_section(reward_scores_path, alpaca: pd.DataFrame | None, alpaca_dir,
-                   value_accuracies: tuple[float | None, float | None] = (None, None)) -> tuple[str, pd.DataFrame]:
+                   value_accuracies: tuple[float | None, float | None] = (None, None),
+                   world_scores: dict | None = None) -> tuple[str, pd.DataFrame]:
     """The paper's claims tested with paired differences over prompts, per setting present;
-    ``value_accuracies``: the explicit and implicit values' held-out pairwise accuracies."""
+    ``value_accuracies``: the explicit and implicit values' held-out pairwise accuracies;
+    ``world_scores``: (model, method) -> the tiny world's own score of the outputs."""
     blocks, frames = [], []
     if reward_scores_path:
         claims = paired_claims(reward_values(reward_scores_path)).assign(metric="gold reward")
@@ -176,13 +178,34 @@ def claims_section(reward_scores_path, alpaca: pd.DataFrame | None, alpaca_dir,
         blocks += ["## Paper claims, the judge's preference over the reference paired over instructions",
                    claims_markdown(claims, "preference")]
         frames.append(claims)
-    note = ivg_parts_note(pd.concat(frames, ignore_index=True), *value_accuracies) if frames else ""
+    note = ivg_parts_note(pd.concat(frames, ignore_index=True), *value_accuracies, world_scores) if frames else ""
     blocks += [note] if note else []
     if not blocks:
         return "", pd.DataFrame()
     blocks.append("Verdict: *holds* when the 95 % interval of the paired difference lies above 0, *fails* "
                   "when it lies below, *not resolved* otherwise.")
     return "\n\n".join(blocks) + "\n", pd.concat(frames, ignore_index=True)
+
+
+def world_scores(reward: pd.DataFrame | None) -> dict | None:
+    """(model, method) -> mean world score, where the metrics carry it (the tiny world's gold reward)."""
+    if reward is None or "world_score_mean" not in reward:
+        return None
+    return {(r.model, r.method): r.world_score_mean for r in reward.itertuples()}
+
+
+def world_score_table(reward: pd.DataFrame) -> str:
+    """Gold reward beside the world's own score of the same outputs, per (method, model)."""
+    models = list(dict.fromkeys(reward["model"]))
+    cells = {(r.model, r.method): f"{_num(r.reward_mean, 2)} ± {_num(r.reward_se, 2)} / "
+                                  f"{_num(r.world_score_mean, 2)} ± {_num(r.world_score_se, 2)}" for r in reward.itertuples()}
+    rows = [[method, *(cells.get((model, method), "") for model in models)] for method in ordered(reward["method"])]
+    return "\n\n".join([
+        "## Gold reward / the world's own score of the same outputs (mean ± s.e.)",
+        "The tiny world's score is what its gold reward model was trained to predict (the sentiment words' "
+        "signed intensities, summed). Where a method's two numbers part from the others', it has found texts "
+        "the reward model misjudges.",
+        markdown(["method", *models], rows)])
 
 
 def headroom_markdown(table: pd.DataFrame) -> str:
@@ -210,12 +233,14 @@ def run_report(reward_metrics_path, alpaca_metrics_path, out_dir, task: str | No
     main, document, numbers = render_tables(reward, alpaca, task, paper_names)
     claims_md, claims = claims_section(reward_scores_path, alpaca,
                                        Path(alpaca_metrics_path).parent if alpaca_metrics_path else None,
-                                       value_accuracies)
+                                       value_accuracies, world_scores(reward))
     out = Path(out_dir)
     room = headroom(reward, samples_path) if reward is not None and samples_path else None
     if room is not None:
         write_csv(room, out / "headroom.csv")
         claims_md = headroom_markdown(room) + "\n\n" + claims_md
+    if world_scores(reward):
+        claims_md = world_score_table(reward) + "\n\n" + claims_md
     if claims_md:
         main = f"{main}\n{claims_md}"
         document = document.replace("## Cost per prompt", f"{claims_md}\n## Cost per prompt")

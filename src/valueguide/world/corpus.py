@@ -69,6 +69,24 @@ def _intensities(n: int) -> np.ndarray:
 
 
 SENTIMENT_KINDS = ("adj", "verb", "feeling", "verdict", "advice")
+
+
+def _lexicon() -> dict[str, float]:
+    """Every sentiment phrase with its signed intensity."""
+    return {word: float(strength) if polarity == "pos" else -float(strength)
+            for polarity, kinds in WORDS.items() for words in kinds.values()
+            for word, strength in zip(words, _intensities(len(words)))}
+
+
+LEXICON = _lexicon()
+
+
+def text_score(text: str) -> float:
+    """The world's own score of any text, whole review or not: the signed intensities of the sentiment
+    phrases it holds, summed (a review's ``score`` is this). The gold reward model learns it from the
+    corpus's reviews; on other texts (a guided model's, cut off or garbled) the two can part."""
+    padded = f" {text} "
+    return round(sum(padded.count(f" {phrase} ") * value for phrase, value in LEXICON.items()), 6)
 SENTENCES = [
     "the {aspect} was {adj} .",
     "the {aspect} is {adj} and the {aspect2} is {adj2} .",
