@@ -36,7 +36,8 @@ from ..templates import render_for
 from ..texts import common_prefix
 from ..value.model import head_at
 from .retokenize import Retokenizer, Tokens
-from .streams import LM, Meter, forward_args, left_pad, model_config, pad_id
+from ..padding import left_pad
+from .streams import LM, Meter, forward_args, model_config, pad_id
 
 KEEP = 2  # outputs kept per row, for the last positions (a roll-back of one token re-feeds nothing)
 COMPACT_AT = 64  # dead cache columns tolerated beyond a half of the longest row

@@ -17,6 +17,8 @@ from collections import defaultdict
 import torch
 from transformers import DynamicCache
 
+from ..padding import left_pad
+
 LM, VALUE = "lm", "value"
 
 
@@ -35,18 +37,6 @@ class Meter:
         else:
             self.passes[role] += passes
             self.tokens[role] += tokens
-
-
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and mask (bool) of a list of token-id lists."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = True
-    return ids, mask
 
 
 def pad_id(tokenizer) -> int:

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel
 
+from .. import padding
 from ..artifacts import ArtifactError, atomic_dir, read_json
 from ..models import LoadOptions, resolve_spec, same_vocabulary, torch_dtype
 from ..specs import ModelNotFoundError
@@ -267,15 +268,8 @@ def _example(prompt, ids, reward, tokenizer, template, policy_tokenizer, shared:
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask)`` with every row right-aligned."""
-    width = max(map(len, sequences))
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if seq:
-            ids[row, width - len(seq):] = torch.tensor(seq)
-            mask[row, width - len(seq):] = 1
-    return ids, mask
+    """``(input_ids, attention_mask)`` with every row right-aligned, the mask as long integers."""
+    return padding.left_pad(sequences, pad_id, torch.long)
 
 
 @dataclass
