@@ -231,15 +231,16 @@ def run_report(reward_metrics_path, alpaca_metrics_path, out_dir, task: str | No
     reward = read_csv(reward_metrics_path, REWARD_COLUMNS) if reward_metrics_path else None
     alpaca = read_csv(alpaca_metrics_path, ALPACA_COLUMNS) if alpaca_metrics_path else None
     main, document, numbers = render_tables(reward, alpaca, task, paper_names)
+    scores = world_scores(reward)
     claims_md, claims = claims_section(reward_scores_path, alpaca,
                                        Path(alpaca_metrics_path).parent if alpaca_metrics_path else None,
-                                       value_accuracies, world_scores(reward))
+                                       value_accuracies, scores)
     out = Path(out_dir)
     room = headroom(reward, samples_path) if reward is not None and samples_path else None
     if room is not None:
         write_csv(room, out / "headroom.csv")
         claims_md = headroom_markdown(room) + "\n\n" + claims_md
-    if world_scores(reward):
+    if scores:
         claims_md = world_score_table(reward) + "\n\n" + claims_md
     if claims_md:
         main = f"{main}\n{claims_md}"
