@@ -74,7 +74,7 @@ test: $(STAMP)
 	$(VENV)/bin/python bench/gpu_check.py --device cpu --no-correctness --out results/gpu_check_cpu
 
 # As root on a Debian machine: a one-node SLURM cluster (scripts/local_slurm.sh) runs the tiny world
-# through profiles/slurm (about seven minutes alone; `make test` runs it only in CI, CI=true).
+# through profiles/slurm (about four minutes alone; `make test` runs it only in CI, CI=true).
 test-slurm: $(STAMP)
 	VALUEGUIDE_TEST_SLURM=1 $(VENV)/bin/pytest -p no:cacheprovider tests/test_slurm.py
 
