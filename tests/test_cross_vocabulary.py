@@ -15,6 +15,7 @@ The references here re-tokenise the whole text and run one unpadded, uncached pa
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,7 +25,7 @@ from toy_models import make_gpt2, make_tokenizer
 from toy_tokenizers import WORDS, byte_bpe, sentencepiece_bpe
 from valueguide.decoding import Member, Sampling, build_decoder
 from valueguide.decoding.detokenize import REPLACEMENT, Pieces, ResponseText, text_so_far
-from valueguide.decoding.retokenize import Retokenizer
+from valueguide.decoding.retokenize import OneTokenAppends, Retokenizer
 from valueguide.decoding.scorers import TextExplicitScorer, TextImplicitScorer
 from valueguide import vocabularies
 from valueguide.templates import render_for
@@ -173,23 +174,40 @@ def test_retokenising_a_tail_equals_tokenising_the_whole_text(make):
     tok, rng = make(), random.Random(1)
     retok = Retokenizer(tok)
     pieces = WORDS + [" " + w for w in WORDS] + [" ", "  ", "\n", "é", "€", "本", "😀", "x", "ab", "<s>"]
-    found = 0
     for _ in range(40):
         text = "<s>Q: " + "".join(rng.choice(pieces) for _ in range(3))
         tokens = retok.tokenize([text])[0]
         for _ in range(25):
             more = [rng.choice(pieces) for _ in range(3)]
-            ones = retok.one_token_appends(tokens, text, more)
-            for appended, (p, tail), one in zip(more, retok.branch([tokens] * 3, [text] * 3, more), ones):
+            for appended, (p, tail) in zip(more, retok.branch([tokens] * 3, [text] * 3, more)):
                 want = retok.tokenize([text + appended])[0].ids
                 assert tokens.ids[:p] + tail == want and (p == len(tokens) or tokens.ids[p] != want[p])
-                assert one is None or want == tokens.ids + [one]  # the shortcut of the common case
-                found += one is not None
             old, before = tokens, text
             text += "".join(rng.choice(pieces) for _ in range(rng.choice([0, 1, 1, 2])))
             shared, tokens = retok.update([old], [before], [text[len(before):]])[0]
             assert tokens == retok.tokenize([text])[0] and tokens.ids[:shared] == old.ids[:shared]
-    assert found > 100
+
+
+@pytest.mark.parametrize("guided_make, small_make", [(byte_bpe, sentencepiece_bpe), (sentencepiece_bpe, byte_bpe)])
+def test_a_guided_token_looked_up_as_one_small_token_is_what_retokenising_appends(guided_make, small_make):
+    """The shortcut of the common case (``OneTokenAppends``) against whole-text tokenisation, for
+    every guided token after texts that end in many characters (byte tokens and added ones too)."""
+    guided, small, rng = guided_make(), small_make(), random.Random(3)
+    retok = Retokenizer(small)
+    table = OneTokenAppends(Pieces(guided), retok.appends)
+    pieces = Pieces(guided).get(list(range(len(guided))))
+    everything = np.arange(len(guided))
+    found = 0
+    for _ in range(30):
+        text = "Q: " + " ".join(rng.choice(WORDS) for _ in range(3)) + rng.choice(["", "!", "é", " x", "s", ","])
+        tokens = retok.tokenize([text])[0]
+        if tokens.ids[-1] in retok.appends.added_ids:
+            continue
+        for token, one in zip(everything.tolist(), table.after(text[-1], everything).tolist()):
+            if one >= 0:
+                assert retok.tokenize([text + pieces[token]])[0].ids == tokens.ids + [one]
+                found += 1
+    assert found > 2 * len(guided)  # many answers: a test that never found one would prove nothing
 
 
 # --- next-token distributions -----------------------------------------------------------------------

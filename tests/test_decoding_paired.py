@@ -43,6 +43,8 @@ def test_paired_model_equals_both_models_through_a_padded_cached_pass(arch):
         assert torch.allclose(got[3 * half:3 * half + 3][real], want[real], atol=1e-5)
     # the separate models still compute the same, now from slices of the stacked weights
     assert torch.allclose(tuned(input_ids=ids, attention_mask=mask, position_ids=pos).logits, expect[0])
+    activations = {type(m).__name__ for m in paired.modules()} & {"NewGELUActivation", "FusedTanhGELU"}
+    assert activations == ({"FusedTanhGELU"} if arch == "gpt2" else set())  # GPT-2's in one fused operation
 
 
 def test_pairing_does_not_copy_the_weights():

@@ -35,7 +35,7 @@ from transformers import DynamicCache
 from ..templates import render_for
 from ..texts import common_prefix
 from ..value.model import head_at
-from .retokenize import Retokenizer, Tokens
+from .retokenize import OneTokenAppends, Retokenizer, Tokens
 from ..padding import left_pad
 from .streams import LM, Meter, forward_args, model_config, pad_id
 
@@ -326,12 +326,13 @@ class TextStream:
     (copy 0) and ``untuned`` (copy 1) from one feed; a value model one role from its own."""
 
     def __init__(self, roles: dict[str, tuple[Feed, int]], tokenizer, template: str, meter: Meter,
-                 retokenizer: Retokenizer | None = None):
+                 retokenizer: Retokenizer, one_token_appends: OneTokenAppends):
         if tokenizer.eos_token_id is None:
             raise ValueError("a model read across vocabularies needs a tokenizer with an EOS token")
         self.roles, self.tokenizer, self.template, self.meter = roles, tokenizer, template, meter
         self.feeds = list({id(feed): feed for feed, _ in roles.values()}.values())
-        self.retokenizer = retokenizer or Retokenizer(tokenizer)  # one per decoder keeps what it remembers
+        # one of each per decoder keeps what they remember across calls
+        self.retokenizer, self.one_token_appends = retokenizer, one_token_appends
         self.eos_id = tokenizer.eos_token_id
         self.source = self  # what ``Rows.select`` copies, once for all roles
 
@@ -493,47 +494,59 @@ class TextStream:
 
     def _candidates(self, rows, candidates: torch.Tensor, guided_eos: int | None, state: dict) -> dict:
         """Each candidate as ``(p, ids)``, its tokens after the ``p`` it shares with the row, and what
-        scoring them takes (``_score_plan``)."""
+        scoring them takes (``_score_plan``). Those that append one token after the row's are looked
+        up (``OneTokenAppends``) and read off the row's last kept output; the rest are re-tokenised."""
         n, k = candidates.shape
         finished = rows.finished.tolist()
-        cand = candidates.tolist()
-        queries = [(i, a) for i in range(n) if not finished[i] for a in cand[i] if a != guided_eos]
+        one = self._one_token_candidates(rows, candidates.numpy(force=True), guided_eos, finished, state)
+        cand, ones = candidates.tolist(), one.tolist()
+        queries = [(i, a) for i in range(n) if not finished[i]
+                   for a, o in zip(cand[i], ones[i]) if o < 0 and a != guided_eos]
         extended = iter(rows.extended_texts(queries))
         branch_of, rewritten = {}, []
-        one = [[-1] * k for _ in range(n)]  # a candidate that appends one token after the row's: that token
         at, old, old_text, appended = [], [], [], []  # the candidates to branch off their rows
-        scalar = self.feeds[0].head == "scalar"
         for i in range(n):
             if finished[i]:
                 continue
             tokens, text_i = state["tokens"][i], state["text"][i]
-            length = len(tokens.ids)
-            grows = []
-            for j, a in enumerate(cand[i]):
+            for j, (a, o) in enumerate(zip(cand[i], ones[i])):
+                if o >= 0:
+                    continue
                 if a == guided_eos:
-                    branch_of[i, j] = (length, [self.eos_id])
+                    branch_of[i, j] = (len(tokens.ids), [self.eos_id])
                     continue
                 extends, text = next(extended)
                 if not extends:
                     rewritten.append((i, j, text))
                 elif text:
-                    grows.append((j, text))
-                else:
-                    branch_of[i, j] = (length, [])
-            # the common case, read off the row's last kept output (``_score_plan`` would do the same)
-            reads = not scalar and state["boundary"][i] < length
-            ones = self.retokenizer.one_token_appends(tokens, text_i, [t for _, t in grows]) if reads else ()
-            for (j, text), token in zip(grows, ones or [None] * len(grows)):
-                if token is None:
                     at.append((i, j)), old.append(tokens), old_text.append(text_i), appended.append(text)
                 else:
-                    one[i][j] = token
+                    branch_of[i, j] = (len(tokens.ids), [])
         branch_of.update(zip(at, self.retokenizer.branch(old, old_text, appended)))
         for (i, j, _), tokens in zip(rewritten, self.retokenizer.tokenize(
                 [self.prompt_text[i] + text for i, _, text in rewritten])):
             p = common_prefix(state["tokens"][i].ids, tokens.ids)
             branch_of[i, j] = (p, tokens.ids[p:])
-        return self._score_plan(n, k, branch_of, _longs(one).view(n, k), state)
+        return self._score_plan(n, k, branch_of, torch.from_numpy(one), state)
+
+    def _one_token_candidates(self, rows, candidates: np.ndarray, guided_eos: int | None, finished: list[bool],
+                              state: dict) -> np.ndarray:
+        """[n, k]: the one token each candidate appends after all of its row's (-1: not known so; the
+        guided EOS appends this tokenizer's EOS, see ``_candidates``). Read off the row's last kept
+        output, so only for a model that scores a token from the output before it, and rows whose
+        response has begun in this tokenizer."""
+        one = np.full(candidates.shape, OneTokenAppends.NONE, dtype=np.int64)
+        if self.feeds[0].head == "scalar":
+            return one
+        added = self.retokenizer.appends.added_ids
+        for i, tokens in enumerate(state["tokens"]):
+            if (finished[i] or state["boundary"][i] >= len(tokens.ids) or tokens.ids[-1] in added
+                    or not rows.whole_text(i)):
+                continue
+            one[i] = self.one_token_appends.after(state["text"][i][-1], candidates[i])
+        if guided_eos is not None:
+            one[candidates == guided_eos] = OneTokenAppends.NONE
+        return one
 
     def _score_plan(self, n: int, k: int, branch_of: dict, one: torch.Tensor, state: dict) -> dict:
         """The columns to feed and, per scored token, where its score is read (``source``: a kept

@@ -146,6 +146,14 @@ class ResponseText:
     def ids(self, i: int) -> list[int]:
         return self.rows[i].ids
 
+    def whole(self, i: int) -> bool:
+        """Whether row ``i``'s ``u`` is its whole decode and not empty: then a token with a piece
+        (``Pieces``) appends its piece."""
+        row = self.rows[i]
+        if not row.fresh:
+            self._refresh(row)
+        return row.read == len(row.ids) and bool(row.base)
+
     def text(self, i: int, finished: bool = False) -> str:
         """``u`` of row ``i``."""
         row = self.rows[i]
@@ -193,11 +201,7 @@ class ResponseText:
         or, where it does not extend ``u`` (invalid bytes rewritten), ``(False, the new u)``. The
         rows stay as they are; a token with a piece (``Pieces``) after a row whose ``u`` is its whole
         decode, not empty, appends its piece; the others' window decodes go through one ``decode_batch``."""
-        rows = self.rows
-        for i in {i for i, _ in queries}:
-            if not rows[i].fresh:
-                self._refresh(rows[i])
-        whole = {i for i, _ in queries if rows[i].read == len(rows[i].ids) and rows[i].base}
+        whole = {i for i in {i for i, _ in queries} if self.whole(i)}
         out = [(True, piece) if piece is not None and i in whole else None
                for (i, _), piece in zip(queries, self.pieces.get([token for _, token in queries]))]
         rest = [n for n, result in enumerate(out) if result is None]

@@ -8,6 +8,11 @@ of its batch go through the tuned weights, rows ``[N, 2N)`` through the untuned 
 without weights (attention, rotary embeddings, masks, the KV cache) is per row already, so it is
 shared as is. One call of the pair does the module calls of one small model.
 
+GPT-2's activation (transformers' ``NewGELUActivation``: the tanh approximation of GELU written
+as seven tensor operations) becomes torch's one fused ``gelu(approximate="tanh")``, the same function
+to within a float rounding (2e-7), at less than half the cost: with the padded candidate columns of
+guidance across vocabularies it was a fifth of a small pass.
+
 The two models' parameters are re-pointed at slices of the stacked storage, so memory is not
 doubled (build the pair where the models will run: it is not meant to be moved). Models that
 cannot be paired (other module types with weights, different shapes, devices or dtypes, token
@@ -100,6 +105,16 @@ class PairedRMSNorm(nn.Module):
         return (self._w * _halves(h.to(x.dtype))).view(x.shape)
 
 
+class FusedTanhGELU(nn.Module):
+    """GPT-2's GELU (the tanh approximation) in one fused operation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x, approximate="tanh")
+
+
+# Activations computed, to within a rounding, by FusedTanhGELU.
+TANH_GELUS = {"NewGELUActivation"}
+
 # Llama-family norms that compute exactly what PairedRMSNorm does.
 RMS_NORMS = {"LlamaRMSNorm", "MistralRMSNorm", "MixtralRMSNorm", "Qwen2RMSNorm"}
 
@@ -169,6 +184,10 @@ def pair_models(tuned: nn.Module, untuned: nn.Module) -> nn.Module:
         parent_name, _, attr = name.rpartition(".")
         parent = paired.get_submodule(parent_name)
         setattr(parent, attr, _paired_leaf(module, stacker(*originals[name])))
+    for name, module in list(paired.named_modules()):
+        if type(module).__name__ in TANH_GELUS:
+            parent_name, _, attr = name.rpartition(".")
+            setattr(paired.get_submodule(parent_name), attr, FusedTanhGELU())
     _probe(paired, tuned, untuned)
     return paired.eval()
 

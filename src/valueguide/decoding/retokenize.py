@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..texts import common_prefix
 
 MARGIN = 1  # tokens a first window reaches back (then 4, 16, ...)
@@ -142,6 +144,47 @@ class Appends:
         return [self._tails[key] for key in keys]
 
 
+class OneTokenAppends:
+    """Which small token each guided token appends after a text that ends in a given character.
+
+    Token-level guidance across vocabularies asks, at every step, what each of a row's k candidate
+    tokens does to the row's tokens in the small tokenizer. Mostly it appends one token and changes
+    nothing before it: where the guided row's text is whole (a candidate appends its piece,
+    ``Pieces``), the small tokens end in no added token and the point between the text's last
+    character and the piece is hard (``Appends``), that token depends on the character and the
+    candidate alone. It is kept per character as an array over the guided vocabulary, so that a
+    row's k candidates are looked up in one indexing, without a Python step per candidate."""
+
+    UNKNOWN, NONE = -2, -1
+
+    def __init__(self, pieces, appends: Appends):
+        self.pieces, self.appends = pieces, appends
+        self._by_end: dict[str, np.ndarray] = {}
+
+    def after(self, end: str, tokens: np.ndarray) -> np.ndarray:
+        """For each guided token in ``tokens`` (ids, [k]): the one small token it appends after a text
+        that ends in the character ``end`` as said above, or -1 (it appends none, or more than one,
+        or changes tokens before)."""
+        table = self._by_end.get(end)
+        top = int(tokens.max(initial=0)) + 1
+        if table is None or len(table) < top:
+            grown = np.full(max(top, 2 * len(table) if table is not None else top), self.UNKNOWN, dtype=np.int64)
+            if table is not None:
+                grown[:len(table)] = table
+            table = self._by_end[end] = grown
+        found = table[tokens]
+        unknown = found == self.UNKNOWN
+        if unknown.any():
+            missing = np.unique(tokens[unknown]).tolist()
+            pieces = self.pieces.get(missing)
+            tails = self.appends.after(end, [piece or "" for piece in pieces])
+            for token, piece, tail in zip(missing, pieces, tails):
+                one = piece and tail is not None and len(tail[0]) == 1
+                table[token] = tail[0][0] if one else self.NONE
+            found = table[tokens]
+        return found
+
+
 class Retokenizer:
     """Tokenises texts with a fast tokenizer (no special tokens added) and keeps them current."""
 
@@ -178,15 +221,6 @@ class Retokenizer:
         for o, (j, c0, (ids, starts, ends), k) in zip(old, self._resolve(old, old_texts, appended)):
             out.append((j, o.head(j) + Tokens(ids[k:], [a + c0 for a in starts[k:]], [b + c0 for b in ends[k:]])))
         return out
-
-    def one_token_appends(self, old: Tokens, old_text: str, appended: list[str]) -> list[int | None]:
-        """For each text appended to ``old_text`` (tokenised as ``old``): the one token it adds after all
-        of ``old``, where ``branch`` would give ``(len(old), [that token])`` by a hard point; else None.
-        Remembered per (last character, appended text): most candidates of token-level guidance end here."""
-        if not old_text or not old.ids or old.ids[-1] in self.appends.added_ids:
-            return [None] * len(appended)
-        return [tail[0][0] if tail is not None and len(tail[0]) == 1 else None
-                for tail in self.appends.after(old_text[-1], appended)]
 
     def branch(self, old: list[Tokens], old_texts: list[str], appended: list[str]) -> list[tuple[int, list[int]]]:
         """For each ``old_text + appended`` (``old_text`` tokenised as ``old``): ``(p, ids)`` with its

@@ -17,7 +17,7 @@ import torch
 
 from ..templates import render_for
 from .aligned import Feed, ReencodedTextStream, TextStream
-from .retokenize import Retokenizer
+from .retokenize import OneTokenAppends, Retokenizer
 from .detokenize import Pieces, ResponseText
 from .paired import PairingError, pair_models
 from .sampler import Sampling, draw
@@ -114,6 +114,10 @@ class Rows:
         """``u``: the response text of ``row``, an incomplete last character held back unless finished."""
         return self.response_texts.text(row, finished)
 
+    def whole_text(self, row: int) -> bool:
+        """Whether ``u`` of ``row`` is its whole decode, not empty (see ``ResponseText.whole``)."""
+        return self.response_texts.whole(row)
+
     def extended_texts(self, queries: list[tuple[int, int]]) -> list[tuple[bool, str]]:
         """``u`` after one more token, for each ``(row, token)``: ``(True, what it appends)`` or
         ``(False, the new u)`` (see ``ResponseText.extended``)."""
@@ -190,12 +194,13 @@ class Decoder:
         if self.text_roles & set(members):
             log.info("across vocabularies, read as text in their own tokens: %s",
                      ", ".join(sorted(self.text_roles & set(members))))
-        self._retokenizers = {role: Retokenizer(members[role].tokenizer) for role in self.text_roles
-                              if role in members and use_cache}
         missing = set(self._roles()) - set(members)
         if missing:
             raise ValueError(f"the method needs models for roles {sorted(missing)}")
         self._pieces = Pieces(members["guided"].tokenizer)  # what the guided tokens append, kept across calls
+        self._retokenizers = {role: Retokenizer(members[role].tokenizer) for role in self.text_roles
+                              if role in members and use_cache}
+        self._one_token_appends = {role: OneTokenAppends(self._pieces, r.appends) for role, r in self._retokenizers.items()}
         self.paired = self._pair() if pair_small and set(PAIR) <= set(self._roles()) else None
 
     def _pair(self):
@@ -222,13 +227,13 @@ class Decoder:
         if not self.use_cache:
             return ReencodedTextStream({r: self.members[r].model for r in roles}, member.kind, member.tokenizer,
                                        member.template, meter)
-        retokenizer = self._retokenizers[roles[0]]
+        kept = self._retokenizers[roles[0]], self._one_token_appends[roles[0]]
         if roles == PAIR and self.paired is not None:
             feed = Feed(self.paired, LM, copies=2)
             return TextStream({"tuned": (feed, 0), "untuned": (feed, 1)}, member.tokenizer, member.template, meter,
-                              retokenizer)
+                              *kept)
         return TextStream({r: (Feed(self.members[r].model, member.kind), 0) for r in roles}, member.tokenizer,
-                          member.template, meter, retokenizer)
+                          member.template, meter, *kept)
 
     def _start(self, prompts: list[str], per_prompt: int) -> Rows:
         meter, streams, roles = Meter(), {}, self._roles()
