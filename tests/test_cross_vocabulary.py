@@ -191,19 +191,23 @@ def test_retokenising_a_tail_equals_tokenising_the_whole_text(make):
 @pytest.mark.parametrize("guided_make, small_make", [(byte_bpe, sentencepiece_bpe), (sentencepiece_bpe, byte_bpe)])
 def test_a_guided_token_looked_up_as_one_small_token_is_what_retokenising_appends(guided_make, small_make):
     """The shortcut of the common case (``OneTokenAppends``) against whole-text tokenisation, for
-    every guided token after texts that end in many characters (byte tokens and added ones too)."""
+    every guided token after texts that end in many characters (byte tokens and added ones too),
+    looked up for all texts at once and then one by one from what the table holds."""
     guided, small, rng = guided_make(), small_make(), random.Random(3)
     retok = Retokenizer(small)
     table = OneTokenAppends(Pieces(guided), retok.appends)
     pieces = Pieces(guided).get(list(range(len(guided))))
-    everything = np.arange(len(guided))
+    texts = ["Q: " + " ".join(rng.choice(WORDS) for _ in range(3)) + rng.choice(["", "!", "é", " x", "s", ","])
+             for _ in range(30)]
+    texts = [t for t in texts if retok.tokenize([t])[0].ids[-1] not in retok.appends.added_ids]
+    rows = rng.sample(range(len(guided)), len(guided))  # each text asks the vocabulary in its own order
+    asked = np.array([rows[i:] + rows[:i] for i in range(len(texts))])
+    at_once = table.after([t[-1] for t in texts], asked)
     found = 0
-    for _ in range(30):
-        text = "Q: " + " ".join(rng.choice(WORDS) for _ in range(3)) + rng.choice(["", "!", "é", " x", "s", ","])
+    for text, tokens_asked, ones in zip(texts, asked, at_once):
         tokens = retok.tokenize([text])[0]
-        if tokens.ids[-1] in retok.appends.added_ids:
-            continue
-        for token, one in zip(everything.tolist(), table.after(text[-1], everything).tolist()):
+        assert (table.after([text[-1]], tokens_asked[None, :])[0] == ones).all()
+        for token, one in zip(tokens_asked.tolist(), ones.tolist()):
             if one >= 0:
                 assert retok.tokenize([text + pieces[token]])[0].ids == tokens.ids + [one]
                 found += 1

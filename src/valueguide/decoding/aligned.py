@@ -522,7 +522,12 @@ class TextStream:
                     at.append((i, j)), old.append(tokens), old_text.append(text_i), appended.append(text)
                 else:
                     branch_of[i, j] = (len(tokens.ids), [])
-        branch_of.update(zip(at, self.retokenizer.branch(old, old_text, appended)))
+        reads = self._reads_one(state)
+        for (i, j), (p, ids) in zip(at, self.retokenizer.branch(old, old_text, appended)):
+            if len(ids) == 1 and reads[i] and p == len(state["tokens"][i].ids):
+                one[i, j] = ids[0]
+            else:
+                branch_of[i, j] = (p, ids)
         for (i, j, _), tokens in zip(rewritten, self.retokenizer.tokenize(
                 [self.prompt_text[i] + text for i, _, text in rewritten])):
             p = common_prefix(state["tokens"][i].ids, tokens.ids)
@@ -531,22 +536,27 @@ class TextStream:
 
     def _one_token_candidates(self, rows, candidates: np.ndarray, guided_eos: int | None, finished: list[bool],
                               state: dict) -> np.ndarray:
-        """[n, k]: the one token each candidate appends after all of its row's (-1: not known so; the
-        guided EOS appends this tokenizer's EOS, see ``_candidates``). Read off the row's last kept
-        output, so only for a model that scores a token from the output before it, and rows whose
-        response has begun in this tokenizer."""
+        """[n, k]: the one token each candidate appends after all of its row's, where the lookup
+        knows it and the row reads it (``_reads_one``); -1 elsewhere (the guided EOS appends this
+        tokenizer's EOS, see ``_candidates``)."""
         one = np.full(candidates.shape, OneTokenAppends.NONE, dtype=np.int64)
-        if self.feeds[0].head == "scalar":
-            return one
         added = self.retokenizer.appends.added_ids
-        for i, tokens in enumerate(state["tokens"]):
-            if (finished[i] or state["boundary"][i] >= len(tokens.ids) or tokens.ids[-1] in added
-                    or not rows.whole_text(i)):
-                continue
-            one[i] = self.one_token_appends.after(state["text"][i][-1], candidates[i])
+        looked_up = [i for i, (tokens, reads) in enumerate(zip(state["tokens"], self._reads_one(state)))
+                     if not finished[i] and reads and tokens.ids[-1] not in added and rows.whole_text(i)]
+        if looked_up:
+            one[looked_up] = self.one_token_appends.after([state["text"][i][-1] for i in looked_up],
+                                                          candidates[looked_up])
         if guided_eos is not None:
             one[candidates == guided_eos] = OneTokenAppends.NONE
         return one
+
+    def _reads_one(self, state: dict) -> list[bool]:
+        """Per row: whether a candidate that appends one token after the row's is read off the row's
+        last kept output: with a model that scores a token from the output before it, once the
+        response has begun in this tokenizer (the sum then runs from the row's boundary)."""
+        if self.feeds[0].head == "scalar":
+            return [False] * len(state["tokens"])
+        return [b < len(t.ids) for b, t in zip(state["boundary"], state["tokens"])]
 
     def _score_plan(self, n: int, k: int, branch_of: dict, one: torch.Tensor, state: dict) -> dict:
         """The columns to feed and, per scored token, where its score is read (``source``: a kept

@@ -152,37 +152,51 @@ class OneTokenAppends:
     nothing before it: where the guided row's text is whole (a candidate appends its piece,
     ``Pieces``), the small tokens end in no added token and the point between the text's last
     character and the piece is hard (``Appends``), that token depends on the character and the
-    candidate alone. It is kept per character as an array over the guided vocabulary, so that a
-    row's k candidates are looked up in one indexing, without a Python step per candidate."""
+    candidate alone. It is kept as one table, a row per character and a column per guided token,
+    so that the candidates of every row are looked up in one indexing, without a Python step each."""
 
     UNKNOWN, NONE = -2, -1
 
     def __init__(self, pieces, appends: Appends):
         self.pieces, self.appends = pieces, appends
-        self._by_end: dict[str, np.ndarray] = {}
+        self._row_of: dict[str, int] = {}  # character -> its row of the table
+        self._table = np.full((0, 0), self.UNKNOWN, dtype=np.int64)
 
-    def after(self, end: str, tokens: np.ndarray) -> np.ndarray:
-        """For each guided token in ``tokens`` (ids, [k]): the one small token it appends after a text
-        that ends in the character ``end`` as said above, or -1 (it appends none, or more than one,
-        or changes tokens before)."""
-        table = self._by_end.get(end)
+    def after(self, ends: list[str], tokens: np.ndarray) -> np.ndarray:
+        """For each guided token ``tokens[i, j]`` ([n, k] ids): the one small token it appends after a
+        text that ends in the character ``ends[i]`` as said above, or -1 (it appends none, or more
+        than one, or changes tokens before)."""
+        rows = np.array([self._row(end) for end in ends], dtype=np.int64)
         top = int(tokens.max(initial=0)) + 1
-        if table is None or len(table) < top:
-            grown = np.full(max(top, 2 * len(table) if table is not None else top), self.UNKNOWN, dtype=np.int64)
-            if table is not None:
-                grown[:len(table)] = table
-            table = self._by_end[end] = grown
-        found = table[tokens]
+        if self._table.shape[1] < top:
+            self._grow(self._table.shape[0], max(top, 2 * self._table.shape[1]))
+        found = self._table[rows[:, None], tokens]
         unknown = found == self.UNKNOWN
         if unknown.any():
-            missing = np.unique(tokens[unknown]).tolist()
-            pieces = self.pieces.get(missing)
-            tails = self.appends.after(end, [piece or "" for piece in pieces])
-            for token, piece, tail in zip(missing, pieces, tails):
-                one = piece and tail is not None and len(tail[0]) == 1
-                table[token] = tail[0][0] if one else self.NONE
-            found = table[tokens]
+            for i in np.flatnonzero(unknown.any(1)).tolist():
+                self._fill(int(rows[i]), ends[i], np.unique(tokens[i][unknown[i]]).tolist())
+            found = self._table[rows[:, None], tokens]
         return found
+
+    def _row(self, end: str) -> int:
+        row = self._row_of.get(end)
+        if row is None:
+            row = self._row_of[end] = len(self._row_of)
+            if row >= self._table.shape[0]:
+                self._grow(max(2 * row, 8), self._table.shape[1])
+        return row
+
+    def _grow(self, n_rows: int, n_columns: int) -> None:
+        grown = np.full((n_rows, n_columns), self.UNKNOWN, dtype=np.int64)
+        grown[:self._table.shape[0], :self._table.shape[1]] = self._table
+        self._table = grown
+
+    def _fill(self, row: int, end: str, missing: list[int]) -> None:
+        pieces = self.pieces.get(missing)
+        tails = self.appends.after(end, [piece or "" for piece in pieces])
+        for token, piece, tail in zip(missing, pieces, tails):
+            one = piece and tail is not None and len(tail[0]) == 1
+            self._table[row, token] = tail[0][0] if one else self.NONE
 
 
 class Retokenizer:
