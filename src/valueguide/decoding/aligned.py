@@ -417,9 +417,9 @@ class TextStream:
     @staticmethod
     def _trunk(starts: list[int], feeds: list[list[int]], keep_first: list[bool]) -> Trunk:
         width = max(len(f) for f in feeds)
-        ids = torch.tensor([f + [0] * (width - len(f)) for f in feeds], dtype=torch.long).view(len(feeds), width)
-        real = torch.arange(width)[None, :] < torch.tensor([len(f) for f in feeds])[:, None]
-        return Trunk(ids, torch.tensor(starts), real, torch.tensor(keep_first))
+        ids = _longs([t for f in feeds for t in f + [0] * (width - len(f))]).view(len(feeds), width)
+        real = torch.arange(width)[None, :] < _longs([len(f) for f in feeds])[:, None]
+        return Trunk(ids, _longs(starts), real, _longs(keep_first).bool())
 
     def _commit(self, state: dict) -> None:
         for name, values in state.items():
@@ -489,8 +489,9 @@ class TextStream:
                                 feed.scores_at(None, torch.full_like(plan["one"], KEEP - 1), plan["one"].clamp(min=0)))
             feed.compact()
         self._commit(state)
-        return ({role: self._candidate_values(feed, copy, scores[id(feed)], plan, new_len)
-                 for role, (feed, copy) in self.roles.items()}, self._current())
+        values = {role: self._candidate_values(feed, copy, scores[id(feed)], plan, new_len)
+                  for role, (feed, copy) in self.roles.items()}
+        return {role: after for role, (after, _) in values.items()}, {role: now for role, (_, now) in values.items()}
 
     def _candidates(self, rows, candidates: torch.Tensor, guided_eos: int | None, state: dict) -> dict:
         """Each candidate as ``(p, ids)``, its tokens after the ``p`` it shares with the row, and what
@@ -613,22 +614,25 @@ class TextStream:
                 "last": grid(last), "at_zero": grid(at_zero).bool(), "active": active}
 
     def _candidate_values(self, feed: Feed, copy: int, token_scores: tuple[torch.Tensor, torch.Tensor], plan: dict,
-                          length: torch.Tensor) -> torch.Tensor:
+                          length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The role's score with each candidate ([N, k]) and, as ``_current`` gives it, now ([N]), from
+        the same sums: a candidate that adds nothing scores exactly as the row does."""
         scores = self._rows_of(feed.scores, copy).cpu()
         scored, one_scores = (self._rows_of(t, copy).cpu() for t in token_scores)
         n, k = plan["lo"].shape
         reads = plan["one"] >= 0
         if feed.head == "lm":
             cumulative = torch.cat([torch.zeros((n, 1)), scores.cumsum(1)], 1)
+            now = cumulative.gather(1, length[:, None]) - cumulative.gather(1, _longs(self.boundary)[:, None])
             values = cumulative.gather(1, plan["hi"]) - cumulative.gather(1, plan["lo"])
             counted = torch.where(plan["include"], scored, 0.0)
             values = values.scatter_add(1, plan["candidate"].clamp(min=0), counted)
             values = values + torch.where(reads, one_scores, 0.0)
         else:
-            current = scores.gather(1, (length - 1).clamp(min=0)[:, None]).expand(n, k)
+            now = scores.gather(1, (length - 1).clamp(min=0)[:, None])
             at_last = torch.where(plan["at_zero"], 0.0, scored.gather(1, plan["last"].clamp(min=0)))
-            values = torch.where(reads, one_scores, torch.where(plan["last"] >= 0, at_last, current))
-        return torch.where(plan["active"][:, None], values, 0.0)
+            values = torch.where(reads, one_scores, torch.where(plan["last"] >= 0, at_last, now.expand(n, k)))
+        return torch.where(plan["active"][:, None], values, 0.0), now.squeeze(1)
 
     def _rows_of(self, tensor: torch.Tensor, copy: int) -> torch.Tensor:
         n = len(self.text)

@@ -177,6 +177,12 @@ class ResponseText:
     def _refresh(self, row: _Row) -> None:
         row.fresh = True
         n = len(row.ids)
+        if n == row.read + 1 and row.base and row.window:  # one token after a whole text: its piece, if any
+            piece = self.pieces.get(row.ids[-1:])[0]
+            if piece is not None:
+                row.read, row.base, row.window = n, row.base + piece, row.window + piece
+                row.full = row.base
+                return
         for m in range(n, row.read, -1):  # the last point where the decode ends whole
             tail = self._decode(row.ids[row.start:m])
             full, windowed = self._full(row, tail, row.ids[:m])
