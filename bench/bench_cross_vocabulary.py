@@ -17,7 +17,12 @@ CPU time per sampled token over plain sampling of the same number of rows, timed
 (candidate tokens of token-level guidance apart, "cand/tok"); "own/tok" how many of its own tokens
 the same texts take per guided token, the floor for "fed/tok".
 
-    python bench/bench_cross_vocabulary.py [--shape 4x128] [--tokens 40] [--repeats 10] [--out bench.json]
+With ``--parts``, each chosen method is then run again with a timer around the guided model's
+steps, the small models' passes, the planning of what to feed and read, and the reading of
+scores (``step_parts.py``): CPU milliseconds per generation, inclusive, and as a multiple of plain
+sampling's whole generation, to show where a method's cost over plain sampling goes.
+
+    python bench/bench_cross_vocabulary.py [--shape 4x128] [--tokens 40] [--repeats 10] [--parts] [--out bench.json]
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the to
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_decoding import SHAPES, time_runs  # noqa: E402
+from step_parts import time_parts  # noqa: E402
 from toy_tokenizers import train_byte_bpe, train_sentencepiece_bpe  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from valueguide.decoding import Member, Sampling, build_decoder  # noqa: E402
+from valueguide.decoding import aligned, search, streams  # noqa: E402
 from valueguide.value.model import ValueModel  # noqa: E402
 from valueguide.world import lm as world_lm  # noqa: E402
 from valueguide.world.corpus import make_reviews  # noqa: E402
@@ -58,6 +65,16 @@ CASES = {
 }
 TARGETS = {"cbs explicit 4,4,5": 1.3, "eft k20": 2.5, "ivg 4,4,5 k20": 2.5}
 TEMPLATE = "Review: {prompt}"
+# what --parts times (inclusive: "feeding" holds "small models' passes")
+PARTS = {"guided model's steps": (streams.Stream, "sync"),
+         "scores of candidates (token level)": (aligned.TextStream, "candidate_scores"),
+         "scores of rows (chunk level)": (aligned.TextStream, "response_scores"),
+         "re-tokenising the rows' new text": (aligned.TextStream, "_plan"),
+         "planning what candidates feed and read": (aligned.TextStream, "_candidates"),
+         "feeding (pass, masks, kept outputs)": (aligned.Feed, "advance"),
+         "small models' passes": (aligned.Feed, "_forward"),
+         "reading candidates' scores": (aligned.TextStream, "_candidate_values"),
+         "selecting CBS rows": (search.Rows, "select")}
 PRETRAIN = {"steps": 150, "batch_size": 32, "lr": 3e-3}  # the tiny world's pretraining
 
 
@@ -111,6 +128,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--naive-repeats", type=int, default=2, help="timed runs of each full re-encoding")
     parser.add_argument("--methods", help="comma-separated beginnings of method names, e.g. 'eft,ivg' "
                                           "(their baselines run too)")
+    parser.add_argument("--parts", action="store_true", help="then time each method's parts (see above)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="also write the table as JSON here")
     args = parser.parse_args(argv)
@@ -146,9 +164,29 @@ def main(argv=None) -> dict:
                         for role, v in r["tokens_per_sampled"].items()) or "-"
         print(f"{r['method']:32s} {r['tokens_per_s']:6.0f} {r['ratio']:7.2f} {r['median_ratio']:6.2f} {target:>6s}  {fed}")
     report = {"shape": SHAPES[args.shape], "own_per_guided": granularity, "methods": rows}
+    if args.parts:
+        report["parts"] = print_parts(runs, baseline)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     return report
+
+
+def print_parts(runs: dict, baseline: dict) -> dict:
+    """``time_parts`` of every method run incrementally, in ms per generation and x plain."""
+    plain = {name: time_parts(*runs[(name, True)], {})["total"] for name in ("plain x1", "plain x16")
+             if (name, True) in runs}
+    out = {}
+    for (name, cached), (decoder, prompts) in runs.items():
+        base = baseline[(name, cached)]
+        if not cached or not base:
+            continue
+        parts = time_parts(decoder, prompts, PARTS)
+        out[name] = {"plain_ms": plain[base] * 1e3, **{label: v * 1e3 for label, v in parts.items()}}
+        print(f"\n{name}: CPU ms per generation (x {base}), inclusive")
+        for label, seconds in [("total", parts["total"]), *((k, parts[k]) for k in PARTS if k in parts)]:
+            print(f"  {label:42s} {seconds * 1e3:8.1f}  {seconds / plain[base]:5.2f}")
+        print(f"  {base:42s} {plain[base] * 1e3:8.1f}  {1:5.2f}")
+    return out
 
 
 if __name__ == "__main__":
