@@ -160,7 +160,7 @@ class OneTokenAppends:
     def __init__(self, pieces, appends: Appends):
         self.pieces, self.appends = pieces, appends
         self._row_of: dict[str, int] = {}  # character -> its row of the table
-        self._table = np.full((0, 0), self.UNKNOWN, dtype=np.int64)
+        self._table = np.full((0, 0), self.UNKNOWN, dtype=np.int32)  # a row per character: 4 bytes a token
 
     def after(self, ends: list[str], tokens: np.ndarray) -> np.ndarray:
         """For each guided token ``tokens[i, j]`` ([n, k] ids): the one small token it appends after a
@@ -187,7 +187,7 @@ class OneTokenAppends:
         return row
 
     def _grow(self, n_rows: int, n_columns: int) -> None:
-        grown = np.full((n_rows, n_columns), self.UNKNOWN, dtype=np.int64)
+        grown = np.full((n_rows, n_columns), self.UNKNOWN, dtype=np.int32)
         grown[:self._table.shape[0], :self._table.shape[1]] = self._table
         self._table = grown
 
