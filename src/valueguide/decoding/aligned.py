@@ -104,8 +104,11 @@ class Ragged:
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``x[b, index[b, t], ...]`` ([B, T, ...]): positions of each row, with what lies at them."""
-    return x[torch.arange(x.shape[0], device=x.device)[:, None], index]
+    """``x[b, index[b, t], ...]`` ([B, T, ...]): positions of each row, with what lies at them. One
+    ``index_select`` over the flattened rows: about half the cost of indexing with two tensors."""
+    rows, width = x.shape[:2]
+    flat = (index + torch.arange(rows, device=x.device)[:, None] * width).flatten()
+    return x.reshape(rows * width, *x.shape[2:]).index_select(0, flat).view(*index.shape, *x.shape[2:])
 
 
 class Feed:
@@ -207,12 +210,13 @@ class Feed:
         old_len, new_len = self._tile(old_len.to(self.device)), self._tile(new_len.to(self.device))
         width = t_ids.shape[1]
         t_pos = start[:, None] + torch.arange(width, device=self.device)[None, :]
-        self.live = self.live & (self._positions() < start[:, None])  # the roll-back
+        positions = self._positions()  # the roll-back kills the last live columns: the others keep theirs
+        self.live = self.live & (positions < start[:, None])
         if branches is None:
             attention, ids, pos, read = torch.cat([self.live, t_real], 1), t_ids, t_pos, t_real
         else:
             b_ids, b_pos = self._tile(branches.ids.to(self.device)), self._tile(branches.pos.to(self.device))
-            attention = self._tree_mask(t_real, t_pos, branches)
+            attention = self._tree_mask(positions, t_real, t_pos, branches)
             ids, pos = torch.cat([t_ids, b_ids], 1), torch.cat([t_pos, b_pos], 1)
             read = torch.cat([t_real, self._tile(branches.branch.to(self.device)) >= 0], 1)
         out = self._forward(ids, attention, pos, read=read)
@@ -249,7 +253,8 @@ class Feed:
         if self.head == "scalar":
             scores = out
         else:
-            first = self.score_of(self._kept_at(old_len, pos[:, :1] - 1), None, ids[:, :1])
+            # the output before the first token is a kept one (or garbage, never written: see below)
+            first = self._read(self.tail, (KEEP - old_len[:, None] + pos[:, :1] - 1).clamp(0, KEEP - 1), ids[:, :1])
             scores = torch.cat([first, self.score_of(out[:, :-1], None, ids[:, 1:])], 1)
         write = real.clone()
         if self.head != "scalar":  # a re-fed token keeps its score; position 0 has none (stays 0)
@@ -266,17 +271,13 @@ class Feed:
         below = (keep_pos < start[:, None]).view(*keep_pos.shape, *[1] * (out.dim() - 2))
         self.tail = torch.where(below, kept, fed)
 
-    def _kept_at(self, length: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """The kept outputs at ``positions`` ([B, T]) of rows of ``length`` ([B, T, ...]); what is not
-        kept reads garbage (the caller knows)."""
-        return _take(self.tail, (KEEP - length[:, None] + positions).clamp(0, KEEP - 1))
-
-    def _tree_mask(self, t_real, t_pos, branches: Branches) -> torch.Tensor:
+    def _tree_mask(self, positions, t_real, t_pos, branches: Branches) -> torch.Tensor:
         """Who attends to whom in a pass of trunk tokens then branch tokens (4D, [B, 1, Q, K]).
 
         Trunk tokens see the live columns before them; a branch token sees the live and trunk columns
-        before its branch point and the earlier tokens of its own branch; every query sees itself."""
-        live_pos = torch.where(self.live, self._positions(), torch.iinfo(torch.long).max)
+        before its branch point and the earlier tokens of its own branch; every query sees itself.
+        ``positions``: the cache columns' own positions (``_positions``), read where they are live."""
+        live_pos = torch.where(self.live, positions, torch.iinfo(torch.long).max)
         key_pos = torch.cat([live_pos, torch.where(t_real, t_pos, torch.iinfo(torch.long).max)], 1)  # [B, K0]
         b_branch, b_step, b_limit = (self._tile(x.to(self.device)) for x in
                                      (branches.branch, branches.step, branches.limit))
