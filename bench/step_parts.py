@@ -13,6 +13,8 @@ import gc
 import time
 from collections import Counter
 
+import torch
+
 
 @contextlib.contextmanager
 def _timed(parts: dict[str, tuple[object, str]], seconds: Counter):
@@ -40,8 +42,6 @@ def _timed(parts: dict[str, tuple[object, str]], seconds: Counter):
 def time_parts(decoder, prompts: list[str], parts: dict[str, tuple[object, str]], runs: int = 5) -> dict[str, float]:
     """CPU seconds per generation of ``decoder`` on ``prompts`` (``"total"``) and inside each part
     (label -> (class or module, function name)), over ``runs`` runs after a warm-up, seed 0 each."""
-    import torch
-
     decoder.generate(prompts, torch.Generator().manual_seed(0))
     seconds: Counter = Counter()
     gc.collect()

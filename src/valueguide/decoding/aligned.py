@@ -500,7 +500,8 @@ class TextStream:
         up (``OneTokenAppends``) and read off the row's last kept output; the rest are re-tokenised."""
         n, k = candidates.shape
         finished = rows.finished.tolist()
-        one = self._one_token_candidates(rows, candidates.numpy(force=True), guided_eos, finished, state)
+        reads = self._reads_one(state)
+        one = self._one_token_candidates(rows, candidates.numpy(force=True), guided_eos, finished, reads, state)
         cand, ones = candidates.tolist(), one.tolist()
         queries = [(i, a) for i in range(n) if not finished[i]
                    for a, o in zip(cand[i], ones[i]) if o < 0 and a != guided_eos]
@@ -524,7 +525,6 @@ class TextStream:
                     at.append((i, j)), old.append(tokens), old_text.append(text_i), appended.append(text)
                 else:
                     branch_of[i, j] = (len(tokens.ids), [])
-        reads = self._reads_one(state)
         for (i, j), (p, ids) in zip(at, self.retokenizer.branch(old, old_text, appended)):
             if len(ids) == 1 and reads[i] and p == len(state["tokens"][i].ids):
                 one[i, j] = ids[0]
@@ -537,14 +537,14 @@ class TextStream:
         return self._score_plan(n, k, branch_of, torch.from_numpy(one), state)
 
     def _one_token_candidates(self, rows, candidates: np.ndarray, guided_eos: int | None, finished: list[bool],
-                              state: dict) -> np.ndarray:
+                              reads: list[bool], state: dict) -> np.ndarray:
         """[n, k]: the one token each candidate appends after all of its row's, where the lookup
-        knows it and the row reads it (``_reads_one``); -1 elsewhere (the guided EOS appends this
-        tokenizer's EOS, see ``_candidates``)."""
+        knows it and the row reads it (``reads``, see ``_reads_one``); -1 elsewhere (the guided EOS
+        appends this tokenizer's EOS, see ``_candidates``)."""
         one = np.full(candidates.shape, OneTokenAppends.NONE, dtype=np.int64)
         added = self.retokenizer.appends.added_ids
-        looked_up = [i for i, (tokens, reads) in enumerate(zip(state["tokens"], self._reads_one(state)))
-                     if not finished[i] and reads and tokens.ids[-1] not in added and rows.whole_text(i)]
+        looked_up = [i for i, (tokens, read) in enumerate(zip(state["tokens"], reads))
+                     if not finished[i] and read and tokens.ids[-1] not in added and rows.whole_text(i)]
         if looked_up:
             one[looked_up] = self.one_token_appends.after([state["text"][i][-1] for i in looked_up],
                                                           candidates[looked_up])
