@@ -35,6 +35,7 @@ from transformers import DynamicCache
 from ..templates import render_for
 from ..texts import common_prefix
 from ..value.model import head_at
+from .packed import packed_gpt2, spread
 from .retokenize import OneTokenAppends, Retokenizer, Tokens
 from ..padding import left_pad
 from .streams import LM, Meter, forward_args, model_config, pad_id
@@ -128,6 +129,9 @@ class Feed:
             if self._body is not None:
                 self._head = model.get_output_embeddings()
                 self._body_cache_arg = forward_args(self._body)[0]
+        # GPT-2 run on the fed slots alone (``packed``), where it computes what transformers does
+        transformer = self._body if kind == LM else model.backbone
+        self._packed = packed_gpt2(transformer, copies) if transformer is not None else None
 
     # --- model calls --------------------------------------------------------------------------
 
@@ -138,8 +142,16 @@ class Feed:
                  read: torch.Tensor | None = None) -> torch.Tensor:
         """The model's outputs as scores read them: an LM's log-probabilities, a value model's values.
 
-        ``read`` ([B, T] bool): the only positions whose outputs are read; the head runs on those alone
-        (``value.model.head_at``) and the others hold zeros."""
+        ``read`` ([B, T] bool): the only positions whose outputs are read, and the only real ones: a
+        packed model runs on those alone and any model's head does (``value.model.head_at``); the
+        others hold zeros."""
+        if read is not None and self._packed is not None:
+            hidden, flat = self._packed(ids, attention_mask, position_ids, self.cache, read)
+            if self.kind == LM:
+                return spread(torch.log_softmax(self._head(hidden).float(), -1), flat, *ids.shape)
+            head = self.model.head
+            values = spread(head(hidden.to(head.weight)), flat, *ids.shape).float()
+            return values.squeeze(-1) if self.head == "scalar" else values
         kwargs = dict(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
         if self.kind == LM and read is not None and self._body is not None:
             hidden = self._body(**kwargs, **{self._body_cache_arg: self.cache}).last_hidden_state
