@@ -26,7 +26,7 @@ every row go through each model in one pass with a tree attention mask, then lea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 import torch
@@ -227,19 +227,17 @@ class Feed:
         if branches is None:
             attention, ids, pos, read = torch.cat([self.live, t_real], 1), t_ids, t_pos, t_real
         else:
-            b_ids, b_pos = self._tile(branches.ids.to(self.device)), self._tile(branches.pos.to(self.device))
+            branches = Branches(*(self._tile(x.to(self.device)) for x in astuple(branches)))
             attention = self._tree_mask(positions, t_real, t_pos, branches)
-            ids, pos = torch.cat([t_ids, b_ids], 1), torch.cat([t_pos, b_pos], 1)
-            read = torch.cat([t_real, self._tile(branches.branch.to(self.device)) >= 0], 1)
+            ids, pos = torch.cat([t_ids, branches.ids], 1), torch.cat([t_pos, branches.pos], 1)
+            read = torch.cat([t_real, branches.branch >= 0], 1)
         out = self._forward(ids, attention, pos, read=read)
         self.live = torch.cat([self.live, t_real], 1)
-        t_out = out[:, :width]
         if width:
-            self._score_trunk(t_ids, t_pos, t_real, t_keep, t_out, old_len, new_len)
-            self._keep_last(t_out, start, old_len, new_len)
+            self._absorb(out[:, :width], t_ids, t_pos, t_real, t_keep, start, old_len, new_len)
         if branches is None:
             return None
-        self.cache.crop(-b_ids.shape[1])
+        self.cache.crop(-branches.ids.shape[1])
         return out[:, width:]
 
     def scores_at(self, branch_out: torch.Tensor | None, source: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -260,28 +258,24 @@ class Feed:
         rows = torch.arange(outputs.shape[0], device=self.device)[:, None]
         return outputs[rows, at, tokens.clamp(max=outputs.shape[-1] - 1)]
 
-    def _score_trunk(self, ids, pos, real, keep_first, out, old_len, new_len) -> None:
-        """Scores of the fed trunk positions; a re-fed first token keeps the score it had."""
-        if self.head == "scalar":
-            scores = out
-        else:
-            # the output before the first token is a kept one (or garbage, never written: see below)
-            first = self._read(self.tail, (KEEP - old_len[:, None] + pos[:, :1] - 1).clamp(0, KEEP - 1), ids[:, :1])
-            scores = torch.cat([first, self.score_of(out[:, :-1], None, ids[:, 1:])], 1)
-        write = real.clone()
-        if self.head != "scalar":  # a re-fed token keeps its score; position 0 has none (stays 0)
-            write[:, 0] &= ~keep_first
+    def _absorb(self, out, ids, pos, real, keep_first, start, old_len, new_len) -> None:
+        """After a pass: the scores of the fed trunk positions (a re-fed first token keeps the score it
+        had; position 0 has none and stays 0) and the kept outputs, the last KEEP of (the kept outputs
+        below ``start``, then ``out``), both read off the two joined."""
+        seen = torch.cat([self.tail, out], 1)  # own positions old_len - KEEP.., then start..
+        keep_pos = new_len[:, None] - KEEP + torch.arange(KEEP, device=self.device)[None, :]
+        scalar = self.head == "scalar"
+        wanted = torch.cat([pos if scalar else pos - 1, keep_pos], 1)  # the outputs the scores read, then kept
+        fed = wanted >= start[:, None]
+        at = torch.where(fed, wanted - start[:, None] + KEEP, wanted - old_len[:, None] + KEEP)
+        at = at.clamp(0, seen.shape[1] - 1)  # where nothing is there the value is never used
+        width = pos.shape[1]
+        self.tail = _take(seen, at[:, width:])
+        scores = seen.gather(1, at[:, :width]) if scalar else self._read(seen, at[:, :width], ids)
+        write = real if scalar else real & ~torch.nn.functional.pad(keep_first[:, None], (0, width - 1))
         self._grow_scores(int(new_len.max()))
         rows, cols = write.nonzero(as_tuple=True)
         self.scores[rows, pos[rows, cols]] = scores[rows, cols]
-
-    def _keep_last(self, out, start, old_len, new_len) -> None:
-        """Kept outputs after a pass: the last KEEP of (kept outputs below ``start``, then ``out``)."""
-        keep_pos = new_len[:, None] - KEEP + torch.arange(KEEP, device=self.device)[None, :]
-        fed = _take(out, (keep_pos - start[:, None]).clamp(0, out.shape[1] - 1))
-        kept = _take(self.tail, (KEEP - old_len[:, None] + keep_pos).clamp(0, KEEP - 1))
-        below = (keep_pos < start[:, None]).view(*keep_pos.shape, *[1] * (out.dim() - 2))
-        self.tail = torch.where(below, kept, fed)
 
     def _tree_mask(self, positions, t_real, t_pos, branches: Branches) -> torch.Tensor:
         """Who attends to whom in a pass of trunk tokens then branch tokens (4D, [B, 1, Q, K]).
@@ -291,8 +285,7 @@ class Feed:
         ``positions``: the cache columns' own positions (``_positions``), read where they are live."""
         live_pos = torch.where(self.live, positions, torch.iinfo(torch.long).max)
         key_pos = torch.cat([live_pos, torch.where(t_real, t_pos, torch.iinfo(torch.long).max)], 1)  # [B, K0]
-        b_branch, b_step, b_limit = (self._tile(x.to(self.device)) for x in
-                                     (branches.branch, branches.step, branches.limit))
+        b_branch, b_step, b_limit = branches.branch, branches.step, branches.limit
         q_limit = torch.cat([torch.where(t_real, t_pos + 1, -1), b_limit], 1)  # [B, Q]: trunk keys below this
         allowed_trunk = key_pos[:, None, :] < q_limit[:, :, None]  # [B, Q, K0]
         n_trunk = t_pos.shape[1]
@@ -464,7 +457,7 @@ class TextStream:
         length = self._lengths()
         out = {}
         for role, (feed, copy) in self.roles.items():
-            scores = self._rows_of(feed.scores, copy).cpu()
+            scores = feed.scores.view(feed.copies, len(self.text), -1)[copy].cpu()
             if feed.head == "lm":
                 j = torch.arange(scores.shape[1])[None, :]
                 inside = (j >= torch.tensor(self.boundary)[:, None]) & (j < length[:, None])
@@ -498,13 +491,12 @@ class TextStream:
                 self._book(feed, int(trunk.real.sum()))
                 if columns is not None:
                     self._book(feed, int((columns.branch >= 0).sum()), candidates=True)
-            scores[id(feed)] = (feed.scores_at(out, plan["source"], plan["token"]),
-                                feed.scores_at(None, torch.full_like(plan["one"], KEEP - 1), plan["one"].clamp(min=0)))
+            scores[id(feed)] = feed.scores_at(out, plan["source"], plan["token"])
             feed.compact()
         self._commit(state)
-        values = {role: self._candidate_values(feed, copy, scores[id(feed)], plan, new_len)
-                  for role, (feed, copy) in self.roles.items()}
-        return {role: after for role, (after, _) in values.items()}, {role: now for role, (_, now) in values.items()}
+        scores = {id(feed): self._candidate_values(feed, scores[id(feed)], plan, new_len) for feed in self.feeds}
+        return ({role: scores[id(feed)][0][copy] for role, (feed, copy) in self.roles.items()},
+                {role: scores[id(feed)][1][copy] for role, (feed, copy) in self.roles.items()})
 
     def _candidates(self, rows, candidates: torch.Tensor, guided_eos: int | None, state: dict) -> dict:
         """Each candidate as ``(p, ids)``, its tokens after the ``p`` it shares with the row, and what
@@ -622,35 +614,38 @@ class TextStream:
         reads = one >= 0
         lo = torch.where(reads, _longs(boundary)[:, None], grid(lo))
         hi = torch.where(reads, _longs(lengths)[:, None], grid(hi))
+        source = torch.cat([source, torch.full_like(one, KEEP - 1)], 1)  # then the one-token candidates'
+        token = torch.cat([token, one.clamp(min=0)], 1)
         return {"columns": columns, "source": source, "token": token, "candidate": candidate,
                 "include": include.bool() & (candidate >= 0) & lm, "lo": lo, "hi": hi, "one": one,
                 "last": grid(last), "at_zero": grid(at_zero).bool(), "active": active}
 
-    def _candidate_values(self, feed: Feed, copy: int, token_scores: tuple[torch.Tensor, torch.Tensor], plan: dict,
+    def _candidate_values(self, feed: Feed, read: torch.Tensor, plan: dict,
                           length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The role's score with each candidate ([N, k]) and, as ``_current`` gives it, now ([N]), from
-        the same sums: a candidate that adds nothing scores exactly as the row does."""
-        scores = self._rows_of(feed.scores, copy).cpu()
-        scored, one_scores = (self._rows_of(t, copy).cpu() for t in token_scores)
+        """Per copy of the feed's model, the score with each candidate ([copies, N, k]) and, as
+        ``_current`` gives it, now ([copies, N]), from the same sums: a candidate that adds nothing
+        scores exactly as the row does. ``read``: the scores ``plan`` reads (``scores_at``), the
+        planned tokens' then each candidate's one appended token's."""
         n, k = plan["lo"].shape
+        scores = feed.scores.view(feed.copies, n, -1).cpu()
+        read = read.view(feed.copies, n, -1).cpu()
+        scored, one_scores = read[..., :-k], read[..., -k:]
         reads = plan["one"] >= 0
         if feed.head == "lm":
-            cumulative = torch.cat([torch.zeros((n, 1)), scores.cumsum(1)], 1)
-            now = cumulative.gather(1, length[:, None]) - cumulative.gather(1, _longs(self.boundary)[:, None])
-            values = cumulative.gather(1, plan["hi"]) - cumulative.gather(1, plan["lo"])
+            cumulative = torch.cat([scores.new_zeros(feed.copies, n, 1), scores.cumsum(2)], 2)
+            ends = torch.cat([length[:, None], _longs(self.boundary)[:, None], plan["hi"], plan["lo"]], 1)
+            sums = cumulative.gather(2, ends.expand(feed.copies, -1, -1))
+            now, values = sums[..., 0] - sums[..., 1], sums[..., 2:2 + k] - sums[..., 2 + k:]
             counted = torch.where(plan["include"], scored, 0.0)
-            values = values.scatter_add(1, plan["candidate"].clamp(min=0), counted)
+            values = values.scatter_add(2, plan["candidate"].clamp(min=0).expand(feed.copies, -1, -1), counted)
             values = values + torch.where(reads, one_scores, 0.0)
         else:
-            now = scores.gather(1, (length - 1).clamp(min=0)[:, None])
-            at_last = torch.where(plan["at_zero"], 0.0, scored.gather(1, plan["last"].clamp(min=0)))
-            values = torch.where(reads, one_scores, torch.where(plan["last"] >= 0, at_last, now.expand(n, k)))
-        return torch.where(plan["active"][:, None], values, 0.0), now.squeeze(1)
-
-    def _rows_of(self, tensor: torch.Tensor, copy: int) -> torch.Tensor:
-        n = len(self.text)
-        return tensor[copy * n:(copy + 1) * n]
-
+            now = scores.gather(2, (length - 1).clamp(min=0)[:, None].expand(feed.copies, -1, 1)).squeeze(2)
+            last = plan["last"].clamp(min=0).expand(feed.copies, -1, -1)
+            at_last = torch.where(plan["at_zero"], 0.0, scored.gather(2, last))
+            values = torch.where(reads, one_scores,
+                                 torch.where(plan["last"] >= 0, at_last, now[..., None].expand(-1, -1, k)))
+        return torch.where(plan["active"][:, None], values, 0.0), now
 
 class ReencodedTextStream:
     """The slow reference for ``TextStream`` (``use_cache=False``): every read tokenises each row's

@@ -106,8 +106,8 @@ class PackedGPT2:
             packed = self._project(self._norm(hidden, norm_1), attn_in)
             spread = packed.new_zeros(c, n * width, 3 * dim)
             spread[:, flat] = packed
-            q, k, v = (x.view(rows, width, -1, head_dim).transpose(1, 2)
-                       for x in spread.view(rows, width, 3 * dim).split(dim, dim=2))
+            # [rows, width, (q k v), heads, head_dim] -> q, k, v as [rows, heads, width, head_dim]
+            q, k, v = spread.view(rows, width, 3, -1, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             k, v = cache.update(k, v, layer)
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
             attended = attended.transpose(1, 2).reshape(c, n * width, dim)[:, flat]
