@@ -26,7 +26,7 @@ every row go through each model in one pass with a tree attention mask, then lea
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -227,7 +227,7 @@ class Feed:
         if branches is None:
             attention, ids, pos, read = torch.cat([self.live, t_real], 1), t_ids, t_pos, t_real
         else:
-            branches = Branches(*(self._tile(x.to(self.device)) for x in astuple(branches)))
+            branches = Branches(*(self._tile(x.to(self.device)) for x in vars(branches).values()))
             attention = self._tree_mask(positions, t_real, t_pos, branches)
             ids, pos = torch.cat([t_ids, branches.ids], 1), torch.cat([t_pos, branches.pos], 1)
             read = torch.cat([t_real, branches.branch >= 0], 1)
@@ -507,14 +507,13 @@ class TextStream:
         reads = self._reads_one(state)
         one = self._one_token_candidates(rows, candidates.numpy(force=True), guided_eos, finished, reads, state)
         cand, ones = candidates.tolist(), one.tolist()
-        queries = [(i, a) for i in range(n) if not finished[i]
-                   for a, o in zip(cand[i], ones[i]) if o < 0 and a != guided_eos]
+        twin = self._twins(rows, cand, finished, state)
+        planned = [i for i in range(n) if twin[i] == i and not finished[i]]
+        queries = [(i, a) for i in planned for a, o in zip(cand[i], ones[i]) if o < 0 and a != guided_eos]
         extended = iter(rows.extended_texts(queries))
         branch_of, rewritten = {}, []
         at, old, old_text, appended = [], [], [], []  # the candidates to branch off their rows
-        for i in range(n):
-            if finished[i]:
-                continue
+        for i in planned:
             tokens, text_i = state["tokens"][i], state["text"][i]
             for j, (a, o) in enumerate(zip(cand[i], ones[i])):
                 if o >= 0:
@@ -538,7 +537,15 @@ class TextStream:
                 [self.prompt_text[i] + text for i, _, text in rewritten])):
             p = common_prefix(state["tokens"][i].ids, tokens.ids)
             branch_of[i, j] = (p, tokens.ids[p:])
-        return self._score_plan(n, k, branch_of, torch.from_numpy(one), state)
+        return self._score_plan(n, k, branch_of, torch.from_numpy(one[twin]), state, twin)
+
+    def _twins(self, rows, candidates: list[list[int]], finished: list[bool], state: dict) -> list[int]:
+        """For each row, the first row whose candidates are planned the same: the same prompt,
+        response tokens, candidates and kept outputs. CBS copies rows, and copies often draw the same
+        token, so at a step a third or more of the rows are planned by another's plan."""
+        first: dict[tuple, int] = {}
+        return [first.setdefault((self.prompt_text[i], tuple(rows.token_ids(i)), finished[i], state["tail_n"][i],
+                                  tuple(candidates[i])), i) for i in range(len(candidates))]
 
     def _one_token_candidates(self, rows, candidates: np.ndarray, guided_eos: int | None, finished: list[bool],
                               reads: list[bool], state: dict) -> np.ndarray:
@@ -564,13 +571,14 @@ class TextStream:
             return [False] * len(state["tokens"])
         return [b < len(t.ids) for b, t in zip(state["boundary"], state["tokens"])]
 
-    def _score_plan(self, n: int, k: int, branch_of: dict, one: torch.Tensor, state: dict) -> dict:
+    def _score_plan(self, n: int, k: int, branch_of: dict, one: torch.Tensor, state: dict, twin: list[int]) -> dict:
         """The columns to feed and, per scored token, where its score is read (``source``: a kept
         output, or a column) and which candidate it counts for. An LM sums ``[lo, hi)`` of the row's
         scores and the candidate's included tokens; a value model reads the candidate's last scored
         token (``last``: its index among the scored, -1: the row's own value). ``one`` ([n, k], -1
         elsewhere): candidates that append one token after the row's response, read at the row's last
-        kept output (an LM sums ``[boundary, length)`` and that token's score)."""
+        kept output (an LM sums ``[boundary, length)`` and that token's score). ``branch_of`` holds the
+        candidates of the rows that are their own ``twin`` (``_twins``); the others copy their twin's."""
         scalar = self.feeds[0].head == "scalar"
         lm = self.feeds[0].head == "lm"
         cols = Ragged(n, (0, 0, -1, 0, -1))  # (id, pos, branch, step, limit)
@@ -606,11 +614,13 @@ class TextStream:
                                   for s, t in enumerate(ids)])
             last[c] = count[i] - 1
             at_zero[c] = p + len(ids) == 1 and not scalar
-        columns = Branches(*cols.tensor()) if max(cols.count) else None
-        source, token, candidate, include = scored.tensor(min_width=1)
+        twin = _longs(twin)
+        columns = Branches(*cols.tensor()[:, twin]) if max(cols.count) else None
+        source, token, candidate, include = scored.tensor(min_width=1)[:, twin]
         active = (one >= 0).any(1)
         active[list({i for i, _ in branch_of})] = True
-        grid = lambda values: _longs(values).view(n, k)  # noqa: E731
+        active = active[twin]
+        grid = lambda values: _longs(values).view(n, k)[twin]  # noqa: E731
         reads = one >= 0
         lo = torch.where(reads, _longs(boundary)[:, None], grid(lo))
         hi = torch.where(reads, _longs(lengths)[:, None], grid(hi))

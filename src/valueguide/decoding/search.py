@@ -108,7 +108,11 @@ class Rows:
 
     def length(self, row: int) -> int:
         """Response tokens of ``row`` so far."""
-        return len(self.response_texts.ids(row))
+        return len(self.token_ids(row))
+
+    def token_ids(self, row: int) -> list[int]:
+        """The response tokens of ``row`` so far (the list itself: do not change it)."""
+        return self.response_texts.ids(row)
 
     def response_text(self, row: int, finished: bool = False) -> str:
         """``u``: the response text of ``row``, an incomplete last character held back unless finished."""
