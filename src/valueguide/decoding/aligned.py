@@ -95,13 +95,13 @@ class Ragged:
         for entry in entries:
             self.add(row, entry)
 
-    def tensor(self, min_width: int = 0) -> torch.Tensor:
-        """``[fields, rows, width]``: each row's tuples in order, then padding."""
+    def fields(self, order: np.ndarray, min_width: int = 0) -> list[np.ndarray]:
+        """Per field, ``[rows, width]``: row ``order[i]``'s tuples in order, then padding."""
         width = max(max(self.count), min_width)
         out = np.tile(np.array(self.pad, dtype=np.int64), (len(self.count), width, 1))
         if self.rows:
             out[self.rows, self.slots] = np.array(self.values, dtype=np.int64).reshape(len(self.rows), len(self.pad))
-        return torch.from_numpy(out).permute(2, 0, 1)
+        return list(out.transpose(2, 0, 1)[:, order])
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -217,11 +217,11 @@ class Feed:
         """Roll rows back and feed ``trunk`` (row i's tokens from own position ``trunk.start[i]`` on);
         with ``branches``, feed the candidates' tokens in the same pass, drop them from the cache and
         return their outputs ([B, Wb, ...]). ``old_len``/``new_len``: the rows' lengths before and after."""
-        t_ids, start, t_real, t_keep = (self._tile(x.to(self.device)) for x in
-                                        (trunk.ids, trunk.start, trunk.real, trunk.keep_first))
-        old_len, new_len = self._tile(old_len.to(self.device)), self._tile(new_len.to(self.device))
-        width = t_ids.shape[1]
-        t_pos = start[:, None] + torch.arange(width, device=self.device)[None, :]
+        width = trunk.ids.shape[1]
+        t_pos = trunk.start.numpy()[:, None] + np.arange(width)
+        at, write = self._absorb_index(trunk, t_pos, old_len.numpy(), new_len.numpy())
+        t_ids, start, t_real, t_pos, at, write = (self._tile(torch.as_tensor(x).to(self.device)) for x in
+                                                  (trunk.ids, trunk.start, trunk.real, t_pos, at, write))
         positions = self._positions()  # the roll-back kills the last live columns: the others keep theirs
         self.live = self.live & (positions < start[:, None])
         if branches is None:
@@ -234,7 +234,7 @@ class Feed:
         out = self._forward(ids, attention, pos, read=read)
         self.live = torch.cat([self.live, t_real], 1)
         if width:
-            self._absorb(out[:, :width], t_ids, t_pos, t_real, t_keep, start, old_len, new_len)
+            self._absorb(out[:, :width], at, t_ids, t_pos, write, int(new_len.max()))
         if branches is None:
             return None
         self.cache.crop(-branches.ids.shape[1])
@@ -258,22 +258,32 @@ class Feed:
         rows = torch.arange(outputs.shape[0], device=self.device)[:, None]
         return outputs[rows, at, tokens.clamp(max=outputs.shape[-1] - 1)]
 
-    def _absorb(self, out, ids, pos, real, keep_first, start, old_len, new_len) -> None:
-        """After a pass: the scores of the fed trunk positions (a re-fed first token keeps the score it
-        had; position 0 has none and stays 0) and the kept outputs, the last KEEP of (the kept outputs
-        below ``start``, then ``out``), both read off the two joined."""
-        seen = torch.cat([self.tail, out], 1)  # own positions old_len - KEEP.., then start..
-        keep_pos = new_len[:, None] - KEEP + torch.arange(KEEP, device=self.device)[None, :]
+    def _absorb_index(self, trunk: Trunk, pos: np.ndarray, old_len: np.ndarray,
+                      new_len: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What ``_absorb`` reads and writes after feeding ``trunk`` at own positions ``pos``:
+        ``at``, for each trunk token the output its score is read at (its own for a scalar head, else
+        the one before), then the KEEP outputs to keep, as an index into the kept outputs (own
+        positions ``old_len - KEEP`` on) followed by the pass's trunk outputs (``start`` on); and
+        ``write``, the positions whose scores are written (a re-fed first token keeps the score it
+        had; position 0 has none and stays 0). Worked out in numpy, before the rows are tiled."""
+        start, old_len, new_len = trunk.start.numpy()[:, None], old_len[:, None], new_len[:, None]
         scalar = self.head == "scalar"
-        wanted = torch.cat([pos if scalar else pos - 1, keep_pos], 1)  # the outputs the scores read, then kept
-        fed = wanted >= start[:, None]
-        at = torch.where(fed, wanted - start[:, None] + KEEP, wanted - old_len[:, None] + KEEP)
-        at = at.clamp(0, seen.shape[1] - 1)  # where nothing is there the value is never used
+        wanted = np.concatenate([pos if scalar else pos - 1, new_len - KEEP + np.arange(KEEP)], 1)
+        at = np.where(wanted >= start, wanted - start + KEEP, wanted - old_len + KEEP)
+        write = trunk.real.numpy().copy()
+        if not scalar and pos.shape[1]:
+            write[:, 0] &= ~trunk.keep_first.numpy()
+        return at.clip(0, KEEP + pos.shape[1] - 1), write  # where nothing is there the value is never used
+
+    def _absorb(self, out, at, ids, pos, write, length: int) -> None:
+        """After a pass: the scores of the fed trunk positions and the kept outputs, read at ``at``
+        (``_absorb_index``) off the kept outputs and ``out`` joined; ``length``: the longest row now."""
+        seen = torch.cat([self.tail, out], 1)
         width = pos.shape[1]
         self.tail = _take(seen, at[:, width:])
+        scalar = self.head == "scalar"
         scores = seen.gather(1, at[:, :width]) if scalar else self._read(seen, at[:, :width], ids)
-        write = real if scalar else real & ~torch.nn.functional.pad(keep_first[:, None], (0, width - 1))
-        self._grow_scores(int(new_len.max()))
+        self._grow_scores(length)
         rows, cols = write.nonzero(as_tuple=True)
         self.scores[rows, pos[rows, cols]] = scores[rows, cols]
 
@@ -433,7 +443,7 @@ class TextStream:
 
     def _lengths(self, state: dict | None = None) -> torch.Tensor:
         tokens, eos = (state["tokens"], state["eos"]) if state else (self.tokens, self.eos)
-        return torch.tensor([len(t) + e for t, e in zip(tokens, eos)])
+        return _longs([len(t) + e for t, e in zip(tokens, eos)])
 
     def sync(self, rows) -> None:
         """Feed every row's text that the models have not read yet."""
@@ -460,7 +470,7 @@ class TextStream:
             scores = feed.scores.view(feed.copies, len(self.text), -1)[copy].cpu()
             if feed.head == "lm":
                 j = torch.arange(scores.shape[1])[None, :]
-                inside = (j >= torch.tensor(self.boundary)[:, None]) & (j < length[:, None])
+                inside = (j >= _longs(self.boundary)[:, None]) & (j < length[:, None])
                 out[role] = (scores * inside).sum(1)
             else:
                 out[role] = scores.gather(1, (length - 1)[:, None]).squeeze(1)
@@ -537,7 +547,7 @@ class TextStream:
                 [self.prompt_text[i] + text for i, _, text in rewritten])):
             p = common_prefix(state["tokens"][i].ids, tokens.ids)
             branch_of[i, j] = (p, tokens.ids[p:])
-        return self._score_plan(n, k, branch_of, torch.from_numpy(one[twin]), state, twin)
+        return self._score_plan(n, k, branch_of, one[twin], state, twin)
 
     def _twins(self, rows, candidates: list[list[int]], finished: list[bool], state: dict) -> list[int]:
         """For each row, the first row whose candidates are planned the same: the same prompt,
@@ -571,7 +581,7 @@ class TextStream:
             return [False] * len(state["tokens"])
         return [b < len(t.ids) for b, t in zip(state["boundary"], state["tokens"])]
 
-    def _score_plan(self, n: int, k: int, branch_of: dict, one: torch.Tensor, state: dict, twin: list[int]) -> dict:
+    def _score_plan(self, n: int, k: int, branch_of: dict, one: np.ndarray, state: dict, twin: list[int]) -> dict:
         """The columns to feed and, per scored token, where its score is read (``source``: a kept
         output, or a column) and which candidate it counts for. An LM sums ``[lo, hi)`` of the row's
         scores and the candidate's included tokens; a value model reads the candidate's last scored
@@ -614,21 +624,21 @@ class TextStream:
                                   for s, t in enumerate(ids)])
             last[c] = count[i] - 1
             at_zero[c] = p + len(ids) == 1 and not scalar
-        twin = _longs(twin)
-        columns = Branches(*cols.tensor()[:, twin]) if max(cols.count) else None
-        source, token, candidate, include = scored.tensor(min_width=1)[:, twin]
-        active = (one >= 0).any(1)
-        active[list({i for i, _ in branch_of})] = True
-        active = active[twin]
-        grid = lambda values: _longs(values).view(n, k)[twin]  # noqa: E731
+        # the rest in numpy (a few microseconds an operation less than torch on these small arrays)
+        twin = np.array(twin)
+        columns = Branches(*map(torch.from_numpy, cols.fields(twin))) if max(cols.count) else None
+        source, token, candidate, include = scored.fields(twin, min_width=1)
         reads = one >= 0
-        lo = torch.where(reads, _longs(boundary)[:, None], grid(lo))
-        hi = torch.where(reads, _longs(lengths)[:, None], grid(hi))
-        source = torch.cat([source, torch.full_like(one, KEEP - 1)], 1)  # then the one-token candidates'
-        token = torch.cat([token, one.clamp(min=0)], 1)
-        return {"columns": columns, "source": source, "token": token, "candidate": candidate,
-                "include": include.bool() & (candidate >= 0) & lm, "lo": lo, "hi": hi, "one": one,
-                "last": grid(last), "at_zero": grid(at_zero).bool(), "active": active}
+        active = reads.any(1)
+        active[list({i for i, _ in branch_of})] = True
+        grid = lambda values: np.array(values, dtype=np.int64).reshape(n, k)[twin]  # noqa: E731
+        plan = {"source": np.concatenate([source, np.full_like(one, KEEP - 1)], 1),  # then the one-token reads
+                "token": np.concatenate([token, one.clip(min=0)], 1), "candidate": candidate,
+                "include": (include != 0) & (candidate >= 0) & lm, "one": one,
+                "lo": np.where(reads, np.array(boundary)[:, None], grid(lo)),
+                "hi": np.where(reads, np.array(lengths)[:, None], grid(hi)),
+                "last": grid(last), "at_zero": grid(at_zero) != 0, "active": active[twin]}
+        return {"columns": columns, **{name: torch.from_numpy(value) for name, value in plan.items()}}
 
     def _candidate_values(self, feed: Feed, read: torch.Tensor, plan: dict,
                           length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
