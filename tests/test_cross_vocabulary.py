@@ -255,6 +255,20 @@ def test_cross_vocabulary_eft_is_the_text_log_ratio_on_the_top_k(pair, k, masked
         torch.testing.assert_close(got[i], reference_probs(want, temperature), atol=2e-5, rtol=0)
 
 
+def test_small_models_with_eager_attention_score_candidates_as_with_sdpa():
+    """Eager attention takes the candidates' tree mask as an additive mask (and the models run
+    through transformers, not packed): the distribution is the one sdpa gives."""
+    method = {"token": {"kind": "implicit", "w": 0.7, "top_k": 6}}
+    got = {}
+    for attn in ("sdpa", "eager"):
+        models = members("bpe->spm")
+        for role in ("tuned", "untuned"):
+            models[role].model.set_attn_implementation(attn)
+        decoder = build_decoder(method, models, sampling=Sampling(0.9))
+        got[attn] = decoder.next_token_probs(PROMPTS, responses_for(models["guided"].tokenizer))
+    torch.testing.assert_close(got["eager"], got["sdpa"], atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("pair", list(PAIRS))
 @pytest.mark.parametrize("head", ["token", "scalar"])
 def test_cross_vocabulary_vas_centres_the_text_values_of_the_top_k(pair, head):

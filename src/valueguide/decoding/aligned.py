@@ -185,7 +185,7 @@ class Feed:
         if out.shape[1] < KEEP:  # prompts shorter than KEEP: the missing outputs are never read
             out = torch.cat([out[:, :1].expand(-1, KEEP - out.shape[1], *out.shape[2:]), out], 1)
             ids = torch.cat([ids[:, :1].expand(-1, KEEP - ids.shape[1]), ids], 1)
-        self.tail, self.live = out, mask
+        self.tail, self.live = out, mask.bool().cpu().numpy()
         self.scores = torch.zeros((ids.shape[0], ids.shape[1] + 64), device=self.device)
         # the scores of the last prompt positions (the value of a row with no response yet)
         length = mask.sum(1)
@@ -196,15 +196,22 @@ class Feed:
         self.scores[rows, pos[rows, cols]] = scores[rows, cols]
 
     def select(self, index: torch.Tensor) -> None:
-        index = index.to(self.device)
         n = self.live.shape[0] // self.copies
-        index = torch.cat([index + c * n for c in range(self.copies)])
+        rows = self._tile_rows(index.cpu().numpy(), step=n)
+        self.live = self.live[rows]
+        index = torch.from_numpy(rows).to(self.device)
         self.cache.reorder_cache(index)
-        self.live, self.tail, self.scores = self.live[index], self.tail[index], self.scores[index]
+        self.tail, self.scores = self.tail[index], self.scores[index]
 
-    def _positions(self) -> torch.Tensor:
+    def _tile_rows(self, x: np.ndarray, step: int | None = None) -> np.ndarray:
+        """Per-row values of the rows, for every copy's rows (``step``: added per copy, to row indices)."""
+        if self.copies == 1:
+            return x
+        return np.concatenate([x + c * step for c in range(self.copies)] if step else [x] * self.copies)
+
+    def _positions(self) -> np.ndarray:
         """Own position of every cache column (live columns count from 0; dead ones read -1)."""
-        return torch.where(self.live, self.live.long().cumsum(-1) - 1, -1)
+        return np.where(self.live, self.live.cumsum(1) - 1, -1)
 
     def _grow_scores(self, length: int) -> None:
         if length >= self.scores.shape[1]:
@@ -217,24 +224,30 @@ class Feed:
         """Roll rows back and feed ``trunk`` (row i's tokens from own position ``trunk.start[i]`` on);
         with ``branches``, feed the candidates' tokens in the same pass, drop them from the cache and
         return their outputs ([B, Wb, ...]). ``old_len``/``new_len``: the rows' lengths before and after."""
+        # which columns are live, the mask and the indices are worked out in numpy (small integer
+        # arrays), then each tensor the pass needs is made once
         width = trunk.ids.shape[1]
         t_pos = trunk.start.numpy()[:, None] + np.arange(width)
         at, write = self._absorb_index(trunk, t_pos, old_len.numpy(), new_len.numpy())
-        t_ids, start, t_real, t_pos, at, write = (self._tile(torch.as_tensor(x).to(self.device)) for x in
-                                                  (trunk.ids, trunk.start, trunk.real, t_pos, at, write))
+        t_ids, start, t_real, t_pos, at, write = map(self._tile_rows, (
+            trunk.ids.numpy(), trunk.start.numpy(), trunk.real.numpy(), t_pos, at, write))
         positions = self._positions()  # the roll-back kills the last live columns: the others keep theirs
         self.live = self.live & (positions < start[:, None])
         if branches is None:
-            attention, ids, pos, read = torch.cat([self.live, t_real], 1), t_ids, t_pos, t_real
+            attention, ids, pos, read = np.concatenate([self.live, t_real], 1), t_ids, t_pos, t_real
         else:
-            branches = Branches(*(self._tile(x.to(self.device)) for x in vars(branches).values()))
+            branches = Branches(*(self._tile_rows(x.numpy()) for x in vars(branches).values()))
             attention = self._tree_mask(positions, t_real, t_pos, branches)
-            ids, pos = torch.cat([t_ids, branches.ids], 1), torch.cat([t_pos, branches.pos], 1)
-            read = torch.cat([t_real, branches.branch >= 0], 1)
-        out = self._forward(ids, attention, pos, read=read)
-        self.live = torch.cat([self.live, t_real], 1)
+            ids, pos = np.concatenate([t_ids, branches.ids], 1), np.concatenate([t_pos, branches.pos], 1)
+            read = np.concatenate([t_real, branches.branch >= 0], 1)
+        here = lambda x: torch.from_numpy(x).to(self.device)  # noqa: E731
+        attention = here(attention)
+        if attention.is_floating_point():  # an additive mask, in the model's dtype
+            attention = attention.to(self.dtype)
+        out = self._forward(here(ids), attention, here(pos), read=here(read))
+        self.live = np.concatenate([self.live, t_real], 1)
         if width:
-            self._absorb(out[:, :width], at, t_ids, t_pos, write, int(new_len.max()))
+            self._absorb(out[:, :width], here(at), here(t_ids), here(t_pos), here(write), int(new_len.max()))
         if branches is None:
             return None
         self.cache.crop(-branches.ids.shape[1])
@@ -287,33 +300,32 @@ class Feed:
         rows, cols = write.nonzero(as_tuple=True)
         self.scores[rows, pos[rows, cols]] = scores[rows, cols]
 
-    def _tree_mask(self, positions, t_real, t_pos, branches: Branches) -> torch.Tensor:
-        """Who attends to whom in a pass of trunk tokens then branch tokens (4D, [B, 1, Q, K]).
+    def _tree_mask(self, positions: np.ndarray, t_real, t_pos, branches: Branches) -> np.ndarray:
+        """Who attends to whom in a pass of trunk tokens then branch tokens (4D, [B, 1, Q, K]), as
+        the model's attention takes it: bool for sdpa, additive for eager (numpy arrays in, as
+        ``advance`` holds them).
 
         Trunk tokens see the live columns before them; a branch token sees the live and trunk columns
         before its branch point and the earlier tokens of its own branch; every query sees itself.
         ``positions``: the cache columns' own positions (``_positions``), read where they are live."""
-        live_pos = torch.where(self.live, positions, torch.iinfo(torch.long).max)
-        key_pos = torch.cat([live_pos, torch.where(t_real, t_pos, torch.iinfo(torch.long).max)], 1)  # [B, K0]
-        b_branch, b_step, b_limit = branches.branch, branches.step, branches.limit
-        q_limit = torch.cat([torch.where(t_real, t_pos + 1, -1), b_limit], 1)  # [B, Q]: trunk keys below this
+        never = np.iinfo(np.int64).max
+        key_pos = np.concatenate([np.where(self.live, positions, never), np.where(t_real, t_pos, never)], 1)
+        q_limit = np.concatenate([np.where(t_real, t_pos + 1, -1), branches.limit], 1)  # trunk keys below this
         allowed_trunk = key_pos[:, None, :] < q_limit[:, :, None]  # [B, Q, K0]
-        n_trunk = t_pos.shape[1]
-        q_branch = torch.cat([torch.full_like(t_pos, -1), b_branch], 1)  # [B, Q]; -1: not a branch token
-        q_step = torch.cat([torch.zeros_like(t_pos), b_step], 1)
-        allowed_branch = ((b_branch[:, None, :] == q_branch[:, :, None]) & (q_branch[:, :, None] >= 0)
-                          & (b_step[:, None, :] <= q_step[:, :, None]))  # [B, Q, Wb]
-        allowed = torch.cat([allowed_trunk, allowed_branch], 2)
+        q_branch = np.concatenate([np.full_like(t_pos, -1), branches.branch], 1)  # -1: not a branch token
+        q_step = np.concatenate([np.zeros_like(t_pos), branches.step], 1)
+        allowed_branch = ((branches.branch[:, None, :] == q_branch[:, :, None]) & (q_branch[:, :, None] >= 0)
+                          & (branches.step[:, None, :] <= q_step[:, :, None]))  # [B, Q, Wb]
+        allowed = np.concatenate([allowed_trunk, allowed_branch], 2)
         q = allowed.shape[1]
-        k0 = key_pos.shape[1] - n_trunk
-        allowed[:, torch.arange(q), k0 + torch.arange(q)] = True
+        k0 = key_pos.shape[1] - t_pos.shape[1]
+        allowed[:, np.arange(q), k0 + np.arange(q)] = True
         allowed = allowed[:, None]
         attn = self.config._attn_implementation
         if attn == "sdpa":
             return allowed
         if attn == "eager":
-            zero = torch.zeros((), dtype=self.dtype, device=self.device)
-            return torch.where(allowed, zero, torch.finfo(self.dtype).min)
+            return np.where(allowed, 0.0, torch.finfo(self.dtype).min).astype(np.float32)
         raise ValueError(f"scoring candidate tokens across vocabularies needs sdpa or eager attention, not {attn!r}")
 
     def compact(self) -> None:
@@ -322,10 +334,11 @@ class Feed:
         width = int(count.max())
         if self.live.shape[1] - width <= max(COMPACT_AT, width // 2):
             return
-        order = torch.argsort((~self.live).long(), dim=1, stable=True)  # live columns first, in order
+        order = np.argsort(~self.live, axis=1, kind="stable")  # live columns first, in order
         shift = width - count
-        col = torch.arange(width, device=self.device)
-        index = order.gather(1, (col[None, :] - shift[:, None]).clamp(min=0))
+        col = np.arange(width)
+        index = torch.from_numpy(np.take_along_axis(order, (col[None, :] - shift[:, None]).clip(min=0), 1))
+        index = index.to(self.device)
         for layer in self.cache.layers:
             idx = index[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[-1])
             layer.keys, layer.values = layer.keys.gather(2, idx), layer.values.gather(2, idx)
