@@ -104,14 +104,6 @@ class Ragged:
         return list(out.transpose(2, 0, 1)[:, order])
 
 
-def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``x[b, index[b, t], ...]`` ([B, T, ...]): positions of each row, with what lies at them. One
-    ``index_select`` over the flattened rows: about half the cost of indexing with two tensors."""
-    rows, width = x.shape[:2]
-    flat = (index + torch.arange(rows, device=x.device)[:, None] * width).flatten()
-    return x.reshape(rows * width, *x.shape[2:]).index_select(0, flat).view(*index.shape, *x.shape[2:])
-
-
 class Feed:
     """One model of a ``TextStream``: its cache, which columns are live, the kept outputs and the
     per-position scores. A paired model (``copies=2``) holds the rows of both halves,
@@ -247,7 +239,7 @@ class Feed:
         out = self._forward(here(ids), attention, here(pos), read=here(read))
         self.live = np.concatenate([self.live, t_real], 1)
         if width:
-            self._absorb(out[:, :width], here(at), here(t_ids), here(t_pos), here(write), int(new_len.max()))
+            self._absorb(out[:, :width], at, t_ids, t_pos, write, int(new_len.max()))
         if branches is None:
             return None
         self.cache.crop(-branches.ids.shape[1])
@@ -288,17 +280,21 @@ class Feed:
             write[:, 0] &= ~trunk.keep_first.numpy()
         return at.clip(0, KEEP + pos.shape[1] - 1), write  # where nothing is there the value is never used
 
-    def _absorb(self, out, at, ids, pos, write, length: int) -> None:
-        """After a pass: the scores of the fed trunk positions and the kept outputs, read at ``at``
-        (``_absorb_index``) off the kept outputs and ``out`` joined; ``length``: the longest row now."""
-        seen = torch.cat([self.tail, out], 1)
-        width = pos.shape[1]
-        self.tail = _take(seen, at[:, width:])
-        scalar = self.head == "scalar"
-        scores = seen.gather(1, at[:, :width]) if scalar else self._read(seen, at[:, :width], ids)
+    def _absorb(self, out: torch.Tensor, at: np.ndarray, ids: np.ndarray, pos: np.ndarray, write: np.ndarray,
+                length: int) -> None:
+        """After a pass: the scores of the fed trunk positions (``write``) and the kept outputs, read
+        at ``at`` (``_absorb_index``) off the kept outputs and ``out`` joined, by flat indices worked
+        out in numpy; ``length``: the longest row now."""
+        rows, width = ids.shape
+        flat = at + np.arange(rows)[:, None] * (KEEP + width)  # into the joined outputs' rows
+        seen = torch.cat([self.tail, out], 1).flatten(0, 1)
+        here = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(self.device)  # noqa: E731
+        self.tail = seen.index_select(0, here(flat[:, width:].reshape(-1))).view(rows, KEEP, *out.shape[2:])
+        r, c = write.nonzero()
+        source = here(flat[r, c])
+        scores = seen[source] if self.head == "scalar" else seen[source, here(np.minimum(ids[r, c], out.shape[-1] - 1))]
         self._grow_scores(length)
-        rows, cols = write.nonzero(as_tuple=True)
-        self.scores[rows, pos[rows, cols]] = scores[rows, cols]
+        self.scores[here(r), here(pos[r, c])] = scores
 
     def _tree_mask(self, positions: np.ndarray, t_real, t_pos, branches: Branches) -> np.ndarray:
         """Who attends to whom in a pass of trunk tokens then branch tokens (4D, [B, 1, Q, K]), as
