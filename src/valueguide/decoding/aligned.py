@@ -245,23 +245,27 @@ class Feed:
         self.cache.crop(-branches.ids.shape[1])
         return out[:, width:]
 
-    def scores_at(self, branch_out: torch.Tensor | None, source: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def scores_at(self, branch_out: torch.Tensor | None, source: np.ndarray, tokens: np.ndarray) -> torch.Tensor:
         """Scores of ``tokens`` ([N, S], row space) read at outputs ``source``: an index into the kept
         outputs (``0..KEEP-1``, oldest first) followed by ``branch_out``. For an LM or a token head
         the source is the output *before* the token, for a scalar head the token's own ([B, S]).
-        Each part is read where it lies: joining them would copy every output."""
-        source, tokens = self._tile(source.to(self.device)), self._tile(tokens.to(self.device))
-        kept = self._read(self.tail, source.clamp(max=KEEP - 1), tokens)
+        Each part is read where it lies (joining them would copy every output), by flat indices
+        worked out in numpy."""
+        source, tokens = self._tile_rows(source), self._tile_rows(tokens)
+        rows = np.arange(source.shape[0])[:, None]
+        here = lambda x: torch.from_numpy(x).to(self.device)  # noqa: E731
+        scalar = self.head == "scalar"
+        token = None if scalar else here(np.minimum(tokens, self.tail.shape[-1] - 1))
+
+        def read(outputs: torch.Tensor, at: np.ndarray) -> torch.Tensor:
+            flat = outputs.flatten(0, 1)
+            at = here(rows * outputs.shape[1] + at)
+            return flat[at] if scalar else flat[at, token]
+
+        kept = read(self.tail, np.minimum(source, KEEP - 1))
         if branch_out is None:
             return kept
-        return torch.where(source < KEEP, kept, self._read(branch_out, (source - KEEP).clamp(min=0), tokens))
-
-    def _read(self, outputs: torch.Tensor, at: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """The scores of ``tokens`` at positions ``at`` ([B, S]) of ``outputs`` ([B, T, ...])."""
-        if self.head == "scalar":
-            return outputs.gather(1, at)
-        rows = torch.arange(outputs.shape[0], device=self.device)[:, None]
-        return outputs[rows, at, tokens.clamp(max=outputs.shape[-1] - 1)]
+        return torch.where(here(source < KEEP), kept, read(branch_out, np.maximum(source - KEEP, 0)))
 
     def _absorb_index(self, trunk: Trunk, pos: np.ndarray, old_len: np.ndarray,
                       new_len: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -647,7 +651,8 @@ class TextStream:
                 "lo": np.where(reads, np.array(boundary)[:, None], grid(lo)),
                 "hi": np.where(reads, np.array(lengths)[:, None], grid(hi)),
                 "last": grid(last), "at_zero": grid(at_zero) != 0, "active": active[twin]}
-        return {"columns": columns, **{name: torch.from_numpy(value) for name, value in plan.items()}}
+        reads = {name: plan.pop(name) for name in ("source", "token")}  # read by Feed.scores_at, in numpy
+        return {"columns": columns, **reads, **{name: torch.from_numpy(value) for name, value in plan.items()}}
 
     def _candidate_values(self, feed: Feed, read: torch.Tensor, plan: dict,
                           length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
