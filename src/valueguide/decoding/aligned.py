@@ -517,7 +517,7 @@ class TextStream:
             scores[id(feed)] = feed.scores_at(out, plan["source"], plan["token"])
             feed.compact()
         self._commit(state)
-        scores = {id(feed): self._candidate_values(feed, scores[id(feed)], plan, new_len) for feed in self.feeds}
+        scores = {id(feed): self._candidate_values(feed, scores[id(feed)], plan) for feed in self.feeds}
         return ({role: scores[id(feed)][0][copy] for role, (feed, copy) in self.roles.items()},
                 {role: scores[id(feed)][1][copy] for role, (feed, copy) in self.roles.items()})
 
@@ -645,41 +645,44 @@ class TextStream:
         active = reads.any(1)
         active[list({i for i, _ in branch_of})] = True
         grid = lambda values: np.array(values, dtype=np.int64).reshape(n, k)[twin]  # noqa: E731
+        length = np.array([len(t) + e for t, e in zip(state["tokens"], state["eos"])])[:, None]  # EOS too
+        lo = np.where(reads, np.array(boundary)[:, None], grid(lo))
+        hi = np.where(reads, np.array(lengths)[:, None], grid(hi))
+        last = grid(last)
         plan = {"source": np.concatenate([source, np.full_like(one, KEEP - 1)], 1),  # then the one-token reads
-                "token": np.concatenate([token, one.clip(min=0)], 1), "candidate": candidate,
-                "include": (include != 0) & (candidate >= 0) & lm, "one": one,
-                "lo": np.where(reads, np.array(boundary)[:, None], grid(lo)),
-                "hi": np.where(reads, np.array(lengths)[:, None], grid(hi)),
-                "last": grid(last), "at_zero": grid(at_zero) != 0, "active": active[twin]}
+                "token": np.concatenate([token, one.clip(min=0)], 1), "candidate": candidate.clip(min=0),
+                "include": (include != 0) & (candidate >= 0) & lm, "reads": reads,
+                # an LM's sums: the row's [boundary, length), then each candidate's [lo, hi)
+                "ends": np.concatenate([length, np.array(boundary)[:, None], hi, lo], 1),
+                "row_last": (length - 1).clip(min=0), "last": last.clip(min=0), "has_last": last >= 0,
+                "at_zero": grid(at_zero) != 0, "active": active[twin]}
         reads = {name: plan.pop(name) for name in ("source", "token")}  # read by Feed.scores_at, in numpy
         return {"columns": columns, **reads, **{name: torch.from_numpy(value) for name, value in plan.items()}}
 
-    def _candidate_values(self, feed: Feed, read: torch.Tensor, plan: dict,
-                          length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _candidate_values(self, feed: Feed, read: torch.Tensor, plan: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Per copy of the feed's model, the score with each candidate ([copies, N, k]) and, as
         ``_current`` gives it, now ([copies, N]), from the same sums: a candidate that adds nothing
         scores exactly as the row does. ``read``: the scores ``plan`` reads (``scores_at``), the
         planned tokens' then each candidate's one appended token's."""
-        n, k = plan["lo"].shape
-        scores = feed.scores.view(feed.copies, n, -1).cpu()
-        read = read.view(feed.copies, n, -1).cpu()
+        n, k = plan["reads"].shape
+        copies = feed.copies
+        scores = feed.scores.view(copies, n, -1).cpu()
+        read = read.view(copies, n, -1).cpu()
         scored, one_scores = read[..., :-k], read[..., -k:]
-        reads = plan["one"] >= 0
         if feed.head == "lm":
-            cumulative = torch.cat([scores.new_zeros(feed.copies, n, 1), scores.cumsum(2)], 2)
-            ends = torch.cat([length[:, None], _longs(self.boundary)[:, None], plan["hi"], plan["lo"]], 1)
-            sums = cumulative.gather(2, ends.expand(feed.copies, -1, -1))
+            cumulative = torch.cat([scores.new_zeros(copies, n, 1), scores.cumsum(2)], 2)
+            sums = cumulative.gather(2, plan["ends"].expand(copies, -1, -1))
             now, values = sums[..., 0] - sums[..., 1], sums[..., 2:2 + k] - sums[..., 2 + k:]
             counted = torch.where(plan["include"], scored, 0.0)
-            values = values.scatter_add(2, plan["candidate"].clamp(min=0).expand(feed.copies, -1, -1), counted)
-            values = values + torch.where(reads, one_scores, 0.0)
+            values = values.scatter_add(2, plan["candidate"].expand(copies, -1, -1), counted)
+            values = values + torch.where(plan["reads"], one_scores, 0.0)
         else:
-            now = scores.gather(2, (length - 1).clamp(min=0)[:, None].expand(feed.copies, -1, 1)).squeeze(2)
-            last = plan["last"].clamp(min=0).expand(feed.copies, -1, -1)
-            at_last = torch.where(plan["at_zero"], 0.0, scored.gather(2, last))
-            values = torch.where(reads, one_scores,
-                                 torch.where(plan["last"] >= 0, at_last, now[..., None].expand(-1, -1, k)))
+            now = scores.gather(2, plan["row_last"].expand(copies, -1, -1)).squeeze(2)
+            at_last = torch.where(plan["at_zero"], 0.0, scored.gather(2, plan["last"].expand(copies, -1, -1)))
+            values = torch.where(plan["reads"], one_scores,
+                                 torch.where(plan["has_last"], at_last, now[..., None].expand(-1, -1, k)))
         return torch.where(plan["active"][:, None], values, 0.0), now
+
 
 class ReencodedTextStream:
     """The slow reference for ``TextStream`` (``use_cache=False``): every read tokenises each row's
