@@ -650,14 +650,14 @@ class TextStream:
         hi = np.where(reads, np.array(lengths)[:, None], grid(hi))
         last = grid(last)
         plan = {"source": np.concatenate([source, np.full_like(one, KEEP - 1)], 1),  # then the one-token reads
-                "token": np.concatenate([token, one.clip(min=0)], 1), "candidate": candidate.clip(min=0),
+                "token": np.concatenate([token, np.maximum(one, 0)], 1), "candidate": np.maximum(candidate, 0),
                 "include": (include != 0) & (candidate >= 0) & lm, "reads": reads,
                 # an LM's sums: the row's [boundary, length), then each candidate's [lo, hi)
                 "ends": np.concatenate([length, np.array(boundary)[:, None], hi, lo], 1),
-                "row_last": (length - 1).clip(min=0), "last": last.clip(min=0), "has_last": last >= 0,
+                "row_last": np.maximum(length - 1, 0), "last": np.maximum(last, 0), "has_last": last >= 0,
                 "at_zero": grid(at_zero) != 0, "active": active[twin]}
-        reads = {name: plan.pop(name) for name in ("source", "token")}  # read by Feed.scores_at, in numpy
-        return {"columns": columns, **reads, **{name: torch.from_numpy(value) for name, value in plan.items()}}
+        kept_numpy = {name: plan.pop(name) for name in ("source", "token")}  # Feed.scores_at reads numpy
+        return {"columns": columns, **kept_numpy, **{name: torch.from_numpy(value) for name, value in plan.items()}}
 
     def _candidate_values(self, feed: Feed, read: torch.Tensor, plan: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Per copy of the feed's model, the score with each candidate ([copies, N, k]) and, as
