@@ -22,6 +22,10 @@ A model contributes one number per position ``j``, its *score*:
 Candidate next tokens of the guided model (token-level guidance) are scored as branches: each
 candidate's text is tokenised and rolled back to its common prefix with the row, and the branches of
 every row go through each model in one pass with a tree attention mask, then leave the cache.
+Rows with the same prompt, response tokens, kept outputs and candidates (CBS copies them) share one
+plan. GPT-2 models run on the real slots of a pass alone (``packed``); the bookkeeping around a pass
+(live columns, the mask, where scores are read and written) is small integer arrays, worked out in
+numpy and made into tensors once.
 """
 
 from __future__ import annotations
@@ -126,6 +130,10 @@ class Feed:
         self._packed = packed_gpt2(transformer, copies) if transformer is not None else None
 
     # --- model calls --------------------------------------------------------------------------
+
+    def _here(self, x: np.ndarray) -> torch.Tensor:
+        """A numpy array worked out on the CPU as a tensor on the model's device."""
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
 
     def _tile(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x] * self.copies) if self.copies > 1 else x
@@ -232,11 +240,10 @@ class Feed:
             attention = self._tree_mask(positions, t_real, t_pos, branches)
             ids, pos = np.concatenate([t_ids, branches.ids], 1), np.concatenate([t_pos, branches.pos], 1)
             read = np.concatenate([t_real, branches.branch >= 0], 1)
-        here = lambda x: torch.from_numpy(x).to(self.device)  # noqa: E731
-        attention = here(attention)
+        attention = self._here(attention)
         if attention.is_floating_point():  # an additive mask, in the model's dtype
             attention = attention.to(self.dtype)
-        out = self._forward(here(ids), attention, here(pos), read=here(read))
+        out = self._forward(self._here(ids), attention, self._here(pos), read=self._here(read))
         self.live = np.concatenate([self.live, t_real], 1)
         if width:
             self._absorb(out[:, :width], at, t_ids, t_pos, write, int(new_len.max()))
@@ -253,7 +260,7 @@ class Feed:
         worked out in numpy."""
         source, tokens = self._tile_rows(source), self._tile_rows(tokens)
         rows = np.arange(source.shape[0])[:, None]
-        here = lambda x: torch.from_numpy(x).to(self.device)  # noqa: E731
+        here = self._here
         scalar = self.head == "scalar"
         token = None if scalar else here(np.minimum(tokens, self.tail.shape[-1] - 1))
 
@@ -292,7 +299,7 @@ class Feed:
         rows, width = ids.shape
         flat = at + np.arange(rows)[:, None] * (KEEP + width)  # into the joined outputs' rows
         seen = torch.cat([self.tail, out], 1).flatten(0, 1)
-        here = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(self.device)  # noqa: E731
+        here = self._here
         self.tail = seen.index_select(0, here(flat[:, width:].reshape(-1))).view(rows, KEEP, *out.shape[2:])
         r, c = write.nonzero()
         source = here(flat[r, c])
