@@ -572,7 +572,7 @@ class TextStream:
     def _twins(self, rows, candidates: list[list[int]], finished: list[bool], state: dict) -> list[int]:
         """For each row, the first row whose candidates are planned the same: the same prompt,
         response tokens, candidates and kept outputs. CBS copies rows, and copies often draw the same
-        token, so at a step a third or more of the rows are planned by another's plan."""
+        token, so at a step many rows take another's plan."""
         first: dict[tuple, int] = {}
         return [first.setdefault((self.prompt_text[i], tuple(rows.token_ids(i)), finished[i], state["tail_n"][i],
                                   tuple(candidates[i])), i) for i in range(len(candidates))]

@@ -1,18 +1,18 @@
 """GPT-2's transformer run on the fed positions alone (the small models of guidance across vocabularies).
 
 A text stream feeds every row as wide as its widest: the trunk tokens of each row and, for
-token-level guidance, the candidates' branches, padded. At the benchmark's shape a pass holds about
-three padding slots for each real one, and at a small model's size the position-wise work
-(projections, MLP, layer norms, the LM head) grows with the slots. ``PackedGPT2`` runs that work on
-the real slots only, packed into one row per model copy, and spreads them out to the padded layout
-only for attention (which needs each row's cache). Padding slots enter the cache as zeros: they are
-dead columns that no query attends to. Each real slot's output is what transformers' GPT-2 computes
-for it: the same operations on the same rows (the tests compare them).
+token-level guidance, the candidates' branches, padded. Most slots of a pass are padding then, and at
+a small model's size the position-wise work (projections, MLP, layer norms, the LM head) grows with
+the slots. ``PackedGPT2`` runs that work on the real slots only, packed into one row per model copy,
+and spreads them out to the padded layout only for attention (which needs each row's cache). Padding
+slots enter the cache as zeros: they are dead columns that no query attends to. Each real slot's
+output is what transformers' GPT-2 computes for it: the same operations on the same rows (the tests
+compare them).
 
 It serves one GPT-2 or a pair from ``paired.pair_models`` (``copies=2``: the tuned model's rows,
 then the untuned model's, as the pair's batch holds them). Any other model, or a GPT-2 configured
-beyond what this computes (attention other than sdpa, scaled by layer, with cross-attention), is not packed: ``packed_gpt2`` returns None and the caller keeps transformers'
-forward.
+beyond what this computes (attention other than sdpa, scaled by layer, with cross-attention), is not
+packed: ``packed_gpt2`` returns None and the caller keeps transformers' forward.
 """
 
 from __future__ import annotations
