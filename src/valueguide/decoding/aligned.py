@@ -40,7 +40,7 @@ from ..templates import render_for
 from ..texts import common_prefix
 from ..value.model import head_at
 from .packed import packed_gpt2, spread
-from .retokenize import OneTokenAppends, Retokenizer, Tokens
+from .retokenize import OneTokenAppends, Retokenizer
 from ..padding import left_pad
 from .streams import LM, Meter, forward_args, model_config, pad_id
 
