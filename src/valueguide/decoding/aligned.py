@@ -652,7 +652,7 @@ class TextStream:
         active = reads.any(1)
         active[list({i for i, _ in branch_of})] = True
         grid = lambda values: np.array(values, dtype=np.int64).reshape(n, k)[twin]  # noqa: E731
-        length = np.array([len(t) + e for t, e in zip(state["tokens"], state["eos"])])[:, None]  # EOS too
+        length = self._lengths(state).numpy()[:, None]  # EOS too
         lo = np.where(reads, np.array(boundary)[:, None], grid(lo))
         hi = np.where(reads, np.array(lengths)[:, None], grid(hi))
         last = grid(last)

@@ -47,9 +47,8 @@ def _supported(transformer: nn.Module, copies: int) -> bool:
     config = transformer.config
     if type(transformer).__name__ != "GPT2Model" or config.add_cross_attention:
         return False
-    if config._attn_implementation != "sdpa" or config.scale_attn_by_inverse_layer_idx:
-        return False
-    if not config.scale_attn_weights:
+    if (config._attn_implementation != "sdpa" or config.scale_attn_by_inverse_layer_idx
+            or not config.scale_attn_weights):
         return False
     linear, norm, embedding = ((PairedLinear, PairedLayerNorm, PairedEmbedding) if copies == 2
                                else (Conv1D, nn.LayerNorm, nn.Embedding))
@@ -103,11 +102,9 @@ class PackedGPT2:
             mask = mask[:, None, None, :].bool() & causal
         dim = hidden.shape[-1]
         for layer, (norm_1, attn_in, attn_out, norm_2, mlp_in, act, mlp_out, head_dim, scaling) in enumerate(self.layers):
-            packed = self._project(self._norm(hidden, norm_1), attn_in)
-            spread = packed.new_zeros(c, n * width, 3 * dim)
-            spread[:, flat] = packed
+            qkv = spread(self._project(self._norm(hidden, norm_1), attn_in), flat, rows, width)
             # [rows, width, (q k v), heads, head_dim] -> q, k, v as [rows, heads, width, head_dim]
-            q, k, v = spread.view(rows, width, 3, -1, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            q, k, v = qkv.view(rows, width, 3, -1, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             k, v = cache.update(k, v, layer)
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
             attended = attended.transpose(1, 2).reshape(c, n * width, dim)[:, flat]
