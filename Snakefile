@@ -7,8 +7,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
-from valueguide.config import stage_slice, world_dir, write_if_changed
+from valueguide.config import slice_location, stage_slice, world_dir
 from valueguide.vocabularies import cache_root
 from valueguide.warm import ENV as WARM_ENV
 from valueguide.preflight import checked_or_exit
@@ -36,15 +37,45 @@ else:
     CLI = f"{shlex.quote(sys.executable)} -m valueguide.cli --log-level INFO"
 
 
-def slice_path(stage, **wildcards):
-    """Write the stage's config slice now (only if it changed) and return its path.
+SLICES = {}  # path -> text of each config slice a job of this run reads
 
-    Rules take these files as inputs, so a changed parameter reruns exactly the stages that read it.
-    The world's slices live in the world folder, which several settings may share."""
+
+def slice_path(stage, **wildcards):
+    """The path of the stage's config slice, named by its content (valueguide.config.slice_location).
+
+    Rules take these files as inputs and rule config_slice writes them, so a changed parameter reruns
+    exactly the stages that read it, and nothing is written while the DAG is built (a dry run writes
+    nothing). The world's slices live in the world folder, which several settings may share."""
     name = "-".join([stage, *wildcards.values()])
-    path = f"{WORLD if stage in ('world_corpus', 'world_lm', 'world_reward') else R}/configs/{name}.json"
-    write_if_changed(stage_slice(config, stage, **wildcards), path)
+    folder = f"{WORLD if stage in ('world_corpus', 'world_lm', 'world_reward') else R}/configs"
+    path, text = slice_location(folder, name, stage_slice(config, stage, **wildcards))
+    SLICES[path] = text
     return path
+
+
+def slice_text(path):
+    if path not in SLICES:
+        raise WorkflowError(f"{path} is no config slice of this config: ask for what reads it")
+    return SLICES[path]
+
+
+rule config_slice:
+    output:
+        "{folder}/configs/{name}/{digest}.json",
+    wildcard_constraints:
+        name="[^/]+",
+        digest="[0-9a-f]{16}",
+    localrule: True  # under SLURM too: a printf
+    params:
+        text=lambda wc, output: slice_text(output[0]),
+        folder=lambda wc, output: os.path.dirname(output[0]),
+    # Atomically; then the older slices of this name go (a flat one of an earlier version too), so that
+    # going back to an earlier content writes its file again and reruns what reads it.
+    shell:
+        "printf %s {params.text:q} > {params.folder:q}/.{wildcards.digest}.tmp-$$ && "
+        "mv {params.folder:q}/.{wildcards.digest}.tmp-$$ {output:q} && "
+        "find {params.folder:q} -maxdepth 1 -type f ! -name {wildcards.digest}.json -delete && "
+        "rm -f {params.folder:q}.json"
 
 
 onstart:

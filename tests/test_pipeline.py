@@ -102,8 +102,9 @@ def test_a_sampling_change_reruns_exactly_sample_and_downstream(workdir):
     planned = planned_jobs(snakemake(workdir, "-n"))
     assert planned.get("sample") == 1
     assert not UPSTREAM_OF_SAMPLE & set(planned)
-    assert set(planned) == {"sample", "world_summary", "fit_value", "diagnose_value", "fit_implicit", "generate",
-                            "evaluate_reward", "report", "all"}
+    assert set(planned) == {"config_slice", "sample", "world_summary", "fit_value", "diagnose_value", "fit_implicit",
+                            "generate", "evaluate_reward", "report", "all"}
+    assert planned["config_slice"] == 1 + 2  # sample's slice, fit_value's and diagnose_value's (they copy sample)
     # every method of the tiny config reads a fitted value except base, whose generations stay cached
     assert planned["generate"] == 6
 
@@ -115,8 +116,30 @@ def test_a_decoding_change_reruns_generation_but_no_fit(workdir):
     assert not {"sample", "fit_value", "fit_implicit", *UPSTREAM_OF_SAMPLE} & set(planned)
 
 
+def _files(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file and folder under ``folder``: bytes and modification time."""
+    return {str(p): (p.read_bytes() if p.is_file() else b"", p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+def test_a_dry_run_of_a_change_writes_nothing_and_the_plan_after_it_is_empty(workdir):
+    """A dry run once rewrote the config slices while the DAG was built: a job starting meanwhile in a run
+    already going read the dry run's parameters, and the slice written back later had a new timestamp."""
+    before = _files(workdir / "results")
+    write_override(workdir, {"generate": {"methods": {"ivg": {"chunk": {"W": 2}}}}})
+    assert planned_jobs(snakemake(workdir, "-n"))["generate"] == 1
+    assert _files(workdir / "results") == before
+    write_override(workdir)
+    assert "Nothing to be done" in snakemake(workdir, "-n")
+
+
+def test_a_dry_run_of_a_fresh_run_writes_nothing(tmp_path):
+    write_override(tmp_path)
+    assert planned_jobs(snakemake(tmp_path, "-n"))["config_slice"] > 0
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.parametrize("change, rerun", [
-    ({"fit_value": {"eval": {"cuts": 3, "rollouts": 3}}}, {"diagnose_value", "report", "all"}),  # diagnostics
+    ({"fit_value": {"eval": {"cuts": 3, "rollouts": 3}}}, {"config_slice", "diagnose_value", "report", "all"}),  # diagnostics
     ({"threads": 2}, set()),  # a runtime knob: every rule passes its own --threads
 ])
 def test_a_diagnostics_or_runtime_knob_reruns_no_fit(workdir, change, rerun):

@@ -131,7 +131,8 @@ def test_the_dag_generates_shards_merges_them_and_reruns_only_a_missing_shard(wo
     results = tmp_path / "results"
     (tmp_path / "toy.yaml").write_text(yaml.safe_dump(toy_run_config(world, results, prompts_json)))
     target = results / "generations" / "test" / "large" / "base.parquet"
-    assert _planned(_snakemake(tmp_path, "-n", str(target))) == {"prompts": 1, "generate": 2, "merge_shards": 1}
+    assert _planned(_snakemake(tmp_path, "-n", str(target))) == {"config_slice": 2, "prompts": 1, "generate": 2,
+                                                                 "merge_shards": 1}
     _snakemake(tmp_path, str(target))
     shards = [shard_path(target, i, 2) for i in range(2)]
     merged = pd.read_parquet(target)

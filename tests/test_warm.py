@@ -124,7 +124,8 @@ def test_a_forked_job_writes_what_a_fresh_process_writes(tiny_run, tmp_path):
     results = tiny_run / "results"
     splits = [p for p in (results / "prompts" / "test.parquet", results / "prompts" / "alpaca.parquet") if p.exists()]
     fresh = [tmp_path / f"{p.stem}.parquet" for p in splits]
-    cmd = [sys.executable, "-m", "valueguide.cli", "generate", "--slice", str(results / "configs/generate-gpt2-large-ivg.json"),
+    (ivg_slice,) = (results / "configs" / "generate-gpt2-large-ivg").glob("*.json")  # the one of this config
+    cmd = [sys.executable, "-m", "valueguide.cli", "generate", "--slice", str(ivg_slice),
            "--model", "gpt2-large", "--method", "ivg", "--prompts", *map(str, splits), "--value", str(results / "value"),
            "--tuned", str(results / "implicit"), "--out", *map(str, fresh), "--world", str(results / "world"),
            "--threads", "1"]

@@ -9,6 +9,7 @@ stages that read it, and what is downstream of them.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -271,13 +272,13 @@ def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
     raise KeyError(f"no config slice for stage {stage!r}")
 
 
-def write_if_changed(data: Any, path: str | Path) -> bool:
-    """Write JSON only when its content changed, so an unchanged slice keeps its timestamp."""
-    path = Path(path)
+def slice_location(folder: str | Path, name: str, data: Any) -> tuple[str, str]:
+    """Where the slice ``name`` with this content lives, and its text: ``FOLDER/NAME/DIGEST.json``, named
+    by its content, so a changed slice is a new file that a job writes (nothing is written while the
+    DAG is built or in a dry run) and a file never changes under a job that reads it. A flat
+    ``FOLDER/NAME.json`` of an earlier version that holds the same text is kept: its results stay cached."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    if path.exists() and path.read_text() == text:
-        return False
-    from .artifacts import write_text
-
-    write_text(text, path)
-    return True
+    flat = Path(folder) / f"{name}.json"
+    if flat.is_file() and flat.read_text() == text:
+        return str(flat), text
+    return f"{folder}/{name}/{hashlib.sha256(text.encode()).hexdigest()[:16]}.json", text
