@@ -6,8 +6,13 @@ CONFIG ?=
 SMK_ARGS ?=
 STAMP := $(VENV)/.installed-stamp
 # The tiny world's two settings, each merged over config.yaml (the instruction setting reads the world
-# the sentiment setting builds); CONFIG=file runs that one config instead.
-SETTINGS := $(if $(CONFIG),$(CONFIG),config.yaml config/tiny_instruction.yaml)
+# the sentiment setting builds); CONFIG="a.yaml b.yaml" runs one setting instead: its files merged over
+# config.yaml in order (an overlay after its base). A setting is a word, its files joined by commas;
+# FILES sets the shell's "$@" to the files of $setting.
+comma := ,
+empty :=
+SETTINGS := $(if $(strip $(CONFIG)),$(subst $(empty) $(empty),$(comma),$(strip $(CONFIG))),config.yaml config/tiny_instruction.yaml)
+FILES = set -f; IFS=,; set -- $$setting; unset IFS
 SNAKEMAKE := $(VENV)/bin/snakemake --cores $(CORES)
 
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -35,11 +40,11 @@ $(STAMP): pyproject.toml src/valueguide/vocabularies.py
 # fork from one process that imported torch, transformers and every stage once (src/valueguide/warm.py).
 WARM := $(VENV)/bin/valueguide --log-level WARNING warm-run --
 run: $(STAMP)
-	@for setting in $(SETTINGS); do \
-	  $(VENV)/bin/valueguide --log-level WARNING resume --config config.yaml "$$setting" && \
-	  $(WARM) $(SNAKEMAKE) --rerun-incomplete --configfile "$$setting" $(SMK_ARGS) || exit 1; done
-	@for setting in $(SETTINGS); do \
-	  $(VENV)/bin/valueguide --log-level WARNING show-report --config config.yaml "$$setting" || exit 1; done
+	@for setting in $(SETTINGS); do $(FILES); \
+	  $(VENV)/bin/valueguide --log-level WARNING resume --config "$$@" && \
+	  $(WARM) $(SNAKEMAKE) --rerun-incomplete --configfile "$$@" $(SMK_ARGS) || exit 1; done
+	@for setting in $(SETTINGS); do $(FILES); \
+	  $(VENV)/bin/valueguide --log-level WARNING show-report --config "$$@" || exit 1; done
 
 # The two settings again with other seeds (world, data, fits and sampling all change), after `make run`
 # (seed 1): results/seeds/N/. Prints each setting's ranges over the seeds and how often each claim held.
@@ -47,10 +52,9 @@ SEEDS ?= 2 3
 seeds: run
 	@for n in $(SEEDS); do mkdir -p "results/seeds/$$n" && \
 	  printf 'seed: %s\nresults_dir: results/seeds/%s\n' "$$n" "$$n" > "results/seeds/$$n/sentiment.yaml" && \
-	  printf 'seed: %s\nresults_dir: results/seeds/%s/instruction\nworld: {dir: results/seeds/%s/world}\n' \
-	    "$$n" "$$n" "$$n" > "results/seeds/$$n/instruction.yaml" && \
+	  printf 'seed: %s\nresults_dir: results/seeds/%s/instruction\n' "$$n" "$$n" > "results/seeds/$$n/instruction.yaml" && \
 	  for pair in "config.yaml sentiment" "config/tiny_instruction.yaml instruction"; do set -- $$pair; \
-	    $(VENV)/bin/valueguide --log-level WARNING resume --config config.yaml "$$1" "results/seeds/$$n/$$2.yaml" && \
+	    $(VENV)/bin/valueguide --log-level WARNING resume --config "$$1" "results/seeds/$$n/$$2.yaml" && \
 	    $(WARM) $(SNAKEMAKE) --rerun-incomplete --configfile "$$1" "results/seeds/$$n/$$2.yaml" || exit 1; done \
 	  || exit 1; done
 	@$(VENV)/bin/valueguide --log-level WARNING seed-ranges --runs results $(addprefix results/seeds/,$(SEEDS))
@@ -58,7 +62,7 @@ seeds: run
 	  $(addsuffix /instruction,$(addprefix results/seeds/,$(SEEDS)))
 
 dry-run: $(STAMP)
-	@for setting in $(SETTINGS); do $(SNAKEMAKE) --configfile "$$setting" -n $(SMK_ARGS) || exit 1; done
+	@for setting in $(SETTINGS); do $(FILES); $(SNAKEMAKE) --configfile "$$@" -n $(SMK_ARGS) || exit 1; done
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_decoding.py

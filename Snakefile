@@ -15,10 +15,13 @@ from valueguide.warm import ENV as WARM_ENV
 from valueguide.preflight import checked_or_exit
 from valueguide.cluster import status_problem
 
-configfile: str(Path(workflow.basedir) / "config.yaml")
+BASE_CONFIG = str(Path(workflow.basedir) / "config.yaml")
+configfile: BASE_CONFIG
 
-# Validation and the preflight check: every problem at once, one line each, before any job runs.
-config = checked_or_exit(config, dry_run=workflow.output_settings.dryrun)
+# Validation and the preflight check: every problem at once, one line each, before any job runs; an
+# overlay (`extends:`) given without its base is refused.
+config = checked_or_exit(config, dry_run=workflow.output_settings.dryrun,
+                         files=[BASE_CONFIG, *workflow.config_settings.configfiles])
 R = config["results_dir"]
 WORLD = str(world_dir(config))  # shared by the settings that name one world.dir
 # Every path in a shell command is quoted (`{...:q}`, shlex.quote): no config value is ever run.

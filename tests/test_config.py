@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,63 @@ def test_threads_are_in_no_stage_slice(config):
     config["threads"] = 2
     for stage in ("sample", "fit_value", "fit_implicit", "evaluate_reward", "report"):
         assert "threads" not in stage_slice(config, stage), stage
+
+
+# --- settings: what a command merges, overlays, paths that follow results_dir ------------------------
+
+REFITS = sorted((ROOT / "config").glob("*_refit.yaml"))
+
+
+@pytest.mark.parametrize("overlay", REFITS, ids=lambda p: p.stem)
+def test_an_overlay_without_its_base_is_refused_naming_the_base(overlay):
+    """Alone, config/imdb_refit.yaml merged over config.yaml alone would plan the tiny world into results/imdb_refit."""
+    from valueguide.config import load_setting
+
+    base = ROOT / "config" / overlay.name.replace("_refit", "")
+    with pytest.raises(ConfigError, match=re.escape(f"extends {base}: merge it over that file")):
+        load_setting(overlay)
+    with pytest.raises(ConfigError, match=re.escape(f"extends {base}")):
+        load_setting(overlay, base)  # after its overlay, the base would undo it
+    assert load_setting(base, overlay)["results_dir"] == f"results/{overlay.stem}"
+
+
+def test_a_command_starts_from_config_yaml_as_snakemake_does():
+    """`valueguide plan --config config/alpaca_eval.yaml` once failed with "fit_value: 'gamma' is missing"."""
+    from valueguide.config import REPOSITORY_CONFIG, setting_files
+
+    proc = subprocess.run([sys.executable, "-m", "valueguide.cli", "plan", "--config", "config/alpaca_eval.yaml"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "Jobs per stage" in proc.stdout and "mixtral" in proc.stdout
+    assert setting_files(["config/alpaca_eval.yaml"]) == [REPOSITORY_CONFIG, "config/alpaca_eval.yaml"]
+    assert setting_files([ROOT / "config.yaml", "my.yaml"]) == [ROOT / "config.yaml", "my.yaml"]  # not twice
+
+
+def test_derived_paths_follow_results_dir(tmp_path):
+    """A relative world.dir or gamed_path is inside results_dir: a setting run elsewhere brings them along."""
+    from valueguide.config import gamed_path, load_setting, world_dir
+
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text(f"results_dir: {tmp_path / 'seed2' / 'instruction'}\n")
+    instruction = load_setting(ROOT / "config" / "tiny_instruction.yaml", elsewhere)
+    assert world_dir(instruction) == tmp_path / "seed2" / "world"
+    assert world_dir(load_setting(ROOT / "config" / "tiny_instruction.yaml")) == Path("results/world")  # make run's
+    assert world_dir(load_setting(elsewhere)) == tmp_path / "seed2" / "instruction" / "world"
+    alpaca = load_setting(ROOT / "config" / "alpaca_eval.yaml", elsewhere)
+    assert gamed_path(alpaca) == str(tmp_path / "seed2" / "instruction" / "df_gamed.csv")
+    refit = load_setting(ROOT / "config" / "alpaca_eval.yaml", ROOT / "config" / "alpaca_eval_refit.yaml")
+    for sliced in (stage_slice(refit, "fetch"), stage_slice(refit, "evaluate_alpaca")["evaluate"]["alpaca"]):
+        assert sliced["gamed_path"] == "results/alpaca_eval_refit/df_gamed.csv"
+
+
+def test_a_slice_is_named_by_its_content_and_an_earlier_flat_one_is_kept(tmp_path):
+    """No file is written to name a slice; the flat slice of an earlier version stays when its text is the same."""
+    from valueguide.config import slice_location
+
+    first, text = slice_location(tmp_path, "sample", {"sample": {"n": 4}})
+    second, _ = slice_location(tmp_path, "sample", {"sample": {"n": 5}})
+    assert first != second and Path(first).parent == tmp_path / "sample" and not list(tmp_path.iterdir())
+    assert json.loads(text) == {"sample": {"n": 4}}
+    (tmp_path / "sample.json").write_text(text)
+    assert slice_location(tmp_path, "sample", {"sample": {"n": 4}})[0] == str(tmp_path / "sample.json")
+    assert slice_location(tmp_path, "sample", {"sample": {"n": 5}})[0] == second

@@ -216,6 +216,18 @@ def test_the_tiny_worlds_run_plans_under_conda_too(tmp_path):
     assert f"Conda environment {ROOT / 'envs' / 'valueguide.yaml'} will be created." in output
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_snakemake_refuses_an_overlay_without_its_base(task, tmp_path):
+    """Alone, the refit overlay once planned 32 tiny-world jobs into results/<task>_refit."""
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("snakemake")), "-n", "-s", str(ROOT / "Snakefile"), "--directory",
+         str(tmp_path), "--cores", "1", "--configfile", str(ROOT / "config" / f"{task}_refit.yaml")],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"extends {ROOT / 'config' / task}.yaml: merge it over that file" in proc.stderr
+    assert "Job stats" not in proc.stdout and not (tmp_path / "results").exists()
+
+
 def test_the_conda_environment_installs_what_the_package_declares():
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     environment = yaml.safe_load((ROOT / "envs" / "valueguide.yaml").read_text())

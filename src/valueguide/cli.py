@@ -1,6 +1,7 @@
 """Command line: one subcommand per pipeline stage, usable with or without Snakemake.
 
-``--config`` takes one or more full config files (merged left to right, then validated);
+``--config`` takes one or more config files, merged left to right over the repository's config.yaml
+as Snakemake merges ``--configfile`` (config.yaml given first is merged once), then validated;
 ``--slice`` takes the per-stage slice the Snakefile writes from an already validated config.
 """
 
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .artifacts import ArtifactError, read_json
-from .config import ConfigError, load_config, world_dir
+from .config import ConfigError, load_setting, world_dir
 from .heap import keep_freed_memory
 from .hub import DatasetUnavailableError
 from .specs import ModelNotFoundError
@@ -22,7 +23,7 @@ from .preflight import PreflightError
 
 def _add_config(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--config", nargs="+", help="full config file(s), merged left to right")
+    group.add_argument("--config", nargs="+", help="config file(s), merged left to right over config.yaml")
     group.add_argument("--slice", help="a stage's config slice written by the Snakefile")
     p.add_argument("--world", help="tiny world folder (default: <results_dir>/world)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's)")
@@ -31,7 +32,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 def _config(args) -> dict:
     if args.slice:
         return json.loads(Path(args.slice).read_text())
-    return load_config(*args.config)
+    return load_setting(*args.config)
 
 
 def _world(args, config: dict) -> Path | None:
@@ -51,7 +52,7 @@ def _threads(args, config: dict) -> int:
 def cmd_validate(args) -> None:
     from .preflight import check
 
-    config = load_config(*args.config)
+    config = load_setting(*args.config)
     warnings = check(config, environment=not args.plan_only)
     for line in warnings:
         print(f"warning (not checked with --plan-only): {line}", file=sys.stderr)
@@ -62,7 +63,7 @@ def cmd_validate(args) -> None:
 def cmd_resume(args) -> None:
     from .resume import clear_stale_state
 
-    config = load_config(*args.config)
+    config = load_setting(*args.config)
     for line in clear_stale_state(args.directory, [config["results_dir"], str(world_dir(config))]):
         print(f"resume: {line}")
 
@@ -168,7 +169,7 @@ def cmd_fetch_tokenizers(args) -> None:
 def cmd_plan(args) -> None:
     from .plan import HARDWARE, render_plan
 
-    print(render_plan(load_config(*args.config), HARDWARE[args.gpu], prompt_tokens=args.prompt_tokens))
+    print(render_plan(load_setting(*args.config), HARDWARE[args.gpu], prompt_tokens=args.prompt_tokens))
 
 
 def _keyed(paths: list[str]) -> dict[str, str]:
@@ -214,7 +215,7 @@ def cmd_seed_ranges(args) -> None:
 
 
 def cmd_show_report(args) -> None:
-    config = load_config(*args.config)
+    config = load_setting(*args.config)
     folder = Path(config["results_dir"]) / "report"
     for name in ("summary.md", "tables.md"):
         if not (folder / name).exists():
@@ -324,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fetch_tokenizers)
 
     p = sub.add_parser("plan", help="jobs per stage, tokens and forward passes per method, GPU-hours per stage")
-    p.add_argument("--config", nargs="+", required=True, help="config file(s), merged left to right")
+    p.add_argument("--config", nargs="+", required=True, help="config file(s), merged left to right over config.yaml")
     p.add_argument("--gpu", default="h100", choices=["h100", "h200", "a100"], help="the GPU to estimate for")
     p.add_argument("--prompt-tokens", type=int, default=128, help="assumed prompt length, in tokens")
     p.set_defaults(func=cmd_plan)

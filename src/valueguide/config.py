@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,44 @@ def load_config(*paths: str | Path) -> dict:
     """Merge config files left to right and validate the result."""
     if not paths:
         raise ConfigError("no config file given")
+    check_layers(paths)
     config: dict = {}
     for path in paths:
         config = deep_merge(config, _read(path))
     return validate_config(config)
+
+
+# The config every setting is merged over, as the Snakefile's `configfile:` (none outside a checkout).
+REPOSITORY_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
+
+
+def setting_files(paths) -> list[str | Path]:
+    """The files of a setting as Snakemake merges them: the repository's config.yaml first (once)."""
+    paths = list(paths)
+    if not REPOSITORY_CONFIG.exists() or paths and _same_file(paths[0], REPOSITORY_CONFIG):
+        return paths
+    return [REPOSITORY_CONFIG, *paths]
+
+
+def load_setting(*paths: str | Path) -> dict:
+    """What the Snakefile runs for ``--configfile PATHS``: config.yaml, then the files in order, validated."""
+    return load_config(*setting_files(paths))
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def check_layers(paths) -> None:
+    """An overlay (a file with ``extends: BASE``, BASE relative to the overlay's folder) is merged after
+    its base, or nothing runs: alone, it would run the tiny world under the overlay's results_dir."""
+    for i, path in enumerate(paths):
+        base = _read(path).get("extends")
+        if base is None:
+            continue
+        base_path = Path(path).parent / base
+        if not any(_same_file(earlier, base_path) for earlier in paths[:i]):
+            raise ConfigError(f"{path} extends {base_path}: merge it over that file (give {base_path} before it)")
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -195,9 +230,20 @@ def prompt_splits(config: dict) -> list[str]:
         ["alpaca"] if config["evaluate"].get("alpaca") else [])
 
 
+def in_results(config: dict, path: str | Path) -> Path:
+    """A path of the config, a relative one inside ``results_dir``: it follows the results elsewhere."""
+    return Path(os.path.normpath(Path(config["results_dir"]) / path))
+
+
 def world_dir(config: dict) -> Path:
-    """Where the tiny world is built and kept: ``world.dir``, or ``<results_dir>/world``."""
-    return Path((config.get("world") or {}).get("dir") or Path(config["results_dir"]) / "world")
+    """Where the tiny world is built and kept: ``world.dir`` (relative: inside results_dir), default ``world``."""
+    return in_results(config, (config.get("world") or {}).get("dir") or "world")
+
+
+def gamed_path(config: dict) -> str | None:
+    """alpaca_eval's df_gamed.csv: ``evaluate.alpaca.gamed_path`` (relative: inside results_dir), or None."""
+    gamed = (config["evaluate"].get("alpaca") or {}).get("gamed_path")
+    return str(in_results(config, gamed)) if gamed else None
 
 
 # What every stage's outputs depend on. Not threads: every rule passes its own (--threads), and a
@@ -261,12 +307,15 @@ def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
         return out
     if stage == "fetch":
         alpaca = config["evaluate"].get("alpaca") or {}
-        return {"hub_models": hub_ids(model_specs(config)), "gamed_path": alpaca.get("gamed_path"),
+        return {"hub_models": hub_ids(model_specs(config)), "gamed_path": gamed_path(config),
                 "judge": alpaca.get("judge"), "allow_bin_weights": config.get("allow_bin_weights", False)}
     if stage == "evaluate_reward":
         return _pick(config, "reward_model")
     if stage == "evaluate_alpaca":
-        return _pick(config, "reward_model", "evaluate")
+        out = _pick(config, "reward_model", "evaluate")
+        if out["evaluate"].get("alpaca"):
+            out["evaluate"]["alpaca"]["gamed_path"] = gamed_path(config)
+        return out
     if stage == "report":
         return {"task": config["task"], "evaluate": {"paper_names": config["evaluate"].get("paper_names", {})}}
     raise KeyError(f"no config slice for stage {stage!r}")

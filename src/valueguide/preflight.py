@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import value_spec
+from .config import gamed_path, value_spec
 from .hub import is_hub_id, offline
 from .specs import WORLD_PREFIX, world_name
 
@@ -219,7 +219,7 @@ def environment_problems(config: dict) -> list[str]:
             if is_hub_id(spec) and not isinstance(try_to_load_from_cache(spec, "config.json"), str):
                 problems.append(f"model {spec}: HF_HUB_OFFLINE=1 and it is not in the local hub cache: fetch it "
                                 "once with network access (HF_HUB_OFFLINE=0 snakemake ... fetch)")
-        gamed = alpaca.get("gamed_path")
+        gamed = gamed_path(config)
         if gamed and not Path(gamed).exists():
             problems.append(f"evaluate.alpaca.gamed_path: {gamed} is not on disk and HF_HUB_OFFLINE=1: fetch "
                             "alpaca_eval's df_gamed.csv once with network access")
@@ -244,16 +244,18 @@ def check(config: dict, *, environment: bool = True) -> list[str]:
     return [] if environment else unchecked
 
 
-def checked_or_exit(config: dict, *, dry_run: bool = False) -> dict:
-    """The validated config, or (a problem found) every problem on stderr and exit status 2.
+def checked_or_exit(config: dict, *, dry_run: bool = False, files=()) -> dict:
+    """The validated config (merged from ``files``, in order), or (a problem found) every problem on
+    stderr and exit status 2.
 
     For the Snakefile: Snakemake would print a traceback for an exception; ``VALUEGUIDE_DEBUG=1``
     asks for it. A dry run only warns of the environment's problems."""
     import sys
 
-    from .config import ConfigError, validate_config
+    from .config import ConfigError, check_layers, validate_config
 
     try:
+        check_layers(files)
         config = validate_config(config)
         for line in check(config, environment=not dry_run):
             print(f"warning (dry run): {line}", file=sys.stderr)

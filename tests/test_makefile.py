@@ -1,0 +1,49 @@
+"""The Makefile's settings: what `make run` and `make dry-run` hand to valueguide and Snakemake."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDER = """#!{python}
+import json, os, sys
+with open({log!r}, "a") as log:
+    log.write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + "\\n")
+"""
+
+
+def _calls(tmp_path: Path, target: str, config: str | None) -> list[list[str]]:
+    """The commands ``make TARGET [CONFIG=...]`` runs, with valueguide and snakemake replaced by recorders."""
+    venv, log = tmp_path / "venv", tmp_path / "calls.jsonl"
+    (venv / "bin").mkdir(parents=True)
+    for tool in ("valueguide", "snakemake"):
+        (venv / "bin" / tool).write_text(RECORDER.format(python=sys.executable, log=str(log)))
+        (venv / "bin" / tool).chmod(0o755)
+    args = ["make", "-s", target, f"VENV={venv}", "STAMP="] + ([f"CONFIG={config}"] if config is not None else [])
+    subprocess.run(args, cwd=ROOT, check=True, capture_output=True, timeout=60)
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_config_with_two_files_runs_one_setting_merged_in_order(tmp_path):
+    """`make run CONFIG="config/imdb.yaml config/imdb_refit.yaml"` once ran each file as a setting of its own."""
+    files = ["config/imdb.yaml", "config/imdb_refit.yaml"]
+    resume, run, report = _calls(tmp_path, "run", " ".join(files))
+    assert resume == ["valueguide", "--log-level", "WARNING", "resume", "--config", *files]
+    assert run[run.index("--configfile"):] == ["--configfile", *files]
+    assert str(tmp_path / "venv" / "bin" / "snakemake") in run and "warm-run" in run
+    assert report == ["valueguide", "--log-level", "WARNING", "show-report", "--config", *files]
+
+
+@pytest.mark.parametrize("target", ["run", "dry-run"])
+def test_without_config_the_two_tiny_settings_run_one_after_the_other(tmp_path, target):
+    runs = [call[call.index("--configfile") + 1:] for call in _calls(tmp_path, target, None) if "--configfile" in call]
+    assert [[arg for arg in args if arg.endswith(".yaml")] for args in runs] == [
+        ["config.yaml"], ["config/tiny_instruction.yaml"]]
+
+
+def test_dry_run_merges_the_files_of_config_too(tmp_path):
+    (run,) = _calls(tmp_path, "dry-run", "a.yaml b.yaml")
+    assert run == ["snakemake", "--cores", "2", "--configfile", "a.yaml", "b.yaml", "-n"]
