@@ -133,42 +133,43 @@ REFITS = sorted((ROOT / "config").glob("*_refit.yaml"))
 
 @pytest.mark.parametrize("overlay", REFITS, ids=lambda p: p.stem)
 def test_an_overlay_without_its_base_is_refused_naming_the_base(overlay):
-    """Alone, config/imdb_refit.yaml merged over config.yaml alone would plan the tiny world into results/imdb_refit."""
-    from valueguide.config import load_setting
-
+    """Alone, config/imdb_refit.yaml merged over config.yaml would plan the tiny world into results/imdb_refit."""
     base = ROOT / "config" / overlay.name.replace("_refit", "")
     with pytest.raises(ConfigError, match=re.escape(f"extends {base}: merge it over that file")):
-        load_setting(overlay)
+        load_config(ROOT / "config.yaml", overlay)
     with pytest.raises(ConfigError, match=re.escape(f"extends {base}")):
-        load_setting(overlay, base)  # after its overlay, the base would undo it
-    assert load_setting(base, overlay)["results_dir"] == f"results/{overlay.stem}"
+        load_config(ROOT / "config.yaml", overlay, base)  # after its overlay, the base would undo it
+    assert load_config(ROOT / "config.yaml", base, overlay)["results_dir"] == f"results/{overlay.stem}"
 
 
 def test_a_command_starts_from_config_yaml_as_snakemake_does():
     """`valueguide plan --config config/alpaca_eval.yaml` once failed with "fit_value: 'gamma' is missing"."""
-    from valueguide.config import REPOSITORY_CONFIG, setting_files
-
     proc = subprocess.run([sys.executable, "-m", "valueguide.cli", "plan", "--config", "config/alpaca_eval.yaml"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "Jobs per stage" in proc.stdout and "mixtral" in proc.stdout
+    from valueguide.config import REPOSITORY_CONFIG, setting_files
+
     assert setting_files(["config/alpaca_eval.yaml"]) == [REPOSITORY_CONFIG, "config/alpaca_eval.yaml"]
     assert setting_files([ROOT / "config.yaml", "my.yaml"]) == [ROOT / "config.yaml", "my.yaml"]  # not twice
 
 
 def test_derived_paths_follow_results_dir(tmp_path):
     """A relative world.dir or gamed_path is inside results_dir: a setting run elsewhere brings them along."""
-    from valueguide.config import gamed_path, load_setting, world_dir
+    from valueguide.config import world_dir
+
+    def setting(*paths):
+        return load_config(ROOT / "config.yaml", *paths)
 
     elsewhere = tmp_path / "elsewhere.yaml"
     elsewhere.write_text(f"results_dir: {tmp_path / 'seed2' / 'instruction'}\n")
-    instruction = load_setting(ROOT / "config" / "tiny_instruction.yaml", elsewhere)
+    instruction = setting(ROOT / "config" / "tiny_instruction.yaml", elsewhere)
     assert world_dir(instruction) == tmp_path / "seed2" / "world"
-    assert world_dir(load_setting(ROOT / "config" / "tiny_instruction.yaml")) == Path("results/world")  # make run's
-    assert world_dir(load_setting(elsewhere)) == tmp_path / "seed2" / "instruction" / "world"
-    alpaca = load_setting(ROOT / "config" / "alpaca_eval.yaml", elsewhere)
-    assert gamed_path(alpaca) == str(tmp_path / "seed2" / "instruction" / "df_gamed.csv")
-    refit = load_setting(ROOT / "config" / "alpaca_eval.yaml", ROOT / "config" / "alpaca_eval_refit.yaml")
+    assert world_dir(setting(ROOT / "config" / "tiny_instruction.yaml")) == Path("results/world")  # make run's
+    assert world_dir(setting(elsewhere)) == tmp_path / "seed2" / "instruction" / "world"
+    alpaca = setting(ROOT / "config" / "alpaca_eval.yaml", elsewhere)
+    assert stage_slice(alpaca, "fetch")["gamed_path"] == str(tmp_path / "seed2" / "instruction" / "df_gamed.csv")
+    refit = setting(ROOT / "config" / "alpaca_eval.yaml", ROOT / "config" / "alpaca_eval_refit.yaml")
     for sliced in (stage_slice(refit, "fetch"), stage_slice(refit, "evaluate_alpaca")["evaluate"]["alpaca"]):
         assert sliced["gamed_path"] == "results/alpaca_eval_refit/df_gamed.csv"
 

@@ -134,8 +134,9 @@ def test_a_dry_run_of_a_change_writes_nothing_and_the_plan_after_it_is_empty(wor
 
 def test_a_dry_run_of_a_fresh_run_writes_nothing(tmp_path):
     write_override(tmp_path)
-    assert planned_jobs(snakemake(tmp_path, "-n"))["config_slice"] > 0
+    planned = planned_jobs(snakemake(tmp_path, "-n"))
     assert not (tmp_path / "results").exists()
+    assert planned["config_slice"] > 0 and planned["world_corpus"] == 1
 
 
 @pytest.mark.parametrize("change, rerun", [

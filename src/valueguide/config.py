@@ -313,7 +313,7 @@ def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
         return _pick(config, "reward_model")
     if stage == "evaluate_alpaca":
         out = _pick(config, "reward_model", "evaluate")
-        if out["evaluate"].get("alpaca"):
+        if (out["evaluate"].get("alpaca") or {}).get("gamed_path"):
             out["evaluate"]["alpaca"]["gamed_path"] = gamed_path(config)
         return out
     if stage == "report":
