@@ -224,7 +224,7 @@ def test_snakemake_refuses_an_overlay_without_its_base(task, tmp_path):
          str(tmp_path), "--cores", "1", "--configfile", str(ROOT / "config" / f"{task}_refit.yaml")],
         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert f"extends {ROOT / 'config' / task}.yaml: merge it over that file" in proc.stderr
+    assert f"extends {ROOT / 'config' / task}.yaml: merge it over that file" in proc.stderr  # outside the checkout
     assert "Job stats" not in proc.stdout and not (tmp_path / "results").exists()
 
 

@@ -102,7 +102,14 @@ def check_layers(paths) -> None:
             continue
         base_path = Path(path).parent / base
         if not any(_same_file(earlier, base_path) for earlier in paths[:i]):
+            path, base_path = _shown(path), _shown(base_path)
             raise ConfigError(f"{path} extends {base_path}: merge it over that file (give {base_path} before it)")
+
+
+def _shown(path: str | Path) -> str:
+    """A path as a user in this folder would type it."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
