@@ -280,3 +280,24 @@ def test_cost_per_prompt_is_the_tokens_each_model_processed_and_quality_is_plott
     assert axes.get_xlabel() == "tokens processed per prompt, all models"
     points = {c.get_label(): tuple(c.lines[0].get_xydata()[0]) for c in axes.containers}  # each errorbar's point
     assert points == {"base": (30.0, 0.5), "bon": (220.0, 1.5), "eft": (134.0, 2.5)}
+
+
+@pytest.mark.parametrize("explicit,pairs,implicit,flagged", [
+    (0.536, 360, 0.7575, ["explicit"]),   # the instruction setting's: its interval [0.484, 0.588] holds 0.5
+    (0.54, 20000, 0.7575, ["explicit"]),  # precise, but under 0.55: a rank correlation under 0.1
+    (0.617, 360, 0.53, ["implicit"]),     # the TL;DR value's accuracy is clear of chance (interval from 0.567)
+    (0.617, 360, 0.7575, []),
+])
+def test_the_summary_says_which_value_is_near_chance(tmp_path, explicit, pairs, implicit, flagged):
+    from valueguide.artifacts import write_json
+    from valueguide.report.summary import render_fits
+
+    write_json({"pairwise_accuracy": explicit, "pairwise_pairs": pairs, "pairwise_accuracy_gap_gt_1": 0.7,
+                "value_r2": 0.185, "train_seconds": 24.0}, tmp_path / "value.json")
+    write_json({"heldout_accuracy": implicit, "n_heldout_pairs": 400, "heldout_accuracy_gap_gt_1": 0.8,
+                "train_time_s": 9.0}, tmp_path / "implicit.json")
+    text = render_fits(tmp_path / "value.json", tmp_path / "implicit.json")
+    said = [name for name in ("explicit", "implicit") if f"The {name} value is near chance" in text]
+    assert said == flagged
+    if flagged == ["explicit"] and pairs == 360:
+        assert "orders 53.6% of held-out pairs" in text and "95 % interval 48.4% to 58.8% over 360 pairs" in text
