@@ -105,6 +105,13 @@ def test_an_lc_that_is_not_alpaca_evals_stands_beside_neither_the_paper_nor_the_
     assert "compare the methods of this run with each other only" in main
 
 
+def test_the_report_repeats_the_note_of_an_lc_that_is_alpaca_evals_baseline(tmp_path):
+    alpaca = _alpaca_metrics().assign(lc_note=["every output is its instruction's reference", ""])
+    _write_alpaca(tmp_path, alpaca)
+    main = run_report(None, tmp_path / "alpaca.csv", tmp_path / "report")
+    assert "mistral/base: every output is its instruction's reference." in main and "mistral/ivg:" not in main
+
+
 def test_report_without_any_metrics_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="nothing to report"):
         run_report(None, None, tmp_path)

@@ -146,7 +146,7 @@ def render_tables(reward: pd.DataFrame | None = None, alpaca: pd.DataFrame | Non
         judges, glms = ", ".join(dict.fromkeys(alpaca["judge"])), ", ".join(dict.fromkeys(alpaca["glm"]))
         blocks += ["## AlpacaEval 2.0: LC win rate ± bootstrap s.e. [95 % bootstrap interval] / win rate ± s.e. (%)",
                    f"Judge: {judges}; GLM: {glms}; instruction difficulty: "
-                   f"{', '.join(dict.fromkeys(alpaca['difficulty']))}.", table, *_footnotes(sources)]
+                   f"{', '.join(dict.fromkeys(alpaca['difficulty']))}.", table, *_footnotes(sources), *_lc_notes(alpaca)]
         if official:
             blocks += [f"Public AlpacaEval 2.0 leaderboard ({LEADERBOARD_ANNOTATOR}, as shipped with alpaca_eval):",
                        leaderboard_table()]
@@ -160,6 +160,12 @@ def render_tables(reward: pd.DataFrame | None = None, alpaca: pd.DataFrame | Non
     cost = pd.concat(costs, ignore_index=True).drop_duplicates(["model", "method"])
     document = "\n\n".join(["# Results", main.rstrip("\n"), "## Cost per prompt", cost_table(cost)]) + "\n"
     return main, document, pd.concat(csv, ignore_index=True)
+
+
+def _lc_notes(alpaca: pd.DataFrame) -> list[str]:
+    """The evaluate stage's word on an LC that is alpaca_eval's baseline's or missing (``lc_note``)."""
+    notes = alpaca.get("lc_note", pd.Series(dtype=object)).fillna("")
+    return [f"{r.model}/{r.method}: {note}." for r, note in zip(alpaca.itertuples(), notes) if note]
 
 
 def _footnotes(sources: list[str]) -> list[str]:
