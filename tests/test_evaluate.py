@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from alpaca_eval.metrics import glm_winrate
 from scipy.special import expit
 
 from valueguide.artifacts import ArtifactError, read_json, read_parquet, write_parquet
@@ -159,6 +160,52 @@ def test_instruction_difficulty_is_recovered_from_the_generators_annotations():
         by_generator[f"g{g}"] = frame
     fitted = fit_difficulty(by_generator, n)
     assert np.corrcoef(fitted, truth)[0, 1] > 0.9 and abs(fitted.mean()) < 1e-9
+
+
+def test_outputs_identical_to_the_references_score_as_alpaca_evals_baseline(tmp_path):
+    gamed = _gamed_file(40, lambda d: 1.0 + expit(d / 60.0), tmp_path / "g.csv")
+    same = _length_annotations(40, lambda d: np.full(len(d), 1.5)).assign(output_2=lambda f: f["output_1"])
+    m = win_rates(same, "length_controlled_v1", gamed)  # alpaca_eval alone: "duplicate labels" (0/0 lengths)
+    assert m["length_controlled_winrate"] == 50.0 and m["win_rate"] == 50.0 and "baseline" in m["lc_note"]
+    spread = bootstrap_lc(same, "length_controlled_v1", gamed, n=10, seed=1)
+    assert spread["lc_low"] == spread["lc_high"] == 50.0
+    # Other outputs, each as long as its reference: the length term is still 0/0, so no LC, and a note.
+    level = same.assign(output_2=lambda f: f["output_1"].str.replace("r", "m"), preference=1.7)
+    m = win_rates(level, "length_controlled_v1", gamed)
+    assert math.isnan(m["length_controlled_winrate"]) and m["win_rate"] == pytest.approx(70.0)
+    assert "0/0" in m["lc_note"]
+
+
+def test_instructions_without_a_preference_are_left_out_as_alpaca_eval_leaves_them_out(tmp_path):
+    from valueguide.evaluate.lc import _local_hub_files
+
+    n = 40
+    difficulty = np.linspace(-2.0, 2.0, n)  # instructions differ, so which ones are averaged matters
+    gamed = _gamed_file(n, lambda d: 1.0 + expit(d / 60.0), tmp_path / "g.csv", difficulty=difficulty)
+    annotations = _length_annotations(n, lambda d: 1.0 + expit(d / 60.0 + 0.5))
+    annotations.loc[[n - 3, n - 2, n - 1], "preference"] = np.nan  # the hardest three: the judge gave no answer
+    ours = win_rates(annotations, "length_controlled_v1", gamed)
+    # alpaca_eval's annotators return only the annotations with a preference; its GLM then scores those
+    returned = annotations[annotations["preference"].notna()].drop(columns="glm_preference")
+    with _local_hub_files({"df_gamed.csv": gamed}):
+        theirs = glm_winrate.get_length_controlled_winrate(returned, save_weights_dir=None)
+    assert ours["length_controlled_winrate"] == pytest.approx(theirs["length_controlled_winrate"], abs=1e-9)
+    assert ours["win_rate"] == pytest.approx(theirs["win_rate"]) and ours["n_total"] == n - 3
+    assert annotations["glm_preference"].isna().tolist() == [False] * (n - 3) + [True] * 3
+
+
+def test_alpaca_stage_scores_a_generator_that_returns_the_references(tiny_config, tiny_world, tmp_path):
+    prompts_path, paths = _instruction_run(tmp_path, n=8)
+    prompts = read_parquet(prompts_path)
+    write_parquet(_generations(list(prompts.prompt), list(prompts.reference), {"guided": 1.0}, {"guided": 5.0}),
+                  tmp_path / "copy.parquet")
+    paths["mistral/copy"] = str(tmp_path / "copy.parquet")
+    config = {**tiny_config, "evaluate": {"alpaca": {"bootstrap": 5}}}
+    table = run_evaluate_alpaca(config, paths, prompts_path, tmp_path / "alpaca", world_dir=tiny_world)
+    table = table.set_index("method")
+    assert table.loc["copy", "length_controlled_winrate"] == 50.0 and table.loc["copy", "win_rate"] == 50.0
+    assert "baseline" in table.loc["copy", "lc_note"] and table.loc["ivg", "lc_note"] == ""
+    assert math.isfinite(table.loc["ivg", "length_controlled_winrate"])
 
 
 def test_alpaca_settings_default_to_the_leaderboards_glm():

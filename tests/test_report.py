@@ -105,6 +105,13 @@ def test_an_lc_that_is_not_alpaca_evals_stands_beside_neither_the_paper_nor_the_
     assert "compare the methods of this run with each other only" in main
 
 
+def test_the_report_repeats_the_note_of_an_lc_that_is_alpaca_evals_baseline(tmp_path):
+    alpaca = _alpaca_metrics().assign(lc_note=["every output is its instruction's reference", ""])
+    _write_alpaca(tmp_path, alpaca)
+    main = run_report(None, tmp_path / "alpaca.csv", tmp_path / "report")
+    assert "mistral/base: every output is its instruction's reference." in main and "mistral/ivg:" not in main
+
+
 def test_report_without_any_metrics_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="nothing to report"):
         run_report(None, None, tmp_path)
@@ -236,3 +243,68 @@ def test_the_worlds_own_score_stands_beside_the_gold_reward_when_the_metrics_car
     table = main.split("## Gold reward / the world's own score")[1]
     ivg = reward[(reward.model == "gpt2-xl") & (reward.method == "ivg")].iloc[0]
     assert _row(table, "ivg")[2] == f"{ivg.reward_mean:.2f} ± {ivg.reward_se:.2f} / {ivg.reward_mean * 2 + 1:.2f} ± 0.12"
+
+
+def _generation_rows(method: str, reward: float, passes: dict, tokens: dict, candidates: dict) -> pd.DataFrame:
+    """Two prompts' generations as stage generate writes them (each row its share of its batch), scored."""
+    import json
+
+    return pd.DataFrame({"model": "mistral", "method": method, "prompt_id": [0, 1], "prompt": ["p", "q"],
+                         "output": ["a", "b"], "n_tokens": [8, 10], "reward": [reward, reward + 1.0],
+                         "forward_passes": json.dumps(passes), "tokens_encoded": json.dumps(tokens),
+                         "candidate_tokens": json.dumps(candidates), "wall_time": 0.25})
+
+
+def test_cost_per_prompt_is_the_tokens_each_model_processed_and_quality_is_plotted_against_it(tmp_path, monkeypatch):
+    from valueguide.evaluate.reward_task import summarize_rewards
+    from valueguide.report import plots
+
+    metrics = summarize_rewards([
+        _generation_rows("base", 0.0, {"guided": 1.5}, {"guided": 30.0}, {}),
+        # best-of-4 in one batched pass a step: few passes, four times the tokens, and the reward model's
+        _generation_rows("bon", 1.0, {"guided": 1.6, "reward": 0.1}, {"guided": 120.0, "reward": 100.0}, {}),
+        # token-level guidance: the pair reads the rows and scores 20 candidates a step
+        _generation_rows("eft", 2.0, {"guided": 1.5, "tuned": 1.5, "untuned": 1.5},
+                         {"guided": 30.0, "tuned": 12.0, "untuned": 12.0}, {"tuned": 40.0, "untuned": 40.0}),
+    ])
+    write_csv(metrics, tmp_path / "reward.csv")
+    figures = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.__setitem__(path.name, fig))
+    run_report(tmp_path / "reward.csv", None, tmp_path / "report")
+
+    costs = (tmp_path / "report" / "tables.md").read_text().split("## Cost per prompt")[1]
+    assert _row(costs, "model")[5] == "tokens processed (by role)"
+    by_method = {cells[1]: cells for cells in (_row(line, "mistral") for line in costs.splitlines() if "mistral" in line)}
+    assert by_method["base"][5] == "30 (guided 30)"
+    assert by_method["bon"][4:6] == ["1.7 (guided 1.6, reward 0.1)", "220 (guided 120, reward 100)"]
+    assert by_method["eft"][5] == "134 (guided 30, tuned 52, untuned 52)"
+    numbers = pd.read_csv(tmp_path / "report" / "tables.csv").set_index("method")
+    assert numbers.loc["eft", ["tokens_encoded_per_prompt", "tokens_encoded_tuned_per_prompt",
+                               "tokens_encoded_reward_per_prompt"]].tolist() == [134.0, 52.0, 0.0]
+
+    # The equal-compute figure: one panel for the one guided model, each method at its tokens per prompt.
+    (axes,) = figures["reward_vs_tokens.png"].axes
+    assert axes.get_xlabel() == "tokens processed per prompt, all models"
+    points = {c.get_label(): tuple(c.lines[0].get_xydata()[0]) for c in axes.containers}  # each errorbar's point
+    assert points == {"base": (30.0, 0.5), "bon": (220.0, 1.5), "eft": (134.0, 2.5)}
+
+
+@pytest.mark.parametrize("explicit,pairs,implicit,flagged", [
+    (0.536, 360, 0.7575, ["explicit"]),   # the instruction setting's: its interval [0.484, 0.588] holds 0.5
+    (0.54, 20000, 0.7575, ["explicit"]),  # precise, but under 0.55: a rank correlation under 0.1
+    (0.617, 360, 0.53, ["implicit"]),     # the TL;DR value's accuracy is clear of chance (interval from 0.567)
+    (0.617, 360, 0.7575, []),
+])
+def test_the_summary_says_which_value_is_near_chance(tmp_path, explicit, pairs, implicit, flagged):
+    from valueguide.artifacts import write_json
+    from valueguide.report.summary import render_fits
+
+    write_json({"pairwise_accuracy": explicit, "pairwise_pairs": pairs, "pairwise_accuracy_gap_gt_1": 0.7,
+                "value_r2": 0.185, "train_seconds": 24.0}, tmp_path / "value.json")
+    write_json({"heldout_accuracy": implicit, "n_heldout_pairs": 400, "heldout_accuracy_gap_gt_1": 0.8,
+                "train_time_s": 9.0}, tmp_path / "implicit.json")
+    text = render_fits(tmp_path / "value.json", tmp_path / "implicit.json")
+    said = [name for name in ("explicit", "implicit") if f"The {name} value is near chance" in text]
+    assert said == flagged
+    if flagged == ["explicit"] and pairs == 360:
+        assert "orders 53.6% of held-out pairs" in text and "95 % interval 48.4% to 58.8% over 360 pairs" in text

@@ -16,6 +16,7 @@ import pandas as pd
 from ..artifacts import ArtifactError, atomic_path
 
 API_KEY_VAR = "OPENAI_API_KEY"  # the gpt4_turbo judge's key: read from the environment only, never written
+TOKENS_BY_ROLE = "tokens_encoded_"  # metrics columns: tokens processed per model role, summed over prompts
 
 
 @contextmanager

@@ -101,8 +101,9 @@ def run_evaluate_alpaca(config: dict, generation_paths: dict[str, str], prompts_
 
     Writes ``reference_outputs.json``, ``{model}/{method}/model_outputs.json`` and ``annotations.json``,
     ``df_gamed.csv`` (made here unless ``gamed_path`` is given) and ``metrics.csv`` (one row per (model,
-    method): win rates, standard errors, LC's bootstrap interval, average length in characters, and the
-    cost columns of the generations). ``workers`` processes compute the LC bootstraps.
+    method): win rates, standard errors, LC's bootstrap interval, ``lc_note`` where the LC is alpaca_eval's
+    baseline's or missing (``lc.win_rates``), average length in characters, and the cost columns of the
+    generations). ``workers`` processes compute the LC bootstraps.
     """
     if not generation_paths:
         raise ValueError("no generations to evaluate")
@@ -124,7 +125,7 @@ def run_evaluate_alpaca(config: dict, generation_paths: dict[str, str], prompts_
         annotations = judge_.annotate(outputs, references)
         if list(annotations["instruction"]) != [r["instruction"] for r in outputs]:
             raise RuntimeError(f"{name}: the judge did not return one annotation per instruction, in order")
-        if annotations["preference"].isna().any():  # alpaca_eval's metrics leave these out, as its evaluate does
+        if annotations["preference"].isna().any():  # left out of the win rates, as alpaca_eval's annotators do
             log.warning("%s: %d instructions have no preference", name, annotations["preference"].isna().sum())
         annotations.index = index
         return annotations
@@ -154,7 +155,7 @@ def run_evaluate_alpaca(config: dict, generation_paths: dict[str, str], prompts_
         write_json(_annotation_records(annotations), out_dir / model / method / "annotations.json")
         rows.append({"model": model, "method": method, "judge": judge_.name, "glm": settings["glm"],
                      "difficulty": difficulty, "n": int(metrics["n_total"]), **{k: float(metrics[k]) for k in RATES},
-                     **spread, **{k: int(metrics[k]) for k in COUNTS},
+                     **spread, **{k: int(metrics[k]) for k in COUNTS}, "lc_note": metrics.get("lc_note", ""),
                      "avg_length": float(np.mean([len(r["output"]) for r in outputs_by_key[key]])),
                      **cost_summary(gens)})
         log.info("%s: LC %.2f [%.2f, %.2f], WR %.2f ± %.2f", key, metrics["length_controlled_winrate"],

@@ -42,29 +42,60 @@ def _local_hub_files(files: dict[str, Path]):
         yield
 
 
+IDENTICAL_NOTE = ("every output is its instruction's reference: alpaca_eval's own baseline, "
+                  "LC 50 by construction (no length difference to control)")
+SAME_LENGTH_NOTE = ("every output is as long as its reference: alpaca_eval's GLM cannot scale the length "
+                    "difference (0/0), so no LC")
+
+
 def win_rates(annotations: pd.DataFrame, glm: str, gamed_path: str | Path, cross_validate: bool = True) -> dict:
     """Win rate and length-controlled win rate (percent), by alpaca_eval's code.
 
-    ``annotations`` is indexed by instruction index (prompt_id); the GLM adds ``glm_preference`` to it.
+    ``annotations`` is indexed by instruction index (prompt_id); the GLM adds ``glm_preference`` to it
+    (NaN where left out). Instructions without a preference are left out of both rates, as alpaca_eval's
+    annotators leave them out of the annotations its metrics read. Outputs identical to the references
+    are scored as alpaca_eval scores its own baseline (LC 50); outputs all as long as their references
+    get no LC, as the GLM's scaled length difference is 0/0 there (each with ``lc_note`` saying so).
     The GLM cross-validates its penalty over folds of instructions: with fewer instructions than folds
     the length-controlled win rate is NaN (logged), the plain win rate still computed. Without
     ``cross_validate`` it takes alpaca_eval's own fixed penalty instead (C = 100), five times faster.
     alpaca_eval's warning of a GLM that moved a win rate to extremes stays on for the estimate itself,
     and off for the bootstrap's resamples (which call this without ``cross_validate``).
     """
+    judged_rows = annotations["preference"].notna().to_numpy()
+    judged = annotations[judged_rows].copy()
+    metrics = _win_rates_of_judged(judged, glm, gamed_path, cross_validate)
+    if "glm_preference" in judged:
+        column = np.full(len(annotations), np.nan)
+        column[judged_rows] = judged["glm_preference"].to_numpy()
+        annotations["glm_preference"] = column
+    return metrics
+
+
+def _win_rates_of_judged(judged: pd.DataFrame, glm: str, gamed_path: str | Path, cross_validate: bool) -> dict:
+    """``win_rates`` of annotations that all have a preference."""
     n_splits = glm_winrate.GLM_INFO[glm]["kwargs"]["n_splits"]
-    if len(annotations) < n_splits:
+    no_lc = {"length_controlled_winrate": float("nan"), "lc_standard_error": float("nan")}
+    if len(judged) < n_splits:
         log.warning("%d instructions: alpaca_eval's GLM needs at least %d; length-controlled win rate is NaN",
-                    len(annotations), n_splits)
-        return {**get_winrate(annotations), "length_controlled_winrate": float("nan"), "lc_standard_error": float("nan")}
+                    len(judged), n_splits)
+        return {**get_winrate(judged), **no_lc}
+    if (judged["output_1"] == judged["output_2"]).all():
+        judged["generator_2"] = judged["generator_1"]  # what alpaca_eval's GLM recognises as its baseline
+        note = IDENTICAL_NOTE
+    elif (judged["output_1"].str.len() == judged["output_2"].str.len()).all():
+        return {**get_winrate(judged), **no_lc, "lc_note": SAME_LENGTH_NOTE}
+    else:
+        note = ""
     with _local_hub_files({"df_gamed.csv": Path(gamed_path)}), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # scikit-learn's deprecations inside alpaca_eval
         warnings.filterwarnings("ignore", "Inconsistent values: penalty=l1", UserWarning)
         info = glm_winrate.GLM_INFO[glm]
         if not cross_validate:
             info = {**info, "kwargs": {**info["kwargs"], "n_splits": 0}}
-        return glm_winrate.get_length_controlled_winrate(annotations, glm_name=glm, save_weights_dir=None,
-                                                         is_warn_extreme_changes=cross_validate, glm_info=info)
+        metrics = glm_winrate.get_length_controlled_winrate(judged, glm_name=glm, save_weights_dir=None,
+                                                            is_warn_extreme_changes=cross_validate, glm_info=info)
+    return {**metrics, "lc_note": note} if note else metrics
 
 
 def bootstrap_lc(annotations: pd.DataFrame, glm: str, gamed_path: str | Path, n: int, seed: int) -> dict:

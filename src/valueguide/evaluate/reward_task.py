@@ -20,7 +20,7 @@ from ..reward import RewardModel
 from ..models import load_options
 from ..specs import world_name
 from ..world.corpus import text_score
-from . import split_key, write_csv
+from . import TOKENS_BY_ROLE, split_key, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,13 @@ def cost_summary(gens: pd.DataFrame) -> dict[str, float]:
     passes = _sum_json(gens["forward_passes"])
     out = {"tokens_mean": float(gens["n_tokens"].mean()), "passes": sum(passes.values())}
     out.update({f"passes_{role}": value for role, value in sorted(passes.items())})
-    # every token any model encoded: the rows' own, and the candidates of token-level guidance
-    out["tokens_encoded"] = sum(_sum_json(gens["tokens_encoded"]).values()) + sum(
-        _sum_json(gens["candidate_tokens"]).values())
+    # every token any model processed: the rows' own, and the candidates of token-level guidance; in all
+    # and by model role (the cost that compares methods at equal compute, unlike batched passes)
+    by_role = _sum_json(gens["tokens_encoded"])
+    for role, value in _sum_json(gens["candidate_tokens"]).items():
+        by_role[role] = by_role.get(role, 0.0) + value
+    out["tokens_encoded"] = sum(by_role.values())
+    out.update({f"{TOKENS_BY_ROLE}{role}": value for role, value in sorted(by_role.items())})
     out["wall_time"] = float(gens["wall_time"].sum())
     return out
 
@@ -62,8 +66,8 @@ def cost_summary(gens: pd.DataFrame) -> dict[str, float]:
 def cost_frame(rows: list[dict]) -> pd.DataFrame:
     """A metrics table from rows that carry ``cost_summary``: a role a method lacks costs 0 there."""
     table = pd.DataFrame(rows)
-    passes = [c for c in table.columns if c.startswith("passes_")]
-    table[passes] = table[passes].fillna(0.0)
+    by_role = [c for c in table.columns if c.startswith(("passes_", TOKENS_BY_ROLE))]
+    table[by_role] = table[by_role].fillna(0.0)
     return table
 
 

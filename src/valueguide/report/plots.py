@@ -91,15 +91,22 @@ def _cost_axis(ax, x: np.ndarray) -> None:
     ax.xaxis.set_major_formatter(formatter)
 
 
+PASSES_AND_TIME = (("passes", "forward passes per prompt, all models"), ("wall_time", "seconds per prompt"))
+TOKENS = (("tokens_encoded", "tokens processed per prompt, all models"),)
+COST_FIGURES = (("vs_cost", PASSES_AND_TIME), ("vs_tokens", TOKENS))  # figure name suffix -> its costs
+
+
 def plot_vs_cost(metrics: pd.DataFrame, value: str, ylabel: str, path: str | Path, se: str | None = None,
-                 low: str | None = None, high: str | None = None) -> None:
-    """A row of panels per guided model: quality against forward passes per prompt (left) and against
-    wall time per prompt (right); one marker per method, named in one legend."""
+                 low: str | None = None, high: str | None = None,
+                 costs: tuple[tuple[str, str], ...] = PASSES_AND_TIME) -> None:
+    """A row of panels per guided model: quality against each of ``costs`` ((column, axis label); the
+    column summed over prompts, drawn per prompt): by default forward passes (left) and wall time (right);
+    ``TOKENS``, the tokens every model processed, compares methods at equal compute. One marker per
+    method, named in one legend."""
     models = list(dict.fromkeys(metrics["model"]))
     styles = _styles(ordered(metrics["method"]))
-    fig = Figure(figsize=(9.5, 2.9 * len(models) + 0.6))
-    axes = fig.subplots(len(models), 2, sharey="row", squeeze=False)
-    costs = (("passes", "forward passes per prompt, all models"), ("wall_time", "seconds per prompt"))
+    fig = Figure(figsize=(4.75 * len(costs), 2.9 * len(models) + 0.6))
+    axes = fig.subplots(len(models), len(costs), sharey="row", squeeze=False)
     for row, model in zip(axes, models):
         sub = metrics[metrics["model"] == model].set_index("method")
         sub = sub.loc[ordered(sub.index)]
@@ -116,5 +123,6 @@ def plot_vs_cost(metrics: pd.DataFrame, value: str, ylabel: str, path: str | Pat
         row[0].set_ylabel(f"{model}\n{ylabel}")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 7), fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 7 if len(costs) > 1 else 4), fontsize=8,
+               frameon=False)
     _save(fig, path)

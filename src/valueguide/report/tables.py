@@ -12,11 +12,11 @@ from pathlib import Path
 import pandas as pd
 
 from ..artifacts import write_text
-from ..evaluate import read_csv, write_csv
+from ..evaluate import TOKENS_BY_ROLE, read_csv, write_csv
 from .claims import claims_markdown, ivg_parts_note, paired_claims, preference_values, reward_values
 from .headroom import SATURATED, headroom
 from .paper import LEADERBOARD_ANNOTATOR, leaderboard_reference, ordered, paper_number
-from .plots import plot_by_method, plot_vs_cost
+from .plots import COST_FIGURES, plot_by_method, plot_vs_cost
 
 # kind -> (main metric, its standard error), columns of the evaluate stage's metrics tables
 KINDS = {
@@ -75,19 +75,28 @@ def quality_table(kind: str, metrics: pd.DataFrame, task: str | None, names=None
     return markdown(header, rows), sources
 
 
+def _per_prompt(row: pd.Series, total: str, prefix: str, digits: int) -> str:
+    """``total (role value, ...)`` per prompt: the column ``total`` and the columns ``prefix<role>`` a method
+    used (metrics without them: the total alone)."""
+    roles = ", ".join(f"{c[len(prefix):]} {row[c] / row.n:.{digits}f}" for c in row.index
+                      if c.startswith(prefix) and row[c] > 0)
+    return f"{_num(row[total] / row.n, digits)}" + (f" ({roles})" if roles else "")
+
+
 def cost_table(metrics: pd.DataFrame) -> str:
-    """Cost per prompt of every (model, method): what the quality above was bought with."""
-    roles = [c for c in metrics.columns if c.startswith("passes_")]
+    """Cost per prompt of every (model, method): what the quality above was bought with. Tokens processed
+    (every token any model encoded, candidates included) compare methods at equal compute; forward passes
+    count batched passes, which a batch of candidates costs one of."""
     rows = []
     for model in dict.fromkeys(metrics["model"]):
         sub = metrics[metrics["model"] == model]
         for method in ordered(sub["method"]):
             r = sub[sub["method"] == method].iloc[0]
-            by_role = ", ".join(f"{c[len('passes_'):]} {r[c] / r.n:.1f}" for c in roles if r[c] > 0)
-            rows.append([model, method, str(int(r.n)), _num(r.tokens_mean, 1), f"{r.passes / r.n:.1f} ({by_role})",
-                         _num(r.tokens_encoded / r.n, 0), _num(r.wall_time / r.n, 3)])
+            rows.append([model, method, str(int(r.n)), _num(r.tokens_mean, 1),
+                         _per_prompt(r, "passes", "passes_", 1), _per_prompt(r, "tokens_encoded", TOKENS_BY_ROLE, 0),
+                         _num(r.wall_time / r.n, 3)])
     return markdown(["model", "method", "prompts", "tokens generated", "forward passes (by role)",
-                     "tokens encoded", "wall time (s)"], rows)
+                     "tokens processed (by role)", "wall time (s)"], rows)
 
 
 def leaderboard_table() -> str:
@@ -111,6 +120,7 @@ def numeric_table(kind: str, metrics: pd.DataFrame, task: str | None, names=None
             "paper": ref.value if ref else float("nan"), "paper_source": ref.source if ref else "",
             "tokens_mean": r.tokens_mean, "passes_per_prompt": r.passes / r.n,
             "tokens_encoded_per_prompt": r.tokens_encoded / r.n, "wall_time_per_prompt": r.wall_time / r.n,
+            **{f"{c}_per_prompt": getattr(r, c) / r.n for c in metrics.columns if c.startswith(TOKENS_BY_ROLE)},
             "_order": order[r.method],
         })
     frame = pd.DataFrame(rows)
@@ -136,7 +146,7 @@ def render_tables(reward: pd.DataFrame | None = None, alpaca: pd.DataFrame | Non
         judges, glms = ", ".join(dict.fromkeys(alpaca["judge"])), ", ".join(dict.fromkeys(alpaca["glm"]))
         blocks += ["## AlpacaEval 2.0: LC win rate ± bootstrap s.e. [95 % bootstrap interval] / win rate ± s.e. (%)",
                    f"Judge: {judges}; GLM: {glms}; instruction difficulty: "
-                   f"{', '.join(dict.fromkeys(alpaca['difficulty']))}.", table, *_footnotes(sources)]
+                   f"{', '.join(dict.fromkeys(alpaca['difficulty']))}.", table, *_footnotes(sources), *_lc_notes(alpaca)]
         if official:
             blocks += [f"Public AlpacaEval 2.0 leaderboard ({LEADERBOARD_ANNOTATOR}, as shipped with alpaca_eval):",
                        leaderboard_table()]
@@ -150,6 +160,12 @@ def render_tables(reward: pd.DataFrame | None = None, alpaca: pd.DataFrame | Non
     cost = pd.concat(costs, ignore_index=True).drop_duplicates(["model", "method"])
     document = "\n\n".join(["# Results", main.rstrip("\n"), "## Cost per prompt", cost_table(cost)]) + "\n"
     return main, document, pd.concat(csv, ignore_index=True)
+
+
+def _lc_notes(alpaca: pd.DataFrame) -> list[str]:
+    """The evaluate stage's word on an LC that is alpaca_eval's baseline's or missing (``lc_note``)."""
+    notes = alpaca.get("lc_note", pd.Series(dtype=object)).fillna("")
+    return [f"{r.model}/{r.method}: {note}." for r, note in zip(alpaca.itertuples(), notes) if note]
 
 
 def _footnotes(sources: list[str]) -> list[str]:
@@ -252,11 +268,13 @@ def run_report(reward_metrics_path, alpaca_metrics_path, out_dir, task: str | No
         plot_by_method(reward, "reward_mean", "reward_se", "gold reward", out / "reward_by_method.png",
                        line=(float(room["ceiling"].iloc[0]), "best base-policy sample") if room is not None and len(room)
                        else None)
-        plot_vs_cost(reward, "reward_mean", "gold reward", out / "reward_vs_cost.png", se="reward_se")
+        for name, costs in COST_FIGURES:
+            plot_vs_cost(reward, "reward_mean", "gold reward", out / f"reward_{name}.png", se="reward_se", costs=costs)
     if alpaca is not None:
         plot_by_method(alpaca, "length_controlled_winrate", "lc_standard_error", "LC win rate (%)",
                        out / "alpaca_by_method.png", low="lc_low", high="lc_high",
                        line=(50.0, "as good as the reference"))
-        plot_vs_cost(alpaca, "length_controlled_winrate", "LC win rate (%)", out / "alpaca_vs_cost.png",
-                     se="lc_standard_error", low="lc_low", high="lc_high")
+        for name, costs in COST_FIGURES:
+            plot_vs_cost(alpaca, "length_controlled_winrate", "LC win rate (%)", out / f"alpaca_{name}.png",
+                         se="lc_standard_error", low="lc_low", high="lc_high", costs=costs)
     return main
