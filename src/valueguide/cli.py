@@ -168,7 +168,8 @@ def cmd_fetch_tokenizers(args) -> None:
 def cmd_plan(args) -> None:
     from .plan import HARDWARE, render_plan
 
-    print(render_plan(load_config(*args.config), HARDWARE[args.gpu], prompt_tokens=args.prompt_tokens))
+    print(render_plan(load_config(*args.config), HARDWARE[args.gpu], prompt_tokens=args.prompt_tokens,
+                      gpus=args.gpus))
 
 
 def _keyed(paths: list[str]) -> dict[str, str]:
@@ -326,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="jobs per stage, tokens and forward passes per method, GPU-hours per stage")
     p.add_argument("--config", nargs="+", required=True, help="config file(s), merged left to right")
     p.add_argument("--gpu", default="h100", choices=["h100", "h200", "a100"], help="the GPU to estimate for")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="GPUs a generate job gets (with device_map: auto its models spread over them)")
     p.add_argument("--prompt-tokens", type=int, default=128, help="assumed prompt length, in tokens")
     p.set_defaults(func=cmd_plan)
 
