@@ -13,6 +13,7 @@ from valueguide.vocabularies import cache_root
 from valueguide.warm import ENV as WARM_ENV
 from valueguide.preflight import checked_or_exit
 from valueguide.cluster import status_problem
+from valueguide.provenance import setting_files, write_provenance
 
 configfile: str(Path(workflow.basedir) / "config.yaml")
 
@@ -20,6 +21,9 @@ configfile: str(Path(workflow.basedir) / "config.yaml")
 config = checked_or_exit(config, dry_run=workflow.output_settings.dryrun)
 R = config["results_dir"]
 WORLD = str(world_dir(config))  # shared by the settings that name one world.dir
+# This run's setting, named in its report: the config files, merged in this order.
+SETTING_FILES = setting_files(workflow.basedir, workflow.configfiles, list(workflow.overwrite_configfiles))
+SETTING = " + ".join(SETTING_FILES)
 # Every path in a shell command is quoted (`{...:q}`, shlex.quote): no config value is ever run.
 # Each job's software: by default the interpreter that runs Snakemake (no PATH lookup, no other
 # environment); under `--software-deployment-method conda`, the `python` of envs/valueguide.yaml, which
@@ -54,6 +58,8 @@ onstart:
         problem = status_problem(getattr(workflow.executor_settings, "status_command", None))
         if problem:
             sys.exit(f"error: the run cannot start: {problem}")
+    # What makes these results (never in a dry run; no job reads it): results/provenance.json.
+    write_provenance(config, SETTING_FILES, sys.argv)
 
 
 include: "workflow/rules/world.smk"
