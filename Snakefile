@@ -62,6 +62,12 @@ onstart:
     write_provenance(config, SETTING_FILES, sys.argv)
 
 
+onerror:
+    print(f"The run stopped before its end (a job failed, or it was interrupted); the jobs that finished are kept. "
+          f"Job logs: {R}/logs/. Run the same command again (make run) to go on: only the unfinished jobs run.",
+          file=sys.stderr)
+
+
 include: "workflow/rules/world.smk"
 include: "workflow/rules/fetch.smk"
 include: "workflow/rules/prompts.smk"
