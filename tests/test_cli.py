@@ -102,3 +102,15 @@ def test_provenance_holds_commit_versions_and_config_and_no_secret(tmp_path, mon
     assert record["config"]["generate"] == config["generate"] and record["config_files"] == ["config.yaml"]
     assert record["command"][-1] == "note=key-<hidden>"
     assert [p.name for p in path.parent.iterdir()] == ["provenance.json"]  # written atomically: no leftovers
+
+
+def test_ctrl_c_ends_a_command_with_one_word_and_status_130(monkeypatch, capsys):
+    """A job's log after Ctrl-C says "interrupted", not a traceback of wherever the job was."""
+    from valueguide import plan
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plan, "render_plan", interrupted)
+    assert cli.main(["plan", "--config", str(ROOT / "config.yaml")]) == 130
+    assert capsys.readouterr().err == "interrupted\n"

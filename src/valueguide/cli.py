@@ -417,6 +417,9 @@ USER_ERRORS = (ConfigError, PreflightError, ModelNotFoundError, DatasetUnavailab
                KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
+INTERRUPTED = 130  # the status of a process that SIGINT ended (128 + 2), as shells report it
+
+
 def _quiet_closed_pipe() -> None:
     """The reader of our output went away (``valueguide show-report | head``): send whatever is still
     buffered nowhere, so that neither the error nor Python's flush at exit prints anything."""
@@ -436,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_closed_pipe()
         return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
     except USER_ERRORS as exc:
         if args.debug:
             raise

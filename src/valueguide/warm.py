@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     """A job's command: on the warm server when one is named and answers, else in this process."""
     argv = sys.argv[1:] if argv is None else argv
     path = os.environ.get(ENV)
-    code = ask_server(path, argv) if path else None
+    try:
+        code = ask_server(path, argv) if path else None
+    except KeyboardInterrupt:  # Ctrl-C: the job's child has it too, and says so in the job's log
+        return 130
     return _run_cli(argv) if code is None else code
 
 
