@@ -251,4 +251,3 @@ def test_the_worlds_own_score_stands_beside_the_gold_reward_when_the_metrics_car
     table = main.split("## Gold reward / the world's own score")[1]
     ivg = reward[(reward.model == "gpt2-xl") & (reward.method == "ivg")].iloc[0]
     assert _row(table, "ivg")[2] == f"{ivg.reward_mean:.2f} ± {ivg.reward_se:.2f} / {ivg.reward_mean * 2 + 1:.2f} ± 0.12"
-

@@ -15,9 +15,9 @@ from ..artifacts import write_text
 from ..evaluate import read_csv, write_csv
 from .claims import claims_markdown, ivg_parts_note, paired_claims, preference_values, reward_values
 from .headroom import SATURATED, headroom
+from . import name_heading
 from .paper import LEADERBOARD_ANNOTATOR, leaderboard_reference, ordered, paper_number
 from .plots import plot_by_method, plot_vs_cost
-from . import name_heading
 
 # kind -> (main metric, its standard error), columns of the evaluate stage's metrics tables
 KINDS = {
