@@ -125,6 +125,7 @@ def test_each_reports_heading_names_the_config_that_made_it(tmp_path):
     assert (tmp_path / "report" / "tables.md").read_text().splitlines()[0] == f"# Results: {name}"
     assert (tmp_path / "report" / "summary.md").read_text().splitlines()[0] == f"# valueguide summary: {name}"
 
+
 def test_leaderboard_numbers_come_from_alpaca_eval_package():
     board = leaderboard_reference().set_index("generator").round(2)
     assert board.loc["Mistral-7B-Instruct-v0.2", ["length_controlled_winrate", "win_rate"]].tolist() == [17.11, 14.72]
