@@ -27,7 +27,7 @@ SAMPLES_HELP = "the base policy's scored samples (stage sample's parquet)"
 
 def _add_config(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--config", nargs="+", help=CONFIG_HELP)
+    group.add_argument("--config", nargs="+", help="full config file(s), merged left to right")
     group.add_argument("--slice", help="a stage's config slice written by the Snakefile")
     p.add_argument("--world", help="tiny world folder (default: <results_dir>/world)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's)")
