@@ -14,16 +14,20 @@ from valueguide.vocabularies import cache_root
 from valueguide.warm import ENV as WARM_ENV
 from valueguide.preflight import checked_or_exit
 from valueguide.cluster import status_problem
+from valueguide.provenance import setting_names, write_provenance
 
 BASE_CONFIG = str(Path(workflow.basedir) / "config.yaml")
 configfile: BASE_CONFIG
 
 # Validation and the preflight check: every problem at once, one line each, before any job runs; an
 # overlay (`extends:`) given without its base is refused.
-config = checked_or_exit(config, dry_run=workflow.output_settings.dryrun,
-                         files=[BASE_CONFIG, *workflow.config_settings.configfiles])
+CONFIG_FILES = [BASE_CONFIG, *workflow.config_settings.configfiles]  # in the order Snakemake merges them
+config = checked_or_exit(config, dry_run=workflow.output_settings.dryrun, files=CONFIG_FILES)
 R = config["results_dir"]
 WORLD = str(world_dir(config))  # shared by the settings that name one world.dir
+# This run's setting, named in its report: the config files, merged in this order.
+SETTING_FILES = setting_names(workflow.basedir, CONFIG_FILES)
+SETTING = " + ".join(SETTING_FILES)
 # Every path in a shell command is quoted (`{...:q}`, shlex.quote): no config value is ever run.
 # Each job's software: by default the interpreter that runs Snakemake (no PATH lookup, no other
 # environment); under `--software-deployment-method conda`, the `python` of envs/valueguide.yaml, which
@@ -88,6 +92,14 @@ onstart:
         problem = status_problem(getattr(workflow.executor_settings, "status_command", None))
         if problem:
             sys.exit(f"error: the run cannot start: {problem}")
+    # What makes these results (never in a dry run; no job reads it): results/provenance.json.
+    write_provenance(config, SETTING_FILES, sys.argv)
+
+
+onerror:
+    print(f"The run stopped before its end (a job failed, or it was interrupted); the jobs that finished are kept. "
+          f"Job logs: {R}/logs/. Run the same command again (make run) to go on: only the unfinished jobs run.",
+          file=sys.stderr)
 
 
 include: "workflow/rules/world.smk"

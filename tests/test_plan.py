@@ -11,8 +11,9 @@ import toy_generation
 from valueguide import cli
 from valueguide.config import load_config
 from valueguide.decoding import run_generate
-from valueguide.plan import (CANDIDATE_FEED, HARDWARE, PASS_OVERHEAD, TEXT_FEED, Planner, jobs_per_stage,
-                             pass_seconds)
+from valueguide.model_size import WORLD_VOCAB, model_params
+from valueguide.plan import (CANDIDATE_FEED, HARDWARE, JUDGE_TEMPLATE_TOKENS, PASS_OVERHEAD, TEXT_FEED, Planner,
+                             _duration, jobs_per_stage, memory_warnings, pass_seconds, render_plan)
 
 ROOT = Path(__file__).resolve().parents[1]
 H100 = HARDWARE["h100"]
@@ -89,3 +90,108 @@ def test_the_plan_command_prints_the_budget_of_the_alpaca_eval_run(capsys):
     stages = dict(line.split(None, 1) for line in out.split("(sum over its jobs):\n", 1)[1].splitlines()[:5])
     assert set(stages) == {"sample", "fit_value", "fit_implicit", "generate", "total"}
     assert stages["generate"].strip().endswith(" h") and "?" not in out
+
+
+def _alpaca_plan(capsys, *flags) -> str:
+    assert cli.main(["plan", "--config", str(ROOT / "config.yaml"), str(ROOT / "config" / "alpaca_eval.yaml"),
+                     *flags]) == 0
+    return capsys.readouterr().out
+
+
+def test_the_plan_warns_when_a_job_does_not_fit_the_card(capsys):
+    """Mixtral with IVG loads 46.7 + 3 × 6.74 billion parameters, 133.8 GB in bf16: not one H100's 80 GB."""
+    warnings = [line for line in _alpaca_plan(capsys).splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "7 generate job(s) of mixtral do not fit one H100 SXM 80 GB" in warnings[0]
+    assert "The largest, ivg, loads 133.8 GB" in warnings[0]
+    assert "one H200 141 GB (--gpu h200)" in warnings[0] and "(--gpus 2)" in warnings[0]
+    for flags in (["--gpu", "h200"], ["--gpus", "2"]):  # the config spreads models with device_map: auto
+        assert "warning" not in _alpaca_plan(capsys, *flags)
+
+
+def test_two_cards_do_not_help_a_job_without_device_map_auto():
+    config = load_config(ROOT / "config.yaml", ROOT / "config" / "alpaca_eval.yaml")
+    planner = Planner({**config, "device_map": None}, H100, prompt_tokens=128)
+    [warning] = memory_warnings(planner, gpus=2)
+    assert "do not fit one H100 SXM 80 GB" in warning
+
+
+@pytest.mark.parametrize("name", ["gpt2-small", "gpt2-xl", "tulu", "mistral", "mixtral", "reward"])
+def test_a_world_model_is_sized_from_the_world_config(name):
+    """Counted as world.lm builds it, parameter for parameter (Mixtral: 2 of 4 experts active)."""
+    from valueguide.world.lm import make_lm, make_reward_model
+
+    world = load_config(ROOT / "config.yaml")["world"]
+    spec = world["reward"] if name == "reward" else world["models"][name]
+    build = make_reward_model if name == "reward" else make_lm
+    model = build(spec, WORLD_VOCAB[spec["vocab"]], 0, 0)
+    total, active = model_params(f"world:{name}", {"world": world})
+    assert total == sum(p.numel() for p in model.parameters())
+    if name == "mixtral":
+        experts = sum(p.numel() for p in model.model.layers[0].mlp.experts.parameters())
+        assert total - active == len(model.model.layers) * experts // 2  # 2 of the 4 experts idle
+    else:
+        assert active == total
+
+
+def test_a_model_outside_the_table_is_costed_from_its_config_json(tmp_path, monkeypatch):
+    """A hub model: its config.json in the hub cache (offline); Mixtral's own shape gives its card's size."""
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "models--someone--mixtral-copy" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    (snapshot / "config.json").write_text(json.dumps({
+        "model_type": "mixtral", "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "num_hidden_layers": 32, "intermediate_size": 14336, "vocab_size": 32000, "num_local_experts": 8,
+        "num_experts_per_tok": 2, "tie_word_embeddings": False}))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    total, active = model_params("someone/mixtral-copy", {})
+    assert total == pytest.approx(46.7e9, rel=1e-3) and active == pytest.approx(12.9e9, rel=2e-3)
+    assert model_params("someone/not-cached", {}) is None
+
+
+def test_the_tiny_world_is_costed_and_an_uncached_model_is_named(capsys):
+    assert cli.main(["plan", "--config", str(ROOT / "config.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "?" not in out and "unknown" not in out
+    config = load_config(ROOT / "config.yaml")
+    config["models"]["gpt2-xl"]["path"] = "someone/not-in-the-cache"
+    out = render_plan(config)
+    assert "?" not in out and "/ unknown" in out
+    assert "not in valueguide.model_size.PARAMS and no config.json in the hub cache" in out
+    assert "someone/not-in-the-cache" in out.splitlines()[-1]
+
+
+def test_the_judge_is_priced(capsys):
+    """805 instructions × 14 outputs, each judged on the template, the instruction and two outputs of at
+    most 1,536 tokens, at gpt-4-1106-preview's $10 / M input and $30 / M output tokens."""
+    out = _alpaca_plan(capsys)
+    tokens_in = JUDGE_TEMPLATE_TOKENS + 128 + 2 * 1536
+    usd = 11270 * (tokens_in * 10 + 1 * 30) / 1e6
+    assert f"11270 GPT-4-turbo judgements (API, no GPU), at most {tokens_in} tokens in and 1 out each: " \
+           f"at most ${usd:,.0f}" in out
+
+
+def test_the_readme_plan_block_is_what_the_plan_command_prints(capsys):
+    readme = (ROOT / "README.md").read_text()
+    [block] = [text.split("```\n", 1)[0] for text in readme.split("```text\n")[1:] if text.startswith("Jobs per stage")]
+    assert block == _alpaca_plan(capsys)
+
+
+def test_the_readme_budget_table_is_what_the_plan_command_prints(capsys):
+    """Each cell of the README's expected-GPU-time table: the stage's time in the plan of that config."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("**Expected GPU time**", 1)[1].split("\n\n", 2)[1].splitlines()[2:]
+    cells = {row.split(" | ")[0].strip("| "): [c.strip(" |") for c in row.split(" | ")[1:]] for row in table}
+    for column, task in enumerate(["imdb", "tldr", "alpaca_eval"]):
+        for overlay, part in ((), 0), ((f"{task}_refit.yaml",), 1):
+            config = load_config(ROOT / "config.yaml", ROOT / "config" / f"{task}.yaml",
+                                 *(ROOT / "config" / name for name in overlay))
+            stages = Planner(config, H100, prompt_tokens=128).stages()
+            for row, stage in (("sample", "sample"), ("fit_value (the authors' values; `_refit`)", "fit_value"),
+                               ("generate (sum over jobs)", "generate")):
+                cell = cells[row][column].split("; ")
+                if stage == "fit_value" or not overlay:
+                    expected = "0" if stages[stage] == 0 else _duration(stages[stage])
+                    assert cell[part if stage == "fit_value" else 0].split(" (")[0] == expected, (task, row)

@@ -117,6 +117,22 @@ def test_report_without_any_metrics_is_an_error(tmp_path):
         run_report(None, None, tmp_path)
 
 
+def test_each_reports_heading_names_the_config_that_made_it(tmp_path):
+    """The two settings' reports differ in their first line: the config files of each."""
+    from valueguide.artifacts import write_parquet
+    from valueguide.report.summary import run_summary
+
+    write_csv(_reward_metrics(), tmp_path / "reward.csv")
+    samples = pd.DataFrame({"prompt_id": [0, 0], "prompt": ["a", "a"], "response": ["b", "c"], "reward": [0.5, -0.5],
+                            "response_ids": [[1], [2, 3]], "finished": [True, False]})
+    write_parquet(samples, tmp_path / "samples.parquet")
+    name = "config.yaml + config/tiny_instruction.yaml"
+    run_report(tmp_path / "reward.csv", None, tmp_path / "report", config_name=name)
+    run_summary(tmp_path / "samples.parquet", None, tmp_path / "report" / "summary.md", config_name=name)
+    assert (tmp_path / "report" / "tables.md").read_text().splitlines()[0] == f"# Results: {name}"
+    assert (tmp_path / "report" / "summary.md").read_text().splitlines()[0] == f"# valueguide summary: {name}"
+
+
 def test_leaderboard_numbers_come_from_alpaca_eval_package():
     board = leaderboard_reference().set_index("generator").round(2)
     assert board.loc["Mistral-7B-Instruct-v0.2", ["length_controlled_winrate", "win_rate"]].tolist() == [17.11, 14.72]

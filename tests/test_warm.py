@@ -25,11 +25,16 @@ SERVER = textwrap.dedent("""
             os.replace(argv[1] + ".tmp", argv[1])
             time.sleep(120)
             return 0
+        if argv[0] == "bar":  # a progress bar's redraws, then a while of work
+            for i in range(1, 4):
+                print(f"\\rgenerate x/ivg:  {i}/3", end="", file=sys.stderr, flush=True)
+                time.sleep(0.6)
+            return 0
         print("argv", argv, "cwd", os.getcwd(), "value", os.environ.get("JOB_VALUE"))
         print("to stderr", file=sys.stderr)
         return int(argv[0])
 
-    sys.exit(serve_while(sys.argv[1:], run_job=job, modules=()))
+    sys.exit(serve_while(sys.argv[1:], run_job=job, modules=(), progress_s=float(os.environ.get("PROGRESS_S", 60))))
 """)
 JOB = f"{sys.executable} -m valueguide.warm"
 
@@ -37,6 +42,33 @@ JOB = f"{sys.executable} -m valueguide.warm"
 def _serve(tmp_path: Path, script: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", SERVER, "bash", "-c", script], cwd=tmp_path, env=env_of_run(),
                           capture_output=True, text=True, timeout=60)
+
+
+def test_a_running_jobs_progress_reaches_the_console_a_line_at_a_time(tmp_path):
+    """The job's bar goes to its log; the console gets its newest line, once per change, not the redraws."""
+    env = {**env_of_run(), "PROGRESS_S": "0.25"}
+    done = subprocess.run([sys.executable, "-c", SERVER, "bash", "-c", f"{JOB} bar 2> log"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    shown = [line for line in done.stderr.splitlines() if "generate x/ivg" in line]
+    assert shown and shown == sorted(set(shown)) and all(line.startswith("  ... generate x/ivg:  ") for line in shown)
+    assert (tmp_path / "log").read_bytes().count(b"\r") == 3  # the log keeps every redraw
+
+
+def test_an_interrupt_says_how_to_resume(tmp_path):
+    """Ctrl-C (SIGINT to the foreground process group): the command stops, and the server says how to resume."""
+    import signal
+
+    server = subprocess.Popen([sys.executable, "-c", SERVER, "bash", "-c", f"{JOB} sleep one"], cwd=tmp_path,
+                              env=env_of_run(), stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "one").exists():
+        assert time.monotonic() < deadline and server.poll() is None, "the job never started"
+        time.sleep(0.05)
+    os.killpg(server.pid, signal.SIGINT)
+    _, err = server.communicate(timeout=30)
+    assert server.returncode != 0 and "Run the same command again (make run) to resume" in err, err
+    assert err.count("interrupted:") == 1
 
 
 def _gone(pid: int) -> bool:
@@ -144,3 +176,20 @@ def test_jobs_on_this_machine_ask_the_server_only_under_warm_run(tiny_run):
         done = subprocess.run(command(tiny_run, "-n", "-p", "--forcerun", "report"), env={**plain, **env},
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0 and entry in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_a_run_records_its_provenance_and_a_dry_run_then_plans_and_writes_nothing(tiny_run):
+    """results/provenance.json, written as the run started its jobs: no job's input, so the finished run
+    plans nothing, and a dry run leaves it as it was."""
+    import json
+
+    from pipeline_runs import command
+
+    path = tiny_run / "results" / "provenance.json"
+    record, before = json.loads(path.read_text()), path.stat().st_mtime_ns
+    assert record["config_files"] == ["config.yaml", str(tiny_run / "override.yaml")]
+    assert record["config"]["results_dir"] == str(tiny_run / "results") and record["versions"]["snakemake"]
+    assert record["git"]["commit"] and "--configfile" in record["command"]
+    done = subprocess.run(command(tiny_run, "-n"), env=env_of_run(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr, done.stderr[-2000:]
+    assert path.stat().st_mtime_ns == before

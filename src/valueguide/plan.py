@@ -5,7 +5,8 @@ Counts are upper bounds: every row runs to ``max_new_tokens`` (EOS and stop stri
 Time per forward pass is ``overhead + max(weight bytes / bandwidth, 2 * active params * tokens / FLOP/s)``:
 decoding a few rows streams the weights (memory bound), long prompts and training are compute bound,
 and an eager transformers forward costs ~19 ms of launches and Python whatever its size (measured on an H200).
-Bandwidth and FLOP/s are effective figures (32 % and 40 % of the data sheet's peaks), weights bf16.
+Bandwidth and FLOP/s are effective figures (32 % and 40 % of the data sheet's peaks), weights bf16;
+model sizes come from ``model_size`` (a table, the world config, or a config.json in the hub cache).
 The counting mirrors ``decoding.search.Decoder``: every model gets one prefill pass per batch, then is
 fed the new tokens of every row when it is next read: each step for the guided model and token-level
 guides, after each chunk for a chunk scorer (at most ``Stream.max_block`` tokens a pass). A model with
@@ -24,6 +25,7 @@ from .config import model_specs, prompt_splits, value_is_pretrained, value_spec
 from .decoding.spec import EXPLICIT_TOP_K, Method
 from .decoding.streams import Stream
 from .hub import hub_ids
+from .model_size import model_params
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Hardware:
     name: str
     bandwidth: float  # effective bytes/s
     flops: float  # effective dense bf16 FLOP/s
+    memory: float  # bytes of GPU memory
 
 
 # Effective bandwidth: the share of the datasheet's that 16-row decode passes of eager transformers models
@@ -38,31 +41,10 @@ class Hardware:
 # shapes imply 1.52 TB/s of 4.8), taken to hold on the other cards too; FLOP/s: not yet calibrated.
 BANDWIDTH_SHARE = 0.32
 HARDWARE = {
-    "h100": Hardware("H100 SXM 80 GB", BANDWIDTH_SHARE * 3.35e12, 0.4 * 989e12),
-    "h200": Hardware("H200 141 GB", BANDWIDTH_SHARE * 4.8e12, 0.4 * 989e12),
-    "a100": Hardware("A100 80 GB", BANDWIDTH_SHARE * 2.0e12, 0.4 * 312e12),
+    "h100": Hardware("H100 SXM 80 GB", BANDWIDTH_SHARE * 3.35e12, 0.4 * 989e12, 80e9),
+    "h200": Hardware("H200 141 GB", BANDWIDTH_SHARE * 4.8e12, 0.4 * 989e12, 141e9),
+    "a100": Hardware("A100 80 GB", BANDWIDTH_SHARE * 2.0e12, 0.4 * 312e12, 80e9),
 }
-
-# (total, active per token) parameters of the models the paper configs load, from their model cards.
-PARAMS = {
-    "openai-community/gpt2": (124e6, 124e6),
-    "openai-community/gpt2-large": (774e6, 774e6),
-    "openai-community/gpt2-xl": (1.56e9, 1.56e9),
-    "lvwerra/gpt2-imdb": (124e6, 124e6),
-    "chadlzx/gpt2-imdb-dpo": (124e6, 124e6),
-    "chadlzx/gpt2-imdb-token-rm": (124e6, 124e6),  # gpt2 + a vocabulary-sized head (tied size: as gpt2's LM head)
-    "chadlzx/gpt2-summarize": (124e6, 124e6),
-    "chadlzx/gpt2-summarize-dpo": (124e6, 124e6),
-    "chadlzx/gpt2-summarize-token-rm": (124e6, 124e6),
-    "chadlzx/llama-ultrafeedback-token-rm": (6.74e9, 6.74e9),
-    "lvwerra/distilbert-imdb": (67e6, 67e6),
-    "OpenAssistant/reward-model-deberta-v3-large-v2": (435e6, 435e6),
-    "allenai/tulu-2-7b": (6.74e9, 6.74e9),
-    "allenai/tulu-2-dpo-7b": (6.74e9, 6.74e9),
-    "mistralai/Mistral-7B-Instruct-v0.2": (7.24e9, 7.24e9),
-    "mistralai/Mixtral-8x7B-Instruct-v0.1": (46.7e9, 12.9e9),
-}
-
 
 def jobs_per_stage(config: dict) -> dict[str, int]:
     """The jobs a fresh run has, per Snakemake rule (what ``snakemake -n`` lists on empty results)."""
@@ -98,6 +80,7 @@ class Cost:
         self.seconds[role] = None if seconds is None or total is None else total + seconds
 
 
+BF16_BYTES = 2
 # Seconds per forward pass of an eager transformers model (kernel launches, Python), whatever its size: what
 # the same H200 runs imply (18.7 ms; the gpt2-large shape's decode took 20.9 ms, gpt2-xl's 43.1 ms).
 PASS_OVERHEAD = 0.019
@@ -119,6 +102,19 @@ class Planner:
 
     def __init__(self, config: dict, hw: Hardware, prompt_tokens: int):
         self.config, self.hw, self.prompt = config, hw, prompt_tokens
+        self._sizes: dict[str, tuple[float, float] | None] = {}
+
+    def params(self, spec: str) -> tuple[float, float] | None:
+        """(total, active) parameters of a model, None where nothing on this machine says."""
+        if spec not in self._sizes:
+            self._sizes[spec] = model_params(spec, self.config)
+        return self._sizes[spec]
+
+    def job_weights(self, model: str, method_name: str) -> dict[str, float | None]:
+        """Bytes of weights (bf16) of every model a generate job loads, per role (None: unknown size)."""
+        method = Method.from_config(self.config["generate"]["methods"][method_name] or {})
+        sizes = {role: self.params(self.spec(role, model)) for role in ["guided", *sorted(method.roles())]}
+        return {role: None if size is None else BF16_BYTES * size[0] for role, size in sizes.items()}
 
     def spec(self, role: str, model: str) -> str:
         fit = self.config["fit_implicit"]
@@ -166,7 +162,7 @@ class Planner:
             method.chunk.scorer, ())
         k = EXPLICIT_TOP_K if method.token.top_k is None else method.token.top_k
         for role in sorted(every_step | set(scorer)):
-            params = PARAMS.get(self.spec(role, model))
+            params = self.params(self.spec(role, model))
             if role == "reward":
                 self.rescore(cost, role, params, batches, rows, steps, chunk)
                 continue
@@ -183,7 +179,7 @@ class Planner:
 
     def training_seconds(self, spec: str, tokens: float) -> float | None:
         """Forward + backward (6 P per token) plus a frozen forward (2 P: targets, or DPO's reference)."""
-        params = PARAMS.get(spec)
+        params = self.params(spec)
         return None if params is None else 8 * params[1] * tokens / self.hw.flops
 
     def stages(self) -> dict[str, float | None]:
@@ -193,8 +189,8 @@ class Planner:
         policy = c["models"][s["policy"]]["path"]
         n_samples, length = c["prompts"]["n_train"] * s["n"], self.prompt + s["max_new_tokens"]
         cost, rows = Cost(), min(s["batch_size"], n_samples)
-        self.stream(cost, "policy", PARAMS.get(policy), math.ceil(n_samples / rows), rows, rows, s["max_new_tokens"])
-        reward = PARAMS.get(c["reward_model"])
+        self.stream(cost, "policy", self.params(policy), math.ceil(n_samples / rows), rows, rows, s["max_new_tokens"])
+        reward = self.params(c["reward_model"])
         cost.add("reward", 1, n_samples * length, pass_seconds(reward, n_samples * length, self.hw))
         fv, fi = c["fit_value"], c["fit_implicit"]
         value_tokens = n_samples * length * fv["epochs"] * fv.get("passes_per_batch", 1)
@@ -237,7 +233,7 @@ def _total(seconds) -> float | None:
 
 def _duration(seconds: float | None) -> str:
     if seconds is None:
-        return "?"
+        return "unknown"
     if seconds < 60:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
@@ -250,8 +246,9 @@ def _count(x: float) -> str:
     return f"{x:.0f}"
 
 
-def render_plan(config: dict, hw: Hardware = HARDWARE["h100"], prompt_tokens: int = 128) -> str:
-    """The plan as text: jobs per stage, cost per (split, model, method), GPU hours per stage."""
+def render_plan(config: dict, hw: Hardware = HARDWARE["h100"], prompt_tokens: int = 128, gpus: int = 1) -> str:
+    """The plan as text: jobs per stage, cost per (split, model, method), GPU hours per stage, the judge's
+    price, and a warning for each generate job whose models do not fit ``gpus`` cards."""
     planner, gen = Planner(config, hw, prompt_tokens), config["generate"]
     lines = ["Jobs per stage (a fresh run):"]
     jobs = jobs_per_stage(config)
@@ -272,7 +269,6 @@ def render_plan(config: dict, hw: Hardware = HARDWARE["h100"], prompt_tokens: in
                                   f"{_duration(cost.seconds[role])}" for role in sorted(cost.passes))
                 name = f"{split}/{model}/{method}"
                 lines.append(f"  {name:<34}{chunk.W * chunk.K:>5}{_count(sampled):>9}  {roles}")
-    unknown = [spec for spec in model_specs(config) if spec not in PARAMS]
     lines += ["", f"GPU time per stage on one {hw.name} (sum over its jobs):"]
     stages = planner.stages()
     lines += [f"  {stage:<16}{_duration(seconds):>10}" for stage, seconds in stages.items()]
@@ -282,8 +278,55 @@ def render_plan(config: dict, hw: Hardware = HARDWARE["h100"], prompt_tokens: in
         lines.append(f"  slowest generate job: {name}, {_duration(seconds / gen.get('shards', 1))} "
                      f"(one GPU per job: the generate stage's wall time)")
     if config["evaluate"].get("alpaca") and config["evaluate"]["alpaca"]["judge"] == "gpt4_turbo":
-        calls = config["prompts"]["n_alpaca"] * len(gen["large_models"]) * len(gen["methods"])
-        lines.append(f"  evaluate_alpaca: {calls} GPT-4-turbo judgements (API, no GPU)")
+        lines.append(judge_line(config, prompt_tokens))
+    unknown = [spec for spec in model_specs(config) if planner.params(spec) is None]
     if unknown:
-        lines.append(f"  ? = unknown model size (tiny world or not in valueguide.plan.PARAMS): {', '.join(unknown)}")
-    return "\n".join(lines)
+        lines.append(f"  unknown = model size unknown: not in valueguide.model_size.PARAMS and no config.json in "
+                     f"the hub cache (`valueguide fetch` caches it): {', '.join(unknown)}")
+    return "\n".join(lines + memory_warnings(planner, gpus))
+
+
+def memory_warnings(planner: Planner, gpus: int = 1) -> list[str]:
+    """A line per large model whose generate jobs' weights do not fit the GPU memory a job gets: all of one
+    card, or of ``gpus`` cards when ``device_map: auto`` spreads the models over them."""
+    config, hw, lines = planner.config, planner.hw, []
+    spread = gpus if config.get("device_map") == "auto" else 1
+    held = f"{gpus} × {hw.name}" if spread > 1 else f"one {hw.name}"
+    for model in config["generate"]["large_models"]:
+        jobs = [(_total(weights.values()), method, weights) for method in config["generate"]["methods"]
+                for weights in [planner.job_weights(model, method)]]
+        over = [job for job in jobs if job[0] is not None and job[0] > spread * hw.memory]
+        if not over:
+            continue
+        need, method, weights = max(over, key=lambda job: job[0])
+        parts = ", ".join(f"{role} {size / 1e9:.1f}" for role, size in weights.items())
+        cards = [f"one {other.name} (--gpu {key})" for key, other in HARDWARE.items() if need <= other.memory]
+        n = math.ceil(need / hw.memory)
+        cards.append(f"{n} × {hw.name} with device_map: auto (--gpus {n})")
+        lines.append(f"warning: {len(over)} generate job(s) of {model} do not fit {held}: "
+                     f"{', '.join(job[1] for job in over)}. The largest, {method}, loads {need / 1e9:.1f} GB of "
+                     f"weights in bf16 ({parts} GB; the KV cache and activations come on top); "
+                     f"it fits {' or '.join(cards)}.")
+    return lines
+
+
+# The GPT-4-turbo judge: alpaca_eval's weighted_alpaca_eval_gpt4_turbo annotator asks gpt-4-1106-preview for
+# one token (max_tokens: 1, its logprobs) on a prompt of its template (alpaca_eval_clf.txt: 1,398 characters,
+# ~350 tokens), the instruction and the two outputs. Prices: OpenAI's price list for gpt-4-1106-preview at its
+# release (November 2023): $0.01 per 1k input and $0.03 per 1k output tokens (alpaca_eval 0.6.6's
+# decoders/openai.py books the same input price).
+JUDGE_TEMPLATE_TOKENS = 350
+JUDGE_OUTPUT_TOKENS = 1
+JUDGE_USD_PER_INPUT_TOKEN = 10 / 1e6
+JUDGE_USD_PER_OUTPUT_TOKEN = 30 / 1e6
+
+
+def judge_line(config: dict, prompt_tokens: int) -> str:
+    """The judgements AlpacaEval asks of GPT-4-turbo and their price, an upper bound: every output (the
+    reference's too) as long as max_new_tokens."""
+    gen = config["generate"]
+    calls = config["prompts"]["n_alpaca"] * len(gen["large_models"]) * len(gen["methods"])
+    tokens_in = JUDGE_TEMPLATE_TOKENS + prompt_tokens + 2 * gen["max_new_tokens"]
+    usd = calls * (tokens_in * JUDGE_USD_PER_INPUT_TOKEN + JUDGE_OUTPUT_TOKENS * JUDGE_USD_PER_OUTPUT_TOKEN)
+    return (f"  evaluate_alpaca: {calls} GPT-4-turbo judgements (API, no GPU), at most {tokens_in} tokens in and "
+            f"{JUDGE_OUTPUT_TOKENS} out each: at most ${usd:,.0f}")

@@ -32,6 +32,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 import warnings
 from typing import Callable
@@ -45,6 +46,11 @@ PRELOAD = ("valueguide.cli", "valueguide.world.build", "valueguide.world.lm", "v
 CODE = struct.Struct("!i")
 LENGTH = struct.Struct("!I")
 POLL_S = 0.05
+# How often the console hears of each running job: its progress bar's latest line, read from the job's log
+# (a line per job when it moved on; a job that ends sooner prints nothing).
+PROGRESS_S = 60.0
+RESUMES = ("interrupted: the finished jobs are kept. Run the same command again (make run) to resume: "
+           "it redoes only the jobs that were cut short.")
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     """A job's command: on the warm server when one is named and answers, else in this process."""
     argv = sys.argv[1:] if argv is None else argv
     path = os.environ.get(ENV)
-    code = ask_server(path, argv) if path else None
+    try:
+        code = ask_server(path, argv) if path else None
+    except KeyboardInterrupt:  # Ctrl-C: the job's child has it too, and says so in the job's log
+        return 130
     return _run_cli(argv) if code is None else code
 
 
@@ -164,12 +173,15 @@ def _become_job(request: dict, fds: list[int], close: list, run_job: Callable[[l
 class _Jobs:
     """The running children: each with the connection of its job's command."""
 
-    def __init__(self, listener: socket.socket, run_job: Callable[[list[str]], int], modules, interrupt):
+    def __init__(self, listener: socket.socket, run_job: Callable[[list[str]], int], modules, interrupt,
+                 progress_s: float = PROGRESS_S):
         self.listener, self.run_job, self.interrupt = listener, run_job, interrupt
         self.to_import, self.asked = list(modules), False
         self.selector = selectors.DefaultSelector()
         self.selector.register(listener, selectors.EVENT_READ)
         self.children: dict[socket.socket, int] = {}
+        self.logs: dict[socket.socket, list] = {}  # a job's log file and the progress line last shown of it
+        self.progress_s, self.shown_at = progress_s, time.monotonic()
 
     def _import_next(self) -> None:
         """One module more, between jobs' requests: a job that asks meanwhile waits for one import at
@@ -201,11 +213,25 @@ class _Jobs:
         if pid == 0:
             _become_job(request, fds, [self.selector, self.listener, conn, *self.children], self.run_job,
                         self.interrupt)
+        log_file = _file_of(fds[2])
+        if log_file:
+            self.logs[conn] = [log_file, ""]
         for fd in fds:
             os.close(fd)
         conn.setblocking(False)
         self.selector.register(conn, selectors.EVENT_READ)
         self.children[conn] = pid
+
+    def show_progress(self) -> None:
+        """Every ``progress_s``: each running job's newest progress line, if it changed, on the console."""
+        if time.monotonic() - self.shown_at < self.progress_s:
+            return
+        self.shown_at = time.monotonic()
+        for shown in self.logs.values():
+            line = _last_line(shown[0])
+            if line and line != shown[1]:
+                shown[1] = line
+                print(f"  ... {line}", file=sys.stderr, flush=True)
 
     def step(self) -> None:
         """Start the jobs that asked, stop those whose command went away, answer those that ended; then,
@@ -223,6 +249,7 @@ class _Jobs:
                 self._answer(conn, os.waitstatus_to_exitcode(status))
         if importing and not events:
             self._import_next()
+        self.show_progress()
 
     def _answer(self, conn: socket.socket, code: int) -> None:
         try:
@@ -245,6 +272,7 @@ class _Jobs:
     def _forget(self, conn: socket.socket) -> None:
         self.selector.unregister(conn)
         del self.children[conn]
+        self.logs.pop(conn, None)
         conn.close()
 
     def stop_all(self) -> None:
@@ -253,10 +281,32 @@ class _Jobs:
         self.selector.close()
 
 
+def _file_of(fd: int) -> str | None:
+    """The regular file a stream writes to (a job's log: ``2> log``), None for a terminal or a pipe."""
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    return path if os.path.isfile(path) else None
+
+
+def _last_line(path: str, tail: int = 4096) -> str:
+    """The last non-empty line of a file, a progress bar's latest state (bars redraw with a carriage return)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - tail))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in text.replace("\r", "\n").split("\n") if line.strip()]
+    return lines[-1][:160] if lines else ""
+
+
 def serve_while(command: list[str], run_job: Callable[[list[str]], int] = _run_cli,
-                modules=PRELOAD) -> int:
+                modules=PRELOAD, progress_s: float = PROGRESS_S) -> int:
     """Run ``command`` with a warm job server beside it; its exit status. Interrupts go to the command
-    (Snakemake stops its jobs and exits), the server stops when the command ends."""
+    (Snakemake stops its jobs and exits), the server stops when the command ends and, after an
+    interrupt, says how to resume. Meanwhile it shows each running job's progress (``PROGRESS_S``)."""
     folder = tempfile.mkdtemp(prefix="valueguide-warm-")  # 0700: only this user's jobs reach the socket
     path = os.path.join(folder, "jobs.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -264,11 +314,13 @@ def serve_while(command: list[str], run_job: Callable[[list[str]], int] = _run_c
         listener.bind(path)
         listener.listen(64)
         process = subprocess.Popen(command, env={**os.environ, ENV: path})
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # after the start: an ignored signal is inherited
+        interrupted = []
+        # After the start (a handler is not inherited): Ctrl-C reaches the command itself; here it is noted.
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
         # A SIGTERM to this process (a timeout, `kill`) goes to the command, whose end ends the serving.
         previous_term = signal.signal(signal.SIGTERM, lambda *_: process.terminate())
         interrupt = signal.SIG_IGN if previous == signal.SIG_IGN else signal.default_int_handler
-        jobs = _Jobs(listener, run_job, modules, interrupt)
+        jobs = _Jobs(listener, run_job, modules, interrupt, progress_s)
         try:
             while process.poll() is None:
                 jobs.step()
@@ -278,7 +330,10 @@ def serve_while(command: list[str], run_job: Callable[[list[str]], int] = _run_c
                 process.terminate()
             signal.signal(signal.SIGINT, previous)
             signal.signal(signal.SIGTERM, previous_term)
-        return process.wait()
+        code = process.wait()
+        if interrupted:
+            print(RESUMES, file=sys.stderr, flush=True)
+        return code
     finally:
         listener.close()
         shutil.rmtree(folder, ignore_errors=True)

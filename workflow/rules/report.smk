@@ -26,6 +26,7 @@ rule report:
         reward=(f"--reward-metrics {shlex.quote(REWARD_METRICS)} --reward-scores {shlex.quote(REWARD_SCORES)}"
                 if config["evaluate"]["reward"] else ""),
         alpaca=f"--alpaca-metrics {shlex.quote(ALPACA_METRICS)}" if config["evaluate"].get("alpaca") else "",
+        setting=SETTING,
     log:
         f"{R}/logs/report/report.log",
     benchmark:
@@ -33,4 +34,4 @@ rule report:
     shell:
         "{CLI} report --slice {input.cfg:q} --samples {input.samples:q} {params.world} "
         "--value-metrics {input.value:q} --implicit-metrics {input.implicit:q} {params.reward} {params.alpaca} "
-        "--out-dir {R:q}/report 2> {log:q}"
+        "--config-name {params.setting:q} --out-dir {R:q}/report 2> {log:q}"

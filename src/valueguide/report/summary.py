@@ -9,6 +9,7 @@ import numpy as np
 
 from ..artifacts import read_json, read_parquet, write_text
 from ..world.corpus import text_score
+from . import name_heading
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -102,8 +103,9 @@ def render_fits(value_metrics_path, implicit_metrics_path) -> str:
                       *(["", " ".join(notes)] if notes else [])]) + "\n"
 
 
-def run_summary(samples_path, world_summary_path, out_path, value_metrics_path=None, implicit_metrics_path=None) -> str:
-    text = render_summary(samples_path, world_summary_path or None)
+def run_summary(samples_path, world_summary_path, out_path, value_metrics_path=None, implicit_metrics_path=None,
+                config_name: str | None = None) -> str:
+    text = name_heading(render_summary(samples_path, world_summary_path or None), config_name)
     if value_metrics_path and implicit_metrics_path:
         text += "\n" + render_fits(value_metrics_path, implicit_metrics_path)
     write_text(text, out_path)

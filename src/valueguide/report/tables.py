@@ -15,6 +15,7 @@ from ..artifacts import write_text
 from ..evaluate import TOKENS_BY_ROLE, read_csv, write_csv
 from .claims import claims_markdown, ivg_parts_note, paired_claims, preference_values, reward_values
 from .headroom import SATURATED, headroom
+from . import name_heading
 from .paper import LEADERBOARD_ANNOTATOR, leaderboard_reference, ordered, paper_number
 from .plots import COST_FIGURES, plot_by_method, plot_vs_cost
 
@@ -236,7 +237,7 @@ def headroom_markdown(table: pd.DataFrame) -> str:
 
 def run_report(reward_metrics_path, alpaca_metrics_path, out_dir, task: str | None = None,
                paper_names: dict[str, str] | None = None, reward_scores_path=None, samples_path=None,
-               value_accuracies: tuple[float | None, float | None] = (None, None)) -> str:
+               value_accuracies: tuple[float | None, float | None] = (None, None), config_name: str | None = None) -> str:
     """Write ``tables.md``, ``tables.csv``, ``claims.csv`` (with reward metrics and the base policy's
     samples, ``headroom.csv``) and the figures; return the main tables, the headroom and the claims, to print.
 
@@ -261,7 +262,7 @@ def run_report(reward_metrics_path, alpaca_metrics_path, out_dir, task: str | No
     if claims_md:
         main = f"{main}\n{claims_md}"
         document = document.replace("## Cost per prompt", f"{claims_md}\n## Cost per prompt")
-    write_text(document, out / "tables.md")
+    write_text(name_heading(document, config_name), out / "tables.md")
     write_csv(numbers, out / "tables.csv")
     write_csv(claims, out / "claims.csv")
     if reward is not None:
