@@ -14,15 +14,12 @@ from typing import Callable
 
 from ..models import same_vocabulary
 from ..templates import render_for
+from .fit import VocabularyMismatch, check_fits
 from .guidance import ExplicitGuide, ImplicitGuide, TextExplicitGuide, TextImplicitGuide
 from .sampler import Sampling
 from .scorers import ExplicitScorer, ImplicitScorer, RewardScorer, TextExplicitScorer, TextImplicitScorer
 from .search import Decoder, Member
 from .spec import EXPLICIT_TOP_K, Method, Search
-
-
-class VocabularyMismatch(ValueError):
-    """Models that must share one vocabulary (the tuned and untuned small pair) do not."""
 
 
 def _check_template(members: dict[str, Member], role: str) -> None:
@@ -36,7 +33,8 @@ def _check_template(members: dict[str, Member], role: str) -> None:
 def build_decoder(method: Method | dict, members: dict[str, Member], *, reward: Callable | None = None,
                   reward_tokenizer=None, sampling: Sampling = Sampling(), max_new_tokens: int = 32, stop=(),
                   use_cache: bool = True, pair_small: bool = True, read_text: bool | None = None) -> Decoder:
-    """A ``Decoder`` for a method, after checking that the models it needs are there and compatible.
+    """A ``Decoder`` for a method, after checking that the models it needs are there and compatible
+    (each tokenizer fits its model: ``fit.check_fits``).
 
     ``read_text``: whether the guiding models read the response as text in their own tokens; None
     (the default) decides per model, by whether its vocabulary differs from the guided model's.
@@ -46,6 +44,8 @@ def build_decoder(method: Method | dict, members: dict[str, Member], *, reward: 
     missing = sorted(method.roles() - have)
     if missing:
         raise ValueError(f"method {method} needs models for {missing}")
+    for role, member in members.items():
+        check_fits(role, member.model, member.tokenizer)
     if "tuned" in members and "untuned" in members and not same_vocabulary(
             members["tuned"].tokenizer, members["untuned"].tokenizer):
         raise VocabularyMismatch("the tuned and untuned small models must share one vocabulary")
