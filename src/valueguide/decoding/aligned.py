@@ -504,8 +504,9 @@ class TextStream:
         """Per role, the score of each row with each candidate token of the guided model appended
         ([N, k]): ``R`` (an LM) or the value at the last token (a value model); and, as
         ``response_scores`` gives them, the rows' scores now ([N]). A candidate whose text adds
-        nothing whole scores as the row does; the guided EOS appends this tokenizer's EOS. Finished
-        rows' candidates score 0. One pass per model, with the rows' own new text.
+        nothing whole scores as the row does; the guided EOS appends this tokenizer's EOS to the
+        row's full decode (``_eos_branch``). Finished rows' candidates score 0. One pass per model,
+        with the rows' own new text.
 
         A candidate's tokens are scored from the outputs before them, so an LM or a token head
         feeds none of a one-token candidate (the row's kept outputs hold what it needs) and only
@@ -551,7 +552,7 @@ class TextStream:
                 if o >= 0:
                     continue
                 if a == guided_eos:
-                    branch_of[i, j] = (len(tokens.ids), [self.eos_id])
+                    branch_of[i, j] = self._eos_branch(rows, i, state)
                     continue
                 extends, text = next(extended)
                 if not extends:
@@ -570,6 +571,23 @@ class TextStream:
             p = common_prefix(state["tokens"][i].ids, tokens.ids)
             branch_of[i, j] = (p, tokens.ids[p:])
         return self._score_plan(n, k, branch_of, one[twin], state, twin)
+
+    def _eos_branch(self, rows, i: int, state: dict) -> tuple[int, list[int]]:
+        """The guided EOS as a candidate of row ``i``: this tokenizer's EOS after the text the row is
+        output with once it ends (``Rows.text``, its full decode), which is also what the row is scored
+        on once EOS is drawn. Where ``u`` holds back a partial character, that text goes on past ``u``
+        (with a replacement character)."""
+        tokens, text = state["tokens"][i], state["text"][i]
+        full = self.prompt_text[i] + rows.response_text(i, finished=True)
+        if full == text:
+            return len(tokens.ids), [self.eos_id]
+        if full.startswith(text):
+            p, ids = self.retokenizer.branch([tokens], [text], [full[len(text):]])[0]
+        else:
+            ids = self.retokenizer.tokenize([full])[0].ids
+            p = common_prefix(tokens.ids, ids)
+            ids = ids[p:]
+        return p, ids + [self.eos_id]
 
     def _twins(self, rows, candidates: list[list[int]], finished: list[bool], state: dict) -> list[int]:
         """For each row, the first row whose candidates are planned the same: the same prompt,
@@ -755,7 +773,8 @@ class ReencodedTextStream:
         queries = [(i, a) for i in range(n) for a in cand[i] if a != guided_eos]
         texts = iter(rows.response_text(i) + text if extends else text
                      for (i, _), (extends, text) in zip(queries, rows.extended_texts(queries)))
-        sequences = [self._own(i, rows.response_text(i) if a == guided_eos else next(texts), a == guided_eos)
+        # the guided EOS: the text the row is output with once it ends (see ``TextStream._eos_branch``)
+        sequences = [self._own(i, rows.response_text(i, True) if a == guided_eos else next(texts), a == guided_eos)
                      for i in range(n) for a in cand[i]]
         scores = self._scores(sequences, candidates=True)
         finished = rows.finished.to(torch.bool).cpu()[:, None]
