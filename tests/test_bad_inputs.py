@@ -121,6 +121,11 @@ CASES = {
         {"generate": {"large_models": ["mistral"], "methods": {
             "eft": None, "ivg": None, "vas": {"token": {"kind": "explicit", "top_k": 0}}}}},
         "generate.methods.vas on mistral: token-level VAS across vocabularies"),
+    "VAS across vocabularies keeping tokens outside its candidates": (
+        {"generate": {"large_models": ["mistral"], "methods": {
+            "eft": None, "ivg": None,
+            "vas": {"token": {"kind": "explicit", "top_k": 20, "mask_outside_topk": False}}}}},
+        "generate.methods.vas on mistral: token.mask_outside_topk: false cannot apply across vocabularies"),
     "chat template on a tokenizer without one": ({"models": {"gpt2-large": {"template": "chat"}}},
                                                  "models.gpt2-large.template: 'chat' needs a chat template"),
     "tuned model of another vocabulary": (

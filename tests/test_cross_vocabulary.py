@@ -10,7 +10,10 @@ The references here re-tokenise the whole text and run one unpadded, uncached pa
 - ``R(u) = sum_{j >= b} [log pi*(v_j | v_<j) - log pi(v_j | v_<j)]`` over ``v = tok(template + u)``
   (EOS appended when the row ended with EOS), ``b`` where ``v`` stops matching ``tok(template)``;
 - ``V(u)``: the value model's score at the last token of ``v`` (token head: ``Q(v_<T, v_T)``);
-- EFT: ``z(a) + w (R(u + text(a)) - R(u))``, VAS: ``z(a) + beta (Q(a) - mean_C Q)`` over ``C = top-k(z)``.
+- EFT: ``z(a) + w (R(u + text(a)) - R(u))``, VAS: ``z(a) + beta (Q(a) - mean_C Q)`` over ``C = top-k(z)``,
+  and nothing outside ``C`` (the bonus is defined on ``C`` only);
+- the guided EOS as a candidate: the guiding EOS after the row's full decode, the text it is output
+  with once it ends (a held-back partial character shows as U+FFFD there).
 """
 
 import random
@@ -233,7 +236,7 @@ def responses_for(tok) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("pair", list(PAIRS))
-@pytest.mark.parametrize("k,masked", [(6, False), (6, True)])
+@pytest.mark.parametrize("k,masked", [(6, None), (6, True)])
 def test_cross_vocabulary_eft_is_the_text_log_ratio_on_the_top_k(pair, k, masked):
     models = members(pair)
     tok = models["guided"].tokenizer
@@ -247,12 +250,68 @@ def test_cross_vocabulary_eft_is_the_text_log_ratio_on_the_top_k(pair, k, masked
         z = guided_logits(models, prompt, response)
         u = text_so_far(tok, response)
         now = reference_R(models, prompt, u)
-        want = torch.full_like(z, float("-inf")) if masked else z.clone()
+        want = torch.full_like(z, float("-inf"))  # across vocabularies nothing outside C, masked or unset
         for a in z.topk(k).indices.tolist():
-            after = (reference_R(models, prompt, u, eos=True) if a == tok.eos_token_id
+            after = (reference_R(models, prompt, decode(tok, response), eos=True) if a == tok.eos_token_id
                      else reference_R(models, prompt, candidate_text(tok, response, a)))
             want[a] = z[a] + w * (after - now)
         torch.testing.assert_close(got[i], reference_probs(want, temperature), atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pair", list(PAIRS))
+@pytest.mark.parametrize("kind", ["implicit", "explicit"])
+@pytest.mark.parametrize("sampling_top_k", [0, 4])
+def test_across_vocabularies_nothing_outside_the_candidates_is_drawn(pair, kind, sampling_top_k):
+    """The bonus is defined on C = top-k(z) only. Sampling's top-k acts on the guided logits, so with
+    the guide's k it would let an unguided token from outside C replace a candidate the bonus pushed
+    down; without it every token outside C would keep its unguided logit. No mass leaves C."""
+    k = 4
+    models = members(pair)
+    responses = responses_for(models["guided"].tokenizer)
+    method = {"token": {"kind": kind, "w": 4.0, "beta": 4.0, "top_k": k}}
+    probs = build_decoder(method, models, sampling=Sampling(1.0, sampling_top_k)).next_token_probs(PROMPTS, responses)
+    for i, (prompt, response) in enumerate(zip(PROMPTS, responses)):
+        inside = torch.zeros_like(probs[i], dtype=torch.bool)
+        inside[guided_logits(models, prompt, response).topk(k).indices] = True
+        assert float(probs[i][~inside].sum()) == 0.0
+        assert float(probs[i][inside].sum()) == pytest.approx(1.0, abs=1e-6)
+
+
+def held_back_response(tok) -> list[int]:
+    """A response whose last token ends inside a multi-byte character (one the tokenizer splits)."""
+    for char in ("€", "😀", "🦜", "𝄞"):
+        ids = tok(" the film was " + char, add_special_tokens=False).input_ids
+        for m in range(len(ids) - 1, 0, -1):
+            if decode(tok, ids[:m]).endswith(REPLACEMENT):
+                return ids[:m]
+    raise AssertionError("no character splits into several tokens")
+
+
+@pytest.mark.parametrize("pair", list(PAIRS))
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_the_guided_eos_as_a_candidate_scores_as_the_row_it_ends(pair, use_cache):
+    """After a held-back partial character the guided EOS is scored, as a candidate, on the text
+    the row is output with once it ends (its full decode, U+FFFD included) plus the guiding EOS: what
+    the row scores once EOS is drawn (the implicit pair's ``R`` and the value alike)."""
+    models = members(pair)
+    tok = models["guided"].tokenizer
+    response, eos = held_back_response(tok), tok.eos_token_id
+    assert REPLACEMENT in decode(tok, response) and text_so_far(tok, response) != decode(tok, response)
+    method = {"token": {"kind": "implicit", "w": 1.0, "top_k": 2}, "chunk": {"scorer": "explicit", "W": 1, "K": 2}}
+    decoder = build_decoder(method, models, use_cache=use_cache)
+    assert decoder.text_roles == {"tuned", "untuned", "value"}
+    rows = decoder._start(PROMPTS[:1], 1)
+    rows.set_responses([response])
+    candidates = torch.tensor([[eos, tok(" good", add_special_tokens=False).input_ids[0]]])
+    as_candidate = {**rows.streams["tuned"].candidate_scores(rows, candidates, eos)[0],
+                    **rows.streams["value"].candidate_scores(rows, candidates, eos)[0]}
+    rows.append(torch.tensor([eos]))
+    ended = {**rows.streams["tuned"].response_scores(rows), **rows.streams["value"].response_scores(rows)}
+    assert rows.text(0) == decode(tok, response)
+    for role in ("tuned", "untuned", "value"):
+        assert float(as_candidate[role][0, 0]) == pytest.approx(float(ended[role][0]), abs=1e-5), role
+    want = reference_R(models, PROMPTS[0], decode(tok, response), eos=True)
+    assert float(ended["tuned"][0] - ended["untuned"][0]) == pytest.approx(want, abs=1e-4)
 
 
 def test_small_models_with_eager_attention_score_candidates_as_with_sdpa():
@@ -281,10 +340,10 @@ def test_cross_vocabulary_vas_centres_the_text_values_of_the_top_k(pair, head):
     for i, (prompt, response) in enumerate(zip(PROMPTS, responses)):
         z = guided_logits(models, prompt, response)
         cand = z.topk(k).indices.tolist()
-        q = torch.tensor([reference_V(models, prompt, text_so_far(tok, response), eos=True) if a == tok.eos_token_id
+        q = torch.tensor([reference_V(models, prompt, decode(tok, response), eos=True) if a == tok.eos_token_id
                           else reference_V(models, prompt, candidate_text(tok, response, a)) for a in cand])
-        want = z.clone()
-        want[cand] += beta * (q - q.mean())
+        want = torch.full_like(z, float("-inf"))
+        want[cand] = z[cand] + beta * (q - q.mean())
         torch.testing.assert_close(got[i], reference_probs(want, 1.0), atol=2e-5, rtol=0)
 
 
@@ -310,7 +369,8 @@ def test_a_candidate_that_completes_no_character_scores_as_the_row_does():
 
 def test_the_text_path_on_one_shared_tokenizer_is_the_shared_path_on_the_top_k():
     """With two copies of one word-level tokenizer, re-tokenising text gives back the guided tokens,
-    so the text definitions reduce to today's token-level guidance restricted to the top-k."""
+    so the text definitions reduce to the shared vocabulary's token-level guidance restricted to the
+    top-k and masked outside it (which the shared path does with ``mask_outside_topk: true`` only)."""
     tok = make_tokenizer()
     vocab = len(tok)
     models = {"guided": Member(make_gpt2(vocab, seed=1, n_layer=2), tok, "the film {prompt}"),
@@ -320,10 +380,10 @@ def test_the_text_path_on_one_shared_tokenizer_is_the_shared_path_on_the_top_k()
     responses = [[4, 5, 1], [7, 8, 9]]  # the first ends with EOS (id 1) in the middle: it is a plain id here
     responses = [[4, 5, 6], [7, 8, 9]]
     for method in ({"token": {"kind": "implicit", "w": 0.8, "top_k": 5}},
-                   {"token": {"kind": "implicit", "w": 0.8, "top_k": 5, "mask_outside_topk": True}},
                    {"token": {"kind": "explicit", "beta": 2.0, "top_k": 5}}):
         text = build_decoder(method, models, read_text=True, sampling=Sampling(0.8))
-        shared = build_decoder(method, models, sampling=Sampling(0.8))
+        masked = {"token": {**method["token"], "mask_outside_topk": True}}
+        shared = build_decoder(masked, models, sampling=Sampling(0.8))
         assert text.text_roles and not shared.text_roles
         torch.testing.assert_close(text.next_token_probs(["good", "a b"], responses),
                                    shared.next_token_probs(["good", "a b"], responses), atol=2e-5, rtol=0)
@@ -414,6 +474,9 @@ def test_bad_input_is_refused_by_name_before_generating():
     models = members("bpe->spm")
     with pytest.raises(ValueError, match="top_k"):
         build_decoder({"token": {"kind": "implicit", "top_k": 0}}, models)
+    for kind, role in (("implicit", "untuned"), ("explicit", "value")):
+        with pytest.raises(ValueError, match=f"mask_outside_topk: false cannot be honoured: the {role} model"):
+            build_decoder({"token": {"kind": kind, "top_k": 4, "mask_outside_topk": False}}, models)
 
 
 def test_the_value_fit_reads_a_response_in_another_vocabulary_as_the_scorer_does():

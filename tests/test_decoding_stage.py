@@ -119,6 +119,51 @@ def test_guide_generates_one_text_per_prompt_reproducibly():
         guide(large, TOK, prompts, method=ivg)
 
 
+def test_guide_reads_a_value_model_with_the_tokenizer_saved_with_it(tmp_path):
+    """The issue's case: a Mistral-vocabulary model guided by a GPT-2-vocabulary value, without
+    ``value_tokenizer``. A value model that knows no tokenizer of its own would read Mistral's ids
+    through GPT-2's embedding: refused. Loaded from its folder, it reads the text in its own tokens."""
+    from valueguide import vocabularies
+    from valueguide.decoding import VocabularyMismatch
+
+    mistral, gpt2 = vocabularies.load("mistral"), vocabularies.load("gpt2")
+    large = make_gpt2(len(mistral), seed=2)
+    value = ValueModel(make_gpt2(len(gpt2), seed=6).transformer, "scalar", {"template": "{prompt}\n"})
+    torch.nn.init.normal_(value.head.weight)
+    best_of_2 = {"chunk": {"scorer": "explicit", "W": 1, "K": 2, "L": None}}
+    prompts = ["Write one sentence about rain.", "café €5"]
+    with pytest.raises(VocabularyMismatch, match="the value model .*50257 embedding rows for a tokenizer of 32000"):
+        guide(large, mistral, prompts, method=best_of_2, value_model=value, max_new_tokens=4)
+    value.save_pretrained(tmp_path / "value", tokenizer=gpt2)
+    loaded = ValueModel.from_pretrained(tmp_path / "value")
+    texts = guide(large, mistral, prompts, method=best_of_2, value_model=loaded, max_new_tokens=4)
+    assert texts == guide(large, mistral, prompts, method=best_of_2, value_model=loaded, value_tokenizer=gpt2,
+                          max_new_tokens=4)
+
+
+def test_a_tokenizer_that_does_not_fit_its_model_is_refused_by_role(world):
+    """Ids past a model's embedding, or a model saved with another vocabulary of the same size (the
+    authors' Mistral ids fed to Llama-2 models): refused before generating, naming the role."""
+    from transformers import AutoTokenizer
+
+    from toy_tokenizers import byte_bpe
+    from valueguide.decoding import VocabularyMismatch
+    from valueguide.models import load_causal_lm
+
+    large, small = make_gpt2(V, seed=2), load_causal_lm(str(world / "models" / "small"))
+    other = AutoTokenizer.from_pretrained(str(world / "models" / "other"))
+    assert len(other) == V and other.get_vocab() != TOK.get_vocab()
+    eft = {"token": {"kind": "implicit", "w": 1.0, "top_k": 4}}
+    with pytest.raises(VocabularyMismatch, match="the guided model .* ids from 14 on would index past"):
+        guide(large, byte_bpe(), ["good film"], max_new_tokens=2)
+    with pytest.raises(VocabularyMismatch, match="the untuned model .* was saved with a tokenizer"):
+        guide(large, TOK, ["good film"], method=eft, tuned=make_gpt2(V, seed=5), untuned=small, small_tokenizer=other,
+              max_new_tokens=2)
+    # guiding a model of the other vocabulary, the pair reads the text in the tokenizer saved with it
+    pair = {"method": eft, "tuned": make_gpt2(V, seed=5), "untuned": small, "max_new_tokens": 4}
+    assert guide(large, other, ["good film"], **pair) == guide(large, other, ["good film"], small_tokenizer=TOK, **pair)
+
+
 def test_each_batch_draws_from_its_own_seed_whatever_the_shard():
     """Batch b's generator is seeded derive_seed(seed, "generate", b), b counted over the whole split:
     batches differ from each other, and a shard starting at batch 1 draws what the whole run drew there."""

@@ -110,6 +110,11 @@ def _method_problems(config: dict, vocabularies: _Vocabularies):
                 if role == "value" and token.kind == "explicit" and token.top_k == 0:
                     yield (f"{where}: token-level VAS across vocabularies ({theirs.name} guiding {guided.name}) "
                            "scores the guided model's top-k candidates: token.top_k must be at least 1")
+                if token.mask_outside_topk is False and (role, token.kind) in (("untuned", "implicit"),
+                                                                               ("value", "explicit")):
+                    yield (f"{where}: token.mask_outside_topk: false cannot apply across vocabularies ({theirs.name} "
+                           f"guiding {guided.name}): the guide's bonus is defined on the top-k candidates only, "
+                           "so the draw is restricted to them; leave mask_outside_topk unset")
     yield from _template_problems(config, vocabularies, templates)
 
 

@@ -15,7 +15,9 @@ of fewer tokens than that feeds nothing but the tokens that changed.
 
 A model contributes one number per position ``j``, its *score*:
 
-- a causal LM: ``log p(v_j | v_<j)``; a role's response score is ``R = sum_{j >= boundary} score[j]``;
+- a causal LM: ``log p(v_j | v_<j)``; a role's response score is ``R = sum_{j >= boundary} score[j]``,
+  summed in float64 (a float32 sum of a long response rounds ``R``, and ``psi = R(u + a) - R(u)``
+  with it, to ~1e-3 nats at 1,000+ tokens; in float64 the shared positions cancel exactly);
 - a value model: ``Q(v_<j, v_j)`` (token head) or ``V(v_<=j)`` (scalar head); the row's value is the
   score at its last position.
 
@@ -491,7 +493,7 @@ class TextStream:
             if feed.head == "lm":
                 j = torch.arange(scores.shape[1])[None, :]
                 inside = (j >= _longs(self.boundary)[:, None]) & (j < length[:, None])
-                out[role] = (scores * inside).sum(1)
+                out[role] = (scores.double() * inside).sum(1)
             else:
                 out[role] = scores.gather(1, (length - 1)[:, None]).squeeze(1)
         return out
@@ -502,8 +504,9 @@ class TextStream:
         """Per role, the score of each row with each candidate token of the guided model appended
         ([N, k]): ``R`` (an LM) or the value at the last token (a value model); and, as
         ``response_scores`` gives them, the rows' scores now ([N]). A candidate whose text adds
-        nothing whole scores as the row does; the guided EOS appends this tokenizer's EOS. Finished
-        rows' candidates score 0. One pass per model, with the rows' own new text.
+        nothing whole scores as the row does; the guided EOS appends this tokenizer's EOS to the
+        row's full decode (``_eos_branch``). Finished rows' candidates score 0. One pass per model,
+        with the rows' own new text.
 
         A candidate's tokens are scored from the outputs before them, so an LM or a token head
         feeds none of a one-token candidate (the row's kept outputs hold what it needs) and only
@@ -549,7 +552,7 @@ class TextStream:
                 if o >= 0:
                     continue
                 if a == guided_eos:
-                    branch_of[i, j] = (len(tokens.ids), [self.eos_id])
+                    branch_of[i, j] = self._eos_branch(rows, i, state)
                     continue
                 extends, text = next(extended)
                 if not extends:
@@ -568,6 +571,23 @@ class TextStream:
             p = common_prefix(state["tokens"][i].ids, tokens.ids)
             branch_of[i, j] = (p, tokens.ids[p:])
         return self._score_plan(n, k, branch_of, one[twin], state, twin)
+
+    def _eos_branch(self, rows, i: int, state: dict) -> tuple[int, list[int]]:
+        """The guided EOS as a candidate of row ``i``: this tokenizer's EOS after the text the row is
+        output with once it ends (``Rows.text``, its full decode), which is also what the row is scored
+        on once EOS is drawn. Where ``u`` holds back a partial character, that text goes on past ``u``
+        (with a replacement character)."""
+        tokens, text = state["tokens"][i], state["text"][i]
+        full = self.prompt_text[i] + rows.response_text(i, finished=True)
+        if full == text:
+            return len(tokens.ids), [self.eos_id]
+        if full.startswith(text):
+            p, ids = self.retokenizer.branch([tokens], [text], [full[len(text):]])[0]
+        else:
+            ids = self.retokenizer.tokenize([full])[0].ids
+            p = common_prefix(tokens.ids, ids)
+            ids = ids[p:]
+        return p, ids + [self.eos_id]
 
     def _twins(self, rows, candidates: list[list[int]], finished: list[bool], state: dict) -> list[int]:
         """For each row, the first row whose candidates are planned the same: the same prompt,
@@ -677,12 +697,12 @@ class TextStream:
         read = read.view(copies, n, -1).cpu()
         scored, one_scores = read[..., :-k], read[..., -k:]
         if feed.head == "lm":
-            cumulative = torch.cat([scores.new_zeros(copies, n, 1), scores.cumsum(2)], 2)
+            cumulative = torch.cat([scores.new_zeros(copies, n, 1, dtype=torch.float64), scores.double().cumsum(2)], 2)
             sums = cumulative.gather(2, plan["ends"].expand(copies, -1, -1))
             now, values = sums[..., 0] - sums[..., 1], sums[..., 2:2 + k] - sums[..., 2 + k:]
-            counted = torch.where(plan["include"], scored, 0.0)
+            counted = torch.where(plan["include"], scored.double(), 0.0)
             values = values.scatter_add(2, plan["candidate"].expand(copies, -1, -1), counted)
-            values = values + torch.where(plan["reads"], one_scores, 0.0)
+            values = values + torch.where(plan["reads"], one_scores.double(), 0.0)
         else:
             now = scores.gather(2, plan["row_last"].expand(copies, -1, -1)).squeeze(2)
             at_last = torch.where(plan["at_zero"], 0.0, scored.gather(2, plan["last"].expand(copies, -1, -1)))
@@ -733,7 +753,7 @@ class ReencodedTextStream:
             if feed.head != "scalar":  # position 0 of a row has no state before it
                 scores[torch.arange(len(sequences)), first] = 0.0
             if feed.head == "lm":
-                out[role] = (scores * (torch.arange(width)[None, :] >= starts[:, None])).sum(1)
+                out[role] = (scores.double() * (torch.arange(width)[None, :] >= starts[:, None])).sum(1)
             else:
                 out[role] = scores[:, -1]
         return out
@@ -753,7 +773,8 @@ class ReencodedTextStream:
         queries = [(i, a) for i in range(n) for a in cand[i] if a != guided_eos]
         texts = iter(rows.response_text(i) + text if extends else text
                      for (i, _), (extends, text) in zip(queries, rows.extended_texts(queries)))
-        sequences = [self._own(i, rows.response_text(i) if a == guided_eos else next(texts), a == guided_eos)
+        # the guided EOS: the text the row is output with once it ends (see ``TextStream._eos_branch``)
+        sequences = [self._own(i, rows.response_text(i, True) if a == guided_eos else next(texts), a == guided_eos)
                      for i in range(n) for a in cand[i]]
         scores = self._scores(sequences, candidates=True)
         finished = rows.finished.to(torch.bool).cpu()[:, None]

@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from .fit import own_tokenizer
 from .method import build_decoder
 from .sampler import Sampling
 from .search import Member
@@ -23,19 +24,24 @@ def guide(model, tokenizer, prompts: list[str], *, method: dict | None = None, v
     "chunk": {"scorer": "explicit", "W": 4, "K": 4, "L": 5, "beta": 1.0}}``; ``{}``/None samples
     plainly. Pass what the method needs: ``value_model`` (a ``ValueModel``; its template defaults to
     its ``meta["template"]``), ``tuned``/``untuned`` (the small DPO pair, sharing
-    ``small_tokenizer``), ``reward`` (texts -> scores, for the gold scorer). Tokenizers default to
-    ``tokenizer``. ``batch_size`` prompts are decoded together; the same seed gives the same texts.
+    ``small_tokenizer``), ``reward`` (texts -> scores, for the gold scorer). A guiding model's
+    tokenizer defaults to the one saved with it (in the folder it was loaded from, see
+    ``fit.own_tokenizer``), else to ``tokenizer``; a tokenizer that does not fit its model is refused
+    before anything is generated (``fit.check_fits``: a model given another vocabulary's ids would
+    read unrelated tokens). ``batch_size`` prompts are decoded together; the same seed gives the same
+    texts.
     With ``pair_small`` the tuned/untuned pair runs as one paired model where it can (one pass for
     both; their parameters then view one stacked tensor, with unchanged values).
     """
     members = {"guided": Member(model, tokenizer, template)}
+    small_tokenizer = small_tokenizer or _own(untuned) or _own(tuned) or tokenizer
     if tuned is not None:
-        members["tuned"] = Member(tuned, small_tokenizer or tokenizer, small_template)
+        members["tuned"] = Member(tuned, small_tokenizer, small_template)
     if untuned is not None:
-        members["untuned"] = Member(untuned, small_tokenizer or tokenizer, small_template)
+        members["untuned"] = Member(untuned, small_tokenizer, small_template)
     if value_model is not None:
         vt = value_template or value_model.meta.get("template", "{prompt}")
-        members["value"] = Member(value_model, value_tokenizer or tokenizer, vt, VALUE)
+        members["value"] = Member(value_model, value_tokenizer or _own(value_model) or tokenizer, vt, VALUE)
     decoder = build_decoder(method or {}, members, reward=reward,
                             sampling=Sampling(temperature, top_k, top_p), max_new_tokens=max_new_tokens, stop=stop,
                             pair_small=pair_small)
@@ -44,3 +50,7 @@ def guide(model, tokenizer, prompts: list[str], *, method: dict | None = None, v
     for start in range(0, len(prompts), batch_size):
         texts += [g.text for g in decoder.generate(prompts[start:start + batch_size], generator).generations]
     return texts
+
+
+def _own(model):
+    return own_tokenizer(model) if model is not None else None

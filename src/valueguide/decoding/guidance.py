@@ -83,35 +83,38 @@ class ExplicitGuide:
 
 
 class TextImplicitGuide:
-    """EFT across vocabularies, defined on text, over the guided model's top-k candidates:
+    """EFT across vocabularies, defined on text, over the guided model's top-k candidates ``C``:
     ``z(a) + w * psi(a)`` with ``psi(a) = R(u + text(a)) - R(u)``, where ``R`` sums ``log pi_S* -
-    log pi_S`` over the small tokenizer's tokens of the response (see ``aligned.TextStream``)."""
+    log pi_S`` over the small tokenizer's tokens of the response (see ``aligned.TextStream``).
+    Tokens outside ``C`` are masked: ``psi`` is defined on ``C`` only, and an unguided logit would
+    compete with the guided ones on another scale."""
 
     roles = {"tuned": False, "untuned": False}
 
-    def __init__(self, w: float, top_k: int, mask_outside_topk: bool, eos_id: int | None):
-        self.w, self.top_k, self.mask_outside_topk, self.eos_id = w, top_k, mask_outside_topk, eos_id
+    def __init__(self, w: float, top_k: int, eos_id: int | None):
+        self.w, self.top_k, self.eos_id = w, top_k, eos_id
 
     def adjust(self, logits: torch.Tensor, base: torch.Tensor, rows) -> torch.Tensor:
         width = common_width(logits, base)
         cand = top_candidates(base, width, self.top_k)
         after, now = rows.streams["tuned"].candidate_scores(rows, cand, self.eos_id)
         psi = (after["tuned"] - after["untuned"]) - (now["tuned"] - now["untuned"])[:, None]
-        return add_bonus(logits[:, :width], cand, self.w * psi, self.mask_outside_topk)
+        return add_bonus(logits[:, :width], cand, self.w * psi, mask_outside=True)
 
 
 class TextExplicitGuide:
     """VAS across vocabularies: ``z(a) + beta * (Q(a) - mean_C Q)`` on the top-k candidates ``C``, with
-    ``Q(a)`` the value model's value of ``template + u + text(a)`` at its last token."""
+    ``Q(a)`` the value model's value of ``template + u + text(a)`` at its last token; tokens outside
+    ``C`` are masked (no value is read for them, see ``TextImplicitGuide``)."""
 
     roles = {"value": False}
 
-    def __init__(self, beta: float, top_k: int, mask_outside_topk: bool, eos_id: int | None):
-        self.beta, self.top_k, self.mask_outside_topk, self.eos_id = beta, top_k, mask_outside_topk, eos_id
+    def __init__(self, beta: float, top_k: int, eos_id: int | None):
+        self.beta, self.top_k, self.eos_id = beta, top_k, eos_id
 
     def adjust(self, logits: torch.Tensor, base: torch.Tensor, rows) -> torch.Tensor:
         width = common_width(logits, base)
         cand = top_candidates(base, width, self.top_k)
         q = rows.streams["value"].candidate_scores(rows, cand, self.eos_id)[0]["value"]
         bonus = self.beta * (q - q.mean(-1, keepdim=True))
-        return add_bonus(logits[:, :width], cand, bonus, self.mask_outside_topk)
+        return add_bonus(logits[:, :width], cand, bonus, mask_outside=True)

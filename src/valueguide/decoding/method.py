@@ -5,7 +5,14 @@
 before anything is generated. A guiding model whose vocabulary is the guided model's reads the
 guided tokens themselves; one with another vocabulary reads the response text in its own tokens
 (``aligned.TextStream``), where token-level guidance is defined on text over the guided model's
-top-k candidates (ALGORITHMS.md §4, "across vocabularies").
+top-k candidates ``C`` (ALGORITHMS.md §4, "across vocabularies").
+
+Across vocabularies the draw is always restricted to ``C``: the guide's bonus (``psi`` on text, or
+``Q`` on text) exists only there, and an unguided logit outside ``C`` is on another scale than a
+guided one, so a candidate pushed down by its bonus would lose to tokens the guide never read.
+Sampling's own top-k cannot do this: it acts on the guided logits, after the bonus. In the shared
+vocabulary a token guide keeps ``z_L`` outside ``C`` unless ``mask_outside_topk`` is true (VAS's
+decoder keeps it).
 """
 
 from __future__ import annotations
@@ -14,15 +21,12 @@ from typing import Callable
 
 from ..models import same_vocabulary
 from ..templates import render_for
+from .fit import VocabularyMismatch, check_fits, model_name
 from .guidance import ExplicitGuide, ImplicitGuide, TextExplicitGuide, TextImplicitGuide
 from .sampler import Sampling
 from .scorers import ExplicitScorer, ImplicitScorer, RewardScorer, TextExplicitScorer, TextImplicitScorer
 from .search import Decoder, Member
 from .spec import EXPLICIT_TOP_K, Method, Search
-
-
-class VocabularyMismatch(ValueError):
-    """Models that must share one vocabulary (the tuned and untuned small pair) do not."""
 
 
 def _check_template(members: dict[str, Member], role: str) -> None:
@@ -33,10 +37,22 @@ def _check_template(members: dict[str, Member], role: str) -> None:
         raise ValueError(f"the {role} model's tokenizer cannot render its template {member.template!r}: {error}") from None
 
 
+def _refuse_keeping_outside(token, members: dict[str, Member], role: str) -> None:
+    """Across vocabularies the draw is restricted to the candidates: an explicit false is refused."""
+    if token.mask_outside_topk is False:
+        theirs, guided = model_name(members[role].model), model_name(members["guided"].model)
+        raise ValueError(
+            f"token.mask_outside_topk: false cannot be honoured: the {role} model ({theirs}) reads the response in "
+            f"another vocabulary than the guided model ({guided}), where the guide's bonus is defined only on the "
+            "candidate set C = top-k of the guided logits and a token outside C would compete unguided, on another "
+            "scale; leave mask_outside_topk unset (the draw is restricted to C)")
+
+
 def build_decoder(method: Method | dict, members: dict[str, Member], *, reward: Callable | None = None,
                   reward_tokenizer=None, sampling: Sampling = Sampling(), max_new_tokens: int = 32, stop=(),
                   use_cache: bool = True, pair_small: bool = True, read_text: bool | None = None) -> Decoder:
-    """A ``Decoder`` for a method, after checking that the models it needs are there and compatible.
+    """A ``Decoder`` for a method, after checking that the models it needs are there and compatible
+    (each tokenizer fits its model: ``fit.check_fits``).
 
     ``read_text``: whether the guiding models read the response as text in their own tokens; None
     (the default) decides per model, by whether its vocabulary differs from the guided model's.
@@ -46,6 +62,8 @@ def build_decoder(method: Method | dict, members: dict[str, Member], *, reward: 
     missing = sorted(method.roles() - have)
     if missing:
         raise ValueError(f"method {method} needs models for {missing}")
+    for role, member in members.items():
+        check_fits(role, member.model, member.tokenizer)
     if "tuned" in members and "untuned" in members and not same_vocabulary(
             members["tuned"].tokenizer, members["untuned"].tokenizer):
         raise VocabularyMismatch("the tuned and untuned small models must share one vocabulary")
@@ -62,21 +80,23 @@ def build_decoder(method: Method | dict, members: dict[str, Member], *, reward: 
         if "untuned" in text:
             if not top_k:
                 raise ValueError("token-level implicit guidance (EFT) across vocabularies is defined on text over "
-                                 "the guided model's top-k candidates: set token.top_k (the sampling top_k, "
-                                 "when sampling uses top-k, leaves nothing out)")
-            guides.append(TextImplicitGuide(token.w, top_k, token.mask_outside_topk, guided.eos_token_id))
+                                 "the guided model's top-k candidates: set token.top_k (the draw is then restricted to "
+                                 "those top_k candidates)")
+            _refuse_keeping_outside(token, members, "untuned")
+            guides.append(TextImplicitGuide(token.w, top_k, guided.eos_token_id))
         else:
-            guides.append(ImplicitGuide(token.w, top_k, token.mask_outside_topk))
+            guides.append(ImplicitGuide(token.w, top_k, bool(token.mask_outside_topk)))
     elif token.kind == "explicit":
         top_k = EXPLICIT_TOP_K if token.top_k is None else token.top_k
         if "value" in text:
             if not top_k:
                 raise ValueError("token-level explicit guidance (VAS) across vocabularies scores the guided "
                                  "model's top-k candidates: token.top_k must be at least 1")
-            guides.append(TextExplicitGuide(token.beta, top_k, token.mask_outside_topk, guided.eos_token_id))
+            _refuse_keeping_outside(token, members, "value")
+            guides.append(TextExplicitGuide(token.beta, top_k, guided.eos_token_id))
         else:
             guides.append(ExplicitGuide(members["value"].model.head_kind, token.beta, top_k,
-                                        token.mask_outside_topk))
+                                        bool(token.mask_outside_topk)))
     scorer = None
     if chunk.scorer == "explicit":
         scorer = TextExplicitScorer(chunk.beta) if "value" in text else \

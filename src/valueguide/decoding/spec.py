@@ -34,7 +34,10 @@ class TokenSpec:
     # candidate set size, 0: the full vocabulary; unset: 20 for explicit, the full vocabulary for
     # implicit (across vocabularies, where guidance is defined on text, both need a k)
     top_k: int | None = None
-    mask_outside_topk: bool = False
+    # outside the candidate set C: None (unset) masks across vocabularies, where the guide's bonus is
+    # defined on C only, and keeps z_L in the shared vocabulary (VAS's decoder); True masks, False
+    # keeps (refused across vocabularies: ``method.build_decoder``)
+    mask_outside_topk: bool | None = None
 
     def __post_init__(self):
         if self.kind not in TOKEN_KINDS:
