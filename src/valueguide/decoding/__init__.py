@@ -13,7 +13,7 @@ _HOME = {
     "guide": "api",
     "ExplicitGuide": "guidance", "ImplicitGuide": "guidance", "TextExplicitGuide": "guidance",
     "TextImplicitGuide": "guidance",
-    "VocabularyMismatch": "fit", "build_decoder": "method",
+    "VocabularyMismatch": "tokenizer_fit", "build_decoder": "method",
     "ChunkSpec": "spec", "Method": "spec", "Search": "spec", "TokenSpec": "spec",
     "Sampling": "sampler",
     "ExplicitScorer": "scorers", "ImplicitScorer": "scorers", "RewardScorer": "scorers",

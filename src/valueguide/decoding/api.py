@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from .fit import own_tokenizer
+from .tokenizer_fit import own_tokenizer
 from .method import build_decoder
 from .sampler import Sampling
 from .search import Member
@@ -26,8 +26,8 @@ def guide(model, tokenizer, prompts: list[str], *, method: dict | None = None, v
     its ``meta["template"]``), ``tuned``/``untuned`` (the small DPO pair, sharing
     ``small_tokenizer``), ``reward`` (texts -> scores, for the gold scorer). A guiding model's
     tokenizer defaults to the one saved with it (in the folder it was loaded from, see
-    ``fit.own_tokenizer``), else to ``tokenizer``; a tokenizer that does not fit its model is refused
-    before anything is generated (``fit.check_fits``: a model given another vocabulary's ids would
+    ``tokenizer_fit.own_tokenizer``), else to ``tokenizer``; a tokenizer that does not fit its model is refused
+    before anything is generated (``tokenizer_fit.check_fits``: a model given another vocabulary's ids would
     read unrelated tokens). ``batch_size`` prompts are decoded together; the same seed gives the same
     texts.
     With ``pair_small`` the tuned/untuned pair runs as one paired model where it can (one pass for

@@ -21,7 +21,7 @@ from typing import Callable
 
 from ..models import same_vocabulary
 from ..templates import render_for
-from .fit import VocabularyMismatch, check_fits, model_name
+from .tokenizer_fit import VocabularyMismatch, check_fits, model_name
 from .guidance import ExplicitGuide, ImplicitGuide, TextExplicitGuide, TextImplicitGuide
 from .sampler import Sampling
 from .scorers import ExplicitScorer, ImplicitScorer, RewardScorer, TextExplicitScorer, TextImplicitScorer
@@ -52,7 +52,7 @@ def build_decoder(method: Method | dict, members: dict[str, Member], *, reward: 
                   reward_tokenizer=None, sampling: Sampling = Sampling(), max_new_tokens: int = 32, stop=(),
                   use_cache: bool = True, pair_small: bool = True, read_text: bool | None = None) -> Decoder:
     """A ``Decoder`` for a method, after checking that the models it needs are there and compatible
-    (each tokenizer fits its model: ``fit.check_fits``).
+    (each tokenizer fits its model: ``tokenizer_fit.check_fits``).
 
     ``read_text``: whether the guiding models read the response as text in their own tokens; None
     (the default) decides per model, by whether its vocabulary differs from the guided model's.
