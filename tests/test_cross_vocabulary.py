@@ -5,7 +5,7 @@ SentencePiece-style BPE with byte fallback) take turns as the guided and the gui
 the paper's own pairs run too: a Mistral-vocabulary model guided by a Llama-2-vocabulary pair (Tulu's)
 and a GPT-2-vocabulary value (``vocabularies``), through their chat formats.
 The references here re-tokenise the whole text and run one unpadded, uncached pass per sequence
-(per candidate, for token-level guidance), straight from ALGORITHMS.md §4:
+(per candidate, for token-level guidance), straight from docs/ALGORITHMS.md §4.5-4.6:
 
 - ``R(u) = sum_{j >= b} [log pi*(v_j | v_<j) - log pi(v_j | v_<j)]`` over ``v = tok(template + u)``
   (EOS appended when the row ended with EOS), ``b`` where ``v`` stops matching ``tok(template)``;

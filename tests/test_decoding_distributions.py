@@ -1,4 +1,4 @@
-"""Next-token distributions of every token-level method equal their formulas (ALGORITHMS.md §4),
+"""Next-token distributions of every token-level method equal their formulas (docs/ALGORITHMS.md §4.2),
 computed here from scratch: one unpadded, uncached pass per model on its own template of the prompt.
 Prompts of different lengths are decoded together, so left padding and caches are exercised."""
 

@@ -1,6 +1,6 @@
 """Whole-response behaviour on an enumerable world (3 words + EOS, responses of 2-3 tokens):
 EFT samples the KL-regularised optimum, BoN the exact best-of-N distribution, CBS with the gold
-scorer finds the reward argmax, and rows are selected, copied and frozen as ALGORITHMS.md §4 says."""
+scorer finds the reward argmax, and rows are selected, copied and frozen as docs/ALGORITHMS.md §4.3 says."""
 
 import math
 import zlib

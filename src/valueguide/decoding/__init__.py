@@ -1,7 +1,7 @@
 """Guided decoding (stage generate): base sampling, EFT, VAS, chunk-level beam search, BoN, IVG.
 
 ``guide`` is the one-call entry; ``build_decoder`` + ``Decoder.generate`` the lower level;
-``run_generate`` the pipeline stage. The math is ALGORITHMS.md §4 of the design notes.
+``run_generate`` the pipeline stage. The math is docs/ALGORITHMS.md §4.
 
 The names below load on first use: the Snakefile reads methods through ``decoding.spec`` while
 planning, and importing this package must not import torch for it.

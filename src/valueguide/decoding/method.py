@@ -5,7 +5,7 @@
 before anything is generated. A guiding model whose vocabulary is the guided model's reads the
 guided tokens themselves; one with another vocabulary reads the response text in its own tokens
 (``aligned.TextStream``), where token-level guidance is defined on text over the guided model's
-top-k candidates ``C`` (ALGORITHMS.md §4, "across vocabularies").
+top-k candidates ``C`` (docs/ALGORITHMS.md §4.6).
 
 Across vocabularies the draw is always restricted to ``C``: the guide's bonus (``psi`` on text, or
 ``Q`` on text) exists only there, and an unguided logit outside ``C`` is on another scale than a

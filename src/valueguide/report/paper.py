@@ -1,7 +1,7 @@
 """The numbers our results are shown beside: the paper's, and the public AlpacaEval 2.0 leaderboard's.
 
-Paper numbers are from /work/shared/design/PAPER.md (IVG abstract; one sanity check of the authors'
-code). Leaderboard numbers are read from the CSV that ships inside the installed alpaca_eval
+Paper numbers are from the IVG paper's abstract (arXiv 2409.17819) and one sanity check of the authors'
+code (chadlzx/ivg). Leaderboard numbers are read from the CSV that ships inside the installed alpaca_eval
 package, so they are exactly the ones its evaluator would print beside a new model.
 """
 

@@ -1,4 +1,4 @@
-"""Held-out diagnostics of a fitted value model (ALGORITHMS.md §2).
+"""Held-out diagnostics of a fitted value model (docs/ALGORITHMS.md §2.5).
 
 - value error: cut held-out responses at random positions, roll out completions from the base
   policy π_b from each cut and take the mean reward as the truth ``V^{π_b}(s)``; report MSE,

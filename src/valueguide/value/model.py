@@ -4,7 +4,7 @@
   forward pass scores every candidate next token.
 - ``scalar`` head (VAS): ``values[:, t] = V(prefix ending at t)``.
 
-Both heads start at zero, so every prediction starts at 0 (ALGORITHMS.md §2).
+Both heads start at zero, so every prediction starts at 0 (docs/ALGORITHMS.md §2.1).
 
 The second half says how the model reads a (prompt, response): templated prompt ids followed by the
 response ids, left padded; fitting, diagnostics and the decoders' scorers all go through it.

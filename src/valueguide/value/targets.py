@@ -1,4 +1,4 @@
-"""TD(lambda) targets for the value regression (ALGORITHMS.md §2).
+"""TD(lambda) targets for the value regression (docs/ALGORITHMS.md §2.3).
 
 Layout convention: a batch is ``[B, T]`` and ``mask`` marks each row's real response tokens; a row's
 trajectory is its masked positions in order, wherever they sit (left-aligned, right-aligned after
