@@ -29,6 +29,7 @@ SERVER = textwrap.dedent("""
             for i in range(1, 4):
                 print(f"\\rgenerate x/ivg:  {i}/3", end="", file=sys.stderr, flush=True)
                 time.sleep(0.6)
+                print("\\n  warnings.warn(", file=sys.stderr, flush=True)  # a warning between redraws
             return 0
         print("argv", argv, "cwd", os.getcwd(), "value", os.environ.get("JOB_VALUE"))
         print("to stderr", file=sys.stderr)
@@ -52,6 +53,7 @@ def test_a_running_jobs_progress_reaches_the_console_a_line_at_a_time(tmp_path):
     assert done.returncode == 0, done.stderr
     shown = [line for line in done.stderr.splitlines() if "generate x/ivg" in line]
     assert shown and shown == sorted(set(shown)) and all(line.startswith("  ... generate x/ivg:  ") for line in shown)
+    assert "  ... warnings.warn(" not in done.stderr  # a line that is not a bar's is not shown
     assert (tmp_path / "log").read_bytes().count(b"\r") == 3  # the log keeps every redraw
 
 

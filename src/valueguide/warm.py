@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -290,15 +291,19 @@ def _file_of(fd: int) -> str | None:
     return path if os.path.isfile(path) else None
 
 
+PROGRESS_LINE = re.compile(r"\d+/\d+")  # a progress bar's count, "12/40" (a warning in the log is not progress)
+
+
 def _last_line(path: str, tail: int = 4096) -> str:
-    """The last non-empty line of a file, a progress bar's latest state (bars redraw with a carriage return)."""
+    """The last progress line of a file, a progress bar's latest state (bars redraw with a carriage
+    return; other lines, such as warnings a job logs between redraws, are passed over)."""
     try:
         with open(path, "rb") as f:
             f.seek(max(0, os.fstat(f.fileno()).st_size - tail))
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    lines = [line.strip() for line in text.replace("\r", "\n").split("\n") if line.strip()]
+    lines = [line.strip() for line in text.replace("\r", "\n").split("\n") if PROGRESS_LINE.search(line)]
     return lines[-1][:160] if lines else ""
 
 
