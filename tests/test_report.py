@@ -1,5 +1,7 @@
 """Report: paper-shaped tables whose numbers are the inputs', the paper's beside them, figures."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -202,8 +204,14 @@ def test_seed_ranges_show_each_cells_range_and_how_often_each_verdict_came_out(t
                       "verdict": [verdict]}).to_csv(run / "report" / "claims.csv", index=False)
         pd.DataFrame({"model": ["m"], "best_method": ["ivg"], "share": [0.25 + 0.125 * i],
                       "ceiling": [8.0]}).to_csv(run / "report" / "headroom.csv", index=False)
+        (run / "implicit").mkdir()
+        (run / "value_metrics.json").write_text(json.dumps({"pairwise_accuracy": 0.7 + 0.05 * i, "value_r2": 0.5}))
+        (run / "implicit" / "metrics.json").write_text(json.dumps({"heldout_accuracy": 0.6 + 0.1 * i}))
         runs.append(run)
     text = seed_report(runs)
+    assert "| explicit value: pairwise accuracy | 0.70 – 0.80 |" in text
+    assert "| explicit value: R² against Monte-Carlo values | 0.50 |" in text
+    assert "| implicit value: held-out pairwise accuracy | 0.60 – 0.80 |" in text
     assert "| base | -0.25 – 0.50 / 0.00 |" in text and "| ivg | 4.00 – 5.50 / 8.00 – 11.00 |" in text
     assert "gold reward / the world's own score, range over 3 runs" in text
     assert "| m | 25.00 – 50.00 % | ivg | 8.00 |" in text

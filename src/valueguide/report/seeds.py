@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..artifacts import ArtifactError
+from ..artifacts import ArtifactError, read_json
 from .paper import ordered
 from .tables import markdown
 
@@ -85,9 +85,26 @@ def headroom_ranges(runs: list[Path]) -> str:
         markdown(["model", "share of the way", "best method", "ceiling (best base-policy sample)"], rows)
 
 
+# the value fits' held-out numbers a run's summary prints: (file, key, label)
+FITS = (("value_metrics.json", "pairwise_accuracy", "explicit value: pairwise accuracy"),
+        ("value_metrics.json", "value_r2", "explicit value: R² against Monte-Carlo values"),
+        ("implicit/metrics.json", "heldout_accuracy", "implicit value: held-out pairwise accuracy"))
+
+
+def fit_ranges(runs: list[Path]) -> str:
+    """The value fits' held-out numbers, their range over the runs."""
+    rows = []
+    for name, key, label in FITS:
+        values = pd.Series([read_json(run / name).get(key) for run in runs], dtype=float)
+        rows.append([label, _span(values)])
+    return f"Value functions (held-out), range over {len(runs)} runs\n\n" + markdown(["number", "range"], rows)
+
+
 def seed_report(runs: list[str | Path]) -> str:
     runs = [Path(r) for r in runs]
     parts = [quality_ranges(runs)]
+    if all((run / name).exists() for run in runs for name, _, _ in FITS):
+        parts.append(fit_ranges(runs))
     if (runs[0] / "report/headroom.csv").exists():
         parts.append(headroom_ranges(runs))
     return "\n\n".join(parts + [claim_verdicts(runs)]) + "\n"
