@@ -173,15 +173,15 @@ def test_the_judge_is_priced(capsys):
            f"at most ${usd:,.0f}" in out
 
 
-def test_the_readme_plan_block_is_what_the_plan_command_prints(capsys):
-    readme = (ROOT / "README.md").read_text()
+def test_the_documented_plan_block_is_what_the_plan_command_prints(capsys):
+    readme = (ROOT / "docs" / "REPRODUCE.md").read_text()
     [block] = [text.split("```\n", 1)[0] for text in readme.split("```text\n")[1:] if text.startswith("Jobs per stage")]
     assert block == _alpaca_plan(capsys)
 
 
-def test_the_readme_budget_table_is_what_the_plan_command_prints(capsys):
-    """Each cell of the README's expected-GPU-time table: the stage's time in the plan of that config."""
-    readme = (ROOT / "README.md").read_text()
+def test_the_documented_budget_table_is_what_the_plan_command_prints(capsys):
+    """Each cell of docs/REPRODUCE.md's expected-GPU-time table: the stage's time in the plan of that config."""
+    readme = (ROOT / "docs" / "REPRODUCE.md").read_text()
     table = readme.split("**Expected GPU time**", 1)[1].split("\n\n", 2)[1].splitlines()[2:]
     cells = {row.split(" | ")[0].strip("| "): [c.strip(" |") for c in row.split(" | ")[1:]] for row in table}
     for column, task in enumerate(["imdb", "tldr", "alpaca_eval"]):
