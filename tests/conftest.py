@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ import torch
 from valueguide.heap import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))  # tests/toy_models.py
 # Tiny models run fastest, and most reproducibly, on one thread; more threads only contend.
 torch.set_num_threads(1)
 # As every pipeline job does (valueguide.cli): freed buffers are reused, not faulted in again.

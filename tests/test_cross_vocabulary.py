@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import torch
 
-from test_decoding_distributions import reference_probs
-from test_decoding_toys import TabularLM
-from toy_models import make_gpt2, make_tokenizer
-from toy_tokenizers import WORDS, byte_bpe, sentencepiece_bpe
+from tests.helpers.toy_models import make_gpt2, make_tokenizer
+from tests.helpers.toy_tokenizers import WORDS, byte_bpe, sentencepiece_bpe
+from tests.test_decoding_distributions import reference_probs
+from tests.test_decoding_toys import TabularLM
 from valueguide.decoding import Member, Sampling, build_decoder
 from valueguide.decoding.detokenize import REPLACEMENT, Pieces, ResponseText, text_so_far
 from valueguide.decoding.retokenize import OneTokenAppends, Retokenizer

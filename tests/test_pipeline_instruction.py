@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from pipeline_runs import planned_jobs, snakemake, write_override
+
+from tests.helpers.pipeline_runs import planned_jobs, snakemake, write_override
 
 WORLD_RULES = {"world_corpus", "world_lm", "world_reward"}
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-import toy_generation
+from tests.helpers import toy_generation
 from valueguide.artifacts import ArtifactError
 from valueguide.decoding import run_generate, stage
 from valueguide.decoding.shards import merge_shards, shard_path, shard_rows

@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-from pipeline_runs import (ROOT, SNAKEMAKE, assert_same_artifacts, env_of_run, planned_jobs, shared_tiny_run, snakemake,
-                           write_override)
+
+from tests.helpers.pipeline_runs import (ROOT, SNAKEMAKE, assert_same_artifacts, env_of_run, planned_jobs,
+                                         shared_tiny_run, snakemake, write_override)
 
 SCRIPT = ROOT / "scripts" / "local_slurm.sh"
 ACCOUNT = "valueguide"  # the script's
