@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from tests import test_cross_vocabulary as cross
 from tests import test_decoding_cache as cache
+from tests import test_text_stream as cross
 from tests.helpers.toy_models import make_gpt2, make_mistral
 from valueguide.decoding import Member, Sampling, build_decoder
 from valueguide.decoding.paired import pair_models
