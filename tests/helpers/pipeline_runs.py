@@ -13,7 +13,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # pytest-timeout's limit for a test that runs the DAG (pyproject.toml sets the others'): a hung run
-# fails its test, a slow one on a busy two-core machine does not (the longest, through SLURM, took 7 minutes).
+# fails its test, a slow one on a busy two-core machine does not (the longest took 2.5 minutes).
 RUN_TIMEOUT = 1800
 
 
