@@ -21,7 +21,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 DEVICE ?= cuda
 
-.PHONY: run test test-slurm bench gpu-check planted-bugs seeds dry-run clean env
+.PHONY: run test test-fast test-slurm bench gpu-check planted-bugs seeds dry-run clean env
 
 env: $(STAMP)
 
@@ -73,9 +73,14 @@ bench: $(STAMP)
 # shapes; its correctness part is tests/test_device.py, which pytest has just run on the CPU), so that
 # the GPU script cannot rot. In CI (CI=true) the tests include the SLURM cluster test (test-slurm).
 # One test alone: .venv/bin/pytest tests/FILE::NAME
+PYTEST := $(VENV)/bin/pytest -n $(CORES) --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
-	$(VENV)/bin/pytest -n $(CORES) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 	$(VENV)/bin/python bench/gpu_check.py --device cpu --no-correctness --out results/gpu_check_cpu
+
+# The tests without those marked slow (a tiny world built, the Snakemake DAG run): under two minutes.
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 # As root on a Debian machine: a one-node SLURM cluster (scripts/local_slurm.sh) runs the tiny world
 # through profiles/slurm (about four minutes alone; `make test` runs it only in CI, CI=true).

@@ -102,6 +102,7 @@ onerror:
           file=sys.stderr)
 
 
+include: "workflow/rules/common.smk"
 include: "workflow/rules/world.smk"
 include: "workflow/rules/fetch.smk"
 include: "workflow/rules/prompts.smk"

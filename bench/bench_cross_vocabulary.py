@@ -4,7 +4,7 @@ The guided model (``--shape``, 4 layers of width 128 by default, as in ``bench_d
 byte-level BPE like GPT-2's; the small pair and the value model (2 layers, width 64) speak a
 SentencePiece-style BPE with byte fallback like Llama-2's and Mistral's. Both tokenizers (600
 entries, plus 256 byte tokens on the SentencePiece side) are trained on the tiny world's review
-texts, so their token boundaries often disagree (``tests/toy_tokenizers.py``). The guided model is
+texts, so their token boundaries often disagree (``tests/helpers/toy_tokenizers.py``). The guided model is
 pretrained briefly on those texts (about a minute), so that it writes review-like text, as a real
 guided model would: what its top-k candidates cost to re-tokenise depends on how text-like they
 are. Special tokens are kept off, so every row runs to the token limit.
@@ -35,13 +35,14 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the toy tokenizers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers: the toy tokenizers
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_decoding import SHAPES, time_runs  # noqa: E402
 from step_parts import time_parts  # noqa: E402
-from toy_tokenizers import train_byte_bpe, train_sentencepiece_bpe  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+
+from tests.helpers.toy_tokenizers import train_byte_bpe, train_sentencepiece_bpe  # noqa: E402
 
 from valueguide.decoding import Member, Sampling, build_decoder  # noqa: E402
 from valueguide.decoding import aligned, search, streams  # noqa: E402

@@ -71,7 +71,7 @@ BUGS = (
         'q = rows.peek("value", cand).to(logits.device)\n        bonus = self.beta * q', DECODING),
     Bug("VAS across vocabularies does not centre the values", "decoding/guidance.py",
         '["value"]\n        bonus = self.beta * (q - q.mean(-1, keepdim=True))', '["value"]\n        bonus = self.beta * q',
-        ("tests/test_cross_vocabulary.py",)),
+        ("tests/test_text_stream.py",)),
     Bug("CBS keeps the worst chunks", "decoding/search.py", ".sort(dim=1, descending=True, stable=True)",
         ".sort(dim=1, descending=False, stable=True)", DECODING),
     # evaluation

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,14 +10,14 @@ import torch
 from valueguide.heap import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))  # tests/toy_models.py
 # Tiny models run fastest, and most reproducibly, on one thread; more threads only contend.
 torch.set_num_threads(1)
 # As every pipeline job does (valueguide.cli): freed buffers are reused, not faulted in again.
 keep_freed_memory()
-# The longest modules first: ``make test`` runs modules on workers (pytest-xdist, --dist loadfile, in
-# collection order), so these start at once and the short ones fill in around them.
-LONGEST_FIRST = ("test_slurm.py", "test_pipeline.py", "test_pipeline_instruction.py", "test_sharding.py")
+# The longest modules first: ``make test`` (and ``make test-fast``) runs modules on workers (pytest-xdist,
+# --dist loadfile, in collection order), so these start at once and the short ones fill in around them.
+LONGEST_FIRST = ("test_slurm.py", "test_pipeline.py", "test_pipeline_instruction.py", "test_sharding.py",
+                 "test_text_stream.py", "test_paper_configs.py", "test_evaluate.py")
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
 
-import toy_generation
-from toy_models import make_tokenizer
+from tests.helpers import toy_generation
+from tests.helpers.toy_models import make_tokenizer
 from valueguide.config import ConfigError, labelled_specs, load_config, validate_config
 from valueguide.decoding.stage import run_generate
 from valueguide.reward import RewardModel

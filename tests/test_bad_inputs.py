@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_runs import command, env_of_run, write_override
 
+from tests.helpers.pipeline_runs import command, env_of_run, write_override
 from valueguide import cli, preflight
 from valueguide.config import deep_merge
 

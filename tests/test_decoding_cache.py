@@ -8,8 +8,8 @@ import copy
 import pytest
 import torch
 
-from test_decoding_toys import BLOCKED, EOS, TabularLM, random_logits
-from toy_models import TOY_WORDS, make_gpt2, make_mistral, make_tokenizer
+from tests.helpers.toy_models import TOY_WORDS, make_gpt2, make_mistral, make_tokenizer
+from tests.test_decoding_toys import BLOCKED, EOS, TabularLM, random_logits
 from valueguide.decoding import (
     ExplicitGuide, ExplicitScorer, Member, Sampling, TextExplicitScorer, TextImplicitScorer, VocabularyMismatch, build_decoder,
 )

@@ -5,7 +5,7 @@ Prompts of different lengths are decoded together, so left padding and caches ar
 import pytest
 import torch
 
-from toy_models import make_gpt2, make_mistral, make_tokenizer
+from tests.helpers.toy_models import make_gpt2, make_mistral, make_tokenizer
 from valueguide.decoding import Decoder, ExplicitGuide, ImplicitGuide, Member, Sampling, build_decoder
 from valueguide.decoding.sampler import _first_above, draw
 from valueguide.value.model import ValueModel

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import DynamicCache, GPT2Config, GPT2Model
 
-from toy_models import make_gpt2, make_mistral
+from tests.helpers.toy_models import make_gpt2, make_mistral
 from valueguide.decoding.aligned import Feed
 from valueguide.decoding.packed import packed_gpt2, spread
 from valueguide.decoding.paired import pair_models

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import MixtralConfig, MixtralForCausalLM
 
-from toy_models import make_gpt2, make_mistral, make_tokenizer
+from tests.helpers.toy_models import make_gpt2, make_mistral, make_tokenizer
 from valueguide.decoding import Member, Sampling, build_decoder
 from valueguide.decoding.paired import PairingError, pair_models
 

@@ -14,10 +14,11 @@ import copy
 
 import torch
 
-from test_cross_vocabulary import PROMPTS, TEMPLATES, candidate_text, own_tokens
-from test_decoding_toys import TabularLM
-from toy_models import make_gpt2, make_tokenizer
-from toy_tokenizers import byte_bpe, corpus, sentencepiece_bpe
+from tests.helpers.toy_models import make_gpt2, make_tokenizer
+from tests.helpers.toy_tokenizers import byte_bpe, corpus, sentencepiece_bpe
+from tests.test_decoding_toys import TabularLM
+from tests.test_detokenize import candidate_text
+from tests.test_text_stream import PROMPTS, TEMPLATES, own_tokens
 from valueguide.decoding import Member, build_decoder
 from valueguide.decoding.scorers import ImplicitScorer, TextImplicitScorer
 from valueguide.decoding.detokenize import REPLACEMENT

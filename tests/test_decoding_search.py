@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from test_decoding_toys import (
+from tests.test_decoding_toys import (
     BLOCKED, EOS, TOKENS, TableScorer, TabularLM, best_of_n_probs, kl_optimal_logits_fn,
     random_logits, response_prob, responses, tokenizer,
 )

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
-from toy_models import TOY_WORDS, make_gpt2, make_tokenizer
+from tests.helpers.toy_models import TOY_WORDS, make_gpt2, make_tokenizer
 from valueguide.decoding import guide, run_generate
 from valueguide.value.model import ValueModel
 
@@ -146,7 +146,7 @@ def test_a_tokenizer_that_does_not_fit_its_model_is_refused_by_role(world):
     authors' Mistral ids fed to Llama-2 models): refused before generating, naming the role."""
     from transformers import AutoTokenizer
 
-    from toy_tokenizers import byte_bpe
+    from tests.helpers.toy_tokenizers import byte_bpe
     from valueguide.decoding import VocabularyMismatch
     from valueguide.models import load_causal_lm
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from transformers import DynamicCache, GPT2Config
 
-from toy_models import make_tokenizer
+from tests.helpers.toy_models import make_tokenizer
 
 WORDS = ["a", "b", "c"]
 PAD, EOS = 0, 1

@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-import test_cross_vocabulary as cross
-import test_decoding_cache as cache
-from toy_models import make_gpt2, make_mistral
+from tests import test_decoding_cache as cache
+from tests import test_text_stream as cross
+from tests.helpers.toy_models import make_gpt2, make_mistral
 from valueguide.decoding import Member, Sampling, build_decoder
 from valueguide.decoding.paired import pair_models
 

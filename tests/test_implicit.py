@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 from scipy.special import expit
-from toy_models import make_gpt2, make_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.helpers.toy_models import make_gpt2, make_tokenizer
 from valueguide.artifacts import ArtifactError, write_parquet
 from valueguide.implicit import (
     build_pairs,

@@ -1,4 +1,4 @@
-"""The Makefile's settings: what `make run` and `make dry-run` hand to valueguide and Snakemake."""
+"""The Makefile's settings: what `make run`, `make dry-run` and the test targets hand to their tools."""
 
 import json
 import subprocess
@@ -16,10 +16,10 @@ with open({log!r}, "a") as log:
 
 
 def _calls(tmp_path: Path, target: str, config: str | None) -> list[list[str]]:
-    """The commands ``make TARGET [CONFIG=...]`` runs, with valueguide and snakemake replaced by recorders."""
+    """The commands ``make TARGET [CONFIG=...]`` runs, with the virtual environment's tools replaced by recorders."""
     venv, log = tmp_path / "venv", tmp_path / "calls.jsonl"
     (venv / "bin").mkdir(parents=True)
-    for tool in ("valueguide", "snakemake"):
+    for tool in ("valueguide", "snakemake", "pytest", "python"):
         (venv / "bin" / tool).write_text(RECORDER.format(python=sys.executable, log=str(log)))
         (venv / "bin" / tool).chmod(0o755)
     args = ["make", "-s", target, f"VENV={venv}", "STAMP="] + ([f"CONFIG={config}"] if config is not None else [])
@@ -47,3 +47,11 @@ def test_without_config_the_two_tiny_settings_run_one_after_the_other(tmp_path, 
 def test_dry_run_merges_the_files_of_config_too(tmp_path):
     (run,) = _calls(tmp_path, "dry-run", "a.yaml b.yaml")
     assert run == ["snakemake", "--cores", "2", "--configfile", "a.yaml", "b.yaml", "-n"]
+
+
+def test_test_fast_leaves_the_slow_tests_out_and_test_runs_them_all(tmp_path):
+    (fast,) = _calls(tmp_path / "fast", "test-fast", None)
+    assert fast[0] == "pytest" and fast[fast.index("-m") + 1] == "not slow"
+    every, gpu_check = _calls(tmp_path / "all", "test", None)
+    assert every[0] == "pytest" and "-m" not in every and gpu_check[:2] == ["python", "bench/gpu_check.py"]
+    assert every == [arg for arg in fast if arg not in ("-m", "not slow")]  # the same workers and distribution

@@ -56,7 +56,7 @@ def test_load_options_set_dtype(tiny_world):
 
 
 def test_same_vocabulary(tiny_world):
-    from toy_models import make_tokenizer
+    from tests.helpers.toy_models import make_tokenizer
 
     world_tok = load_tokenizer("world:gpt2-small", tiny_world)
     assert same_vocabulary(world_tok, load_tokenizer("world:reward", tiny_world))

@@ -19,7 +19,7 @@ import torch
 import yaml
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
-from toy_models import make_tokenizer
+from tests.helpers.toy_models import make_tokenizer
 from valueguide.config import ConfigError, load_config, model_specs, stage_slice, validate_config
 from valueguide.hub import DatasetUnavailableError, fetch, load_prompt_split
 from valueguide.plan import jobs_per_stage

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_runs import (ROOT, assert_same_artifacts, command, digests, env_of_run, planned_jobs,
-                           shared_tiny_run, snakemake, write_override)
 
+from tests.helpers.pipeline_runs import (ROOT, RUN_TIMEOUT, assert_same_artifacts, command, digests, env_of_run,
+                                         planned_jobs, shared_tiny_run, snakemake, write_override)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(RUN_TIMEOUT)]
 UPSTREAM_OF_SAMPLE = {"world_corpus", "world_lm", "world_reward", "prompts"}
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from pipeline_runs import planned_jobs, snakemake, write_override
 
+from tests.helpers.pipeline_runs import RUN_TIMEOUT, planned_jobs, snakemake, write_override
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(RUN_TIMEOUT)]
 WORLD_RULES = {"world_corpus", "world_lm", "world_reward"}
 
 

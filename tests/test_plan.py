@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import toy_generation
+from tests.helpers import toy_generation
 from valueguide import cli
 from valueguide.config import load_config
 from valueguide.decoding import run_generate

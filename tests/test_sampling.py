@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from toy_models import make_gpt2, make_tokenizer
+from tests.helpers.toy_models import make_gpt2, make_tokenizer
 from valueguide.artifacts import ArtifactError, write_parquet
 from valueguide.models import load_causal_lm, load_tokenizer
 from valueguide.prompts import run_prompts

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-import toy_generation
+from tests.helpers import toy_generation
+from tests.helpers.pipeline_runs import RUN_TIMEOUT
 from valueguide.artifacts import ArtifactError
 from valueguide.decoding import run_generate, stage
 from valueguide.decoding.shards import merge_shards, shard_path, shard_rows
@@ -125,6 +126,8 @@ def toy_run_config(world: Path, results: Path, prompts_json: Path) -> dict:
             "generate": {"large_models": ["large"], "batch_size": 2, "shards": 2, "max_new_tokens": 5}}
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT)
 def test_the_dag_generates_shards_merges_them_and_reruns_only_a_missing_shard(world, tmp_path):
     prompts_json = tmp_path / "prompts.json"
     pd.read_parquet(world / "prompts.parquet")[["prompt"]].to_json(prompts_json, orient="records", lines=True)

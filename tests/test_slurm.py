@@ -18,9 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
-from pipeline_runs import (ROOT, SNAKEMAKE, assert_same_artifacts, env_of_run, planned_jobs, shared_tiny_run, snakemake,
-                           write_override)
 
+from tests.helpers.pipeline_runs import (ROOT, SNAKEMAKE, assert_same_artifacts, env_of_run, planned_jobs,
+                                         shared_tiny_run, snakemake, write_override)
+
+# An hour: past the fixtures' own deadlines (the cluster's start 15 minutes, the cancelled run 20, the
+# run after it 20), which name what hung.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 SCRIPT = ROOT / "scripts" / "local_slurm.sh"
 ACCOUNT = "valueguide"  # the script's
 POLL = ["--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
-from toy_models import TOY_WORDS, make_gpt2, make_tokenizer
+from tests.helpers.toy_models import TOY_WORDS, make_gpt2, make_tokenizer
 from valueguide.artifacts import ArtifactError, write_parquet
 from valueguide.sampling import SamplingParams
 from valueguide.value.diagnostics import choose_cuts, pairwise_accuracy, rollout_values, value_error

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toy_models import make_gpt2, make_mistral, make_tokenizer
+from tests.helpers.toy_models import make_gpt2, make_mistral, make_tokenizer
 from valueguide.artifacts import ArtifactError
 from valueguide.models import load_tokenizer
 from valueguide.specs import ModelNotFoundError

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from toy_models import make_tokenizer
+from tests.helpers.toy_models import make_tokenizer
 from valueguide.value.fit import value_loss
 from valueguide.value.model import Example, collate, response_values
 from valueguide.value.targets import lambda_returns, last_positions

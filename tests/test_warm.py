@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from pipeline_runs import ROOT, env_of_run, shared_tiny_run
+
+from tests.helpers.pipeline_runs import ROOT, RUN_TIMEOUT, env_of_run, shared_tiny_run
 
 # A server whose jobs are a stand-in for the CLI: print what they were given, or sleep.
 SERVER = textwrap.dedent("""
@@ -153,6 +154,8 @@ def tiny_run(tmp_path_factory) -> Path:
     return shared_tiny_run(tmp_path_factory)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT)
 def test_a_forked_job_writes_what_a_fresh_process_writes(tiny_run, tmp_path):
     """IVG's generate job of the shared run (forked from the warm process), again as a process of its own."""
     results = tiny_run / "results"
@@ -170,8 +173,10 @@ def test_a_forked_job_writes_what_a_fresh_process_writes(tiny_run, tmp_path):
         pd.testing.assert_frame_equal(warm.drop(columns="wall_time"), pd.read_parquet(path).drop(columns="wall_time"))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT)
 def test_jobs_on_this_machine_ask_the_server_only_under_warm_run(tiny_run):
-    from pipeline_runs import command
+    from tests.helpers.pipeline_runs import command
 
     plain = {k: v for k, v in env_of_run().items() if k != "VALUEGUIDE_WARM"}
     for env, entry in (({"VALUEGUIDE_WARM": "/x.sock"}, "-m valueguide.warm "), ({}, "-m valueguide.cli ")):
@@ -180,12 +185,14 @@ def test_jobs_on_this_machine_ask_the_server_only_under_warm_run(tiny_run):
         assert done.returncode == 0 and entry in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT)
 def test_a_run_records_its_provenance_and_a_dry_run_then_plans_and_writes_nothing(tiny_run):
     """results/provenance.json, written as the run started its jobs: no job's input, so the finished run
     plans nothing, and a dry run leaves it as it was."""
     import json
 
-    from pipeline_runs import command
+    from tests.helpers.pipeline_runs import command
 
     path = tiny_run / "results" / "provenance.json"
     record, before = json.loads(path.read_text()), path.stat().st_mtime_ns

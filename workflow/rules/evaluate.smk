@@ -1,8 +1,4 @@
 # Evaluation: gold reward of the test generations; AlpacaEval win rates of the alpaca generations.
-REWARD_METRICS = f"{R}/scores/reward_metrics.csv"
-REWARD_SCORES = f"{R}/scores/reward_scores.parquet"
-ALPACA_DIR = f"{R}/alpaca_eval"
-ALPACA_METRICS = f"{ALPACA_DIR}/metrics.csv"
 
 
 rule evaluate_reward:

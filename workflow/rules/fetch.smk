@@ -1,10 +1,5 @@
 # Hub models (and alpaca_eval's df_gamed.csv, the judge's API key): downloaded once when online,
 # checked when offline, before any job that needs them. Tiny-world runs have no fetch job.
-from valueguide.config import model_specs
-from valueguide.hub import hub_ids
-
-HUB_MODELS = hub_ids(model_specs(config))
-FETCHED = f"{R}/fetch/manifest.json"
 
 
 rule fetch:

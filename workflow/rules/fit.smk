@@ -1,10 +1,4 @@
 # Value functions fitted from the samples: explicit (TD(lambda) value head) and implicit (DPO pair).
-from valueguide.config import value_is_pretrained
-
-VALUE_DIR = f"{R}/value"
-# fit_value.mode pretrained: the released checkpoint is the value; no job fits one.
-PRETRAINED_VALUE = value_is_pretrained(config)
-IMPLICIT_DIR = f"{R}/implicit"
 
 
 rule fit_value:

@@ -1,8 +1,4 @@
 # Tables, figures and the printed summary.
-EVALUATIONS = ([REWARD_METRICS, REWARD_SCORES] if config["evaluate"]["reward"] else []) + (
-    [ALPACA_METRICS] if config["evaluate"].get("alpaca") else [])
-FIGURES = [f"{kind}_{plot}" for kind in (["reward"] if config["evaluate"]["reward"] else [])
-           + (["alpaca"] if config["evaluate"].get("alpaca") else []) for plot in ("by_method", "vs_cost", "vs_tokens")]
 
 
 rule report:

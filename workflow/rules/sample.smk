@@ -1,6 +1,4 @@
 # Samples of the frozen base policy, scored by the reward model: the data every value fit sees.
-POLICY = config["sample"]["policy"]
-SAMPLES = f"{R}/samples/{POLICY}.parquet"
 
 
 rule sample:

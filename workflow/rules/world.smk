@@ -1,13 +1,4 @@
 # The tiny offline world: the corpus, one causal LM per name (on a real vocabulary), the gold reward.
-from valueguide.hub import is_hub_id
-from valueguide.specs import world_name
-
-WORLD_MODELS = list((config.get("world") or {}).get("models", {}))
-# The run's longest chain goes first (rule priorities): the world models that the base policy's samples
-# and the value fits read, the samples, the fits; the other world models train beside them.
-CHAIN_FIRST = 10
-CHAIN_MODELS = {world_name(spec) for spec in (config["models"][config["sample"]["policy"]]["path"],
-                                              config["fit_value"]["backbone"])} - {None}
 
 
 rule world_corpus:
@@ -62,20 +53,6 @@ rule world_reward:
         f"{R}/benchmarks/world/reward.tsv"
     shell:
         "{CLI} build-world reward --slice {input.cfg:q} --world {WORLD:q} --threads {threads} 2> {log:q}"
-
-
-def world_inputs(*specs):
-    """What a job loading these model specs waits for: the world jobs that build them, and for hub ids
-    the fetch manifest (ancient: a refetch does not rerun the jobs after it)."""
-    out = []
-    for spec in specs:
-        name = world_name(spec)
-        if name is not None:
-            out.append(rules.world_reward.output[0] if name == "reward"
-                       else f"{WORLD}/models/{name}/world_stats.json")
-        elif is_hub_id(spec):
-            out.append(ancient(FETCHED))
-    return list(dict.fromkeys(out))
 
 
 rule world_summary:

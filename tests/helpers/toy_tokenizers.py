@@ -19,6 +19,8 @@ import random
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from valueguide import vocabularies
+
 WORDS = ["the", "film", "was", "good", "bad", "great", "acting", "story", "plot", "boring", "wonderful",
          "café", "naïve", "über", "€5", "日本", "映画", "😀", "!", ",", ".", "really", "not", "very", "un",
          "believable", "ending", "scene", "music", "ça", "va", "déjà", "vu", "and", "but", "so", "it"]
@@ -76,3 +78,8 @@ def byte_bpe() -> PreTrainedTokenizerFast:
 @functools.cache
 def sentencepiece_bpe() -> PreTrainedTokenizerFast:
     return train_sentencepiece_bpe(CORPUS, 360, alphabet=30)
+
+
+def real(name: str):
+    """A factory of one of the paper's tokenizers (``valueguide.vocabularies``), beside the two toy ones."""
+    return lambda: vocabularies.load(name)

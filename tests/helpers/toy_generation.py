@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
-from toy_models import make_gpt2, make_tokenizer
+from tests.helpers.toy_models import make_gpt2, make_tokenizer
 from valueguide.value.model import ValueModel
 
 TOK = make_tokenizer()

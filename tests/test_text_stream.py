@@ -16,29 +16,20 @@ The references here re-tokenise the whole text and run one unpadded, uncached pa
   with once it ends (a held-back partial character shows as U+FFFD there).
 """
 
-import random
-
-import numpy as np
 import pytest
 import torch
 
-from test_decoding_distributions import reference_probs
-from test_decoding_toys import TabularLM
-from toy_models import make_gpt2, make_tokenizer
-from toy_tokenizers import WORDS, byte_bpe, sentencepiece_bpe
+from tests.helpers.toy_models import make_gpt2, make_tokenizer
+from tests.helpers.toy_tokenizers import WORDS, byte_bpe, real, sentencepiece_bpe
+from tests.test_decoding_distributions import reference_probs
+from tests.test_decoding_toys import TabularLM
+from tests.test_detokenize import candidate_text
 from valueguide.decoding import Member, Sampling, build_decoder
-from valueguide.decoding.detokenize import REPLACEMENT, Pieces, ResponseText, text_so_far
-from valueguide.decoding.retokenize import OneTokenAppends, Retokenizer
+from valueguide.decoding.detokenize import REPLACEMENT, text_so_far
 from valueguide.decoding.scorers import TextExplicitScorer, TextImplicitScorer
-from valueguide import vocabularies
 from valueguide.templates import render_for
 from valueguide.texts import common_prefix, decode
 from valueguide.value.model import ValueModel
-
-
-def real(name: str):
-    return lambda: vocabularies.load(name)
-
 
 # guided <- small pair, value: factories of their tokenizers
 PAIRS = {"bpe->spm": (byte_bpe, sentencepiece_bpe, sentencepiece_bpe),
@@ -102,119 +93,6 @@ def reference_V(models: dict, prompt: str, text: str, eos: bool = False) -> floa
 def guided_logits(models: dict, prompt: str, response: list[int]) -> torch.Tensor:
     member = models["guided"]
     return member.model(input_ids=torch.tensor([member.encode_prompt(prompt) + response])).logits[0, -1].float()
-
-
-def candidate_text(tok, response: list[int], token: int) -> str:
-    return text_so_far(tok, response + [token])
-
-
-# --- text on both sides ---------------------------------------------------------------------------
-
-
-def random_ids(tok, rng: random.Random, n: int) -> list[int]:
-    """Mostly tokens of real text (whole words, multi-byte characters), some arbitrary ids."""
-    text_ids = tok(" ".join(WORDS), add_special_tokens=False).input_ids
-    return [rng.choice(text_ids) if rng.random() < 0.7 else rng.randrange(len(tok)) for _ in range(n)]
-
-
-@pytest.mark.parametrize("make", [byte_bpe, sentencepiece_bpe, make_tokenizer])
-def test_response_text_is_the_whole_decode_at_every_step_through_row_copies(make):
-    tok, rng = make(), random.Random(0)
-    texts, ids = ResponseText(tok, 3), [[], [], []]
-    for _ in range(120):
-        step = random_ids(tok, rng, 3)
-        texts.append(step)
-        ids = [row + [t] for row, t in zip(ids, step)]
-        if rng.random() < 0.2:
-            index = [rng.randrange(3) for _ in range(3)]
-            texts.select(index)
-            ids = [list(ids[i]) for i in index]
-        for i in range(3):
-            assert texts.text(i) == text_so_far(tok, ids[i])
-            assert texts.text(i, finished=True) == decode(tok, ids[i])
-        queries = [(i, t) for i in range(3) for t in random_ids(tok, rng, 2)]
-        got = [texts.text(i) + text if extends else text for (i, _), (extends, text) in zip(queries, texts.extended(queries))]
-        assert got == [candidate_text(tok, ids[i], t) for i, t in queries]
-
-
-@pytest.mark.parametrize("make", [byte_bpe, sentencepiece_bpe, real("mistral"), real("gpt2"), make_tokenizer])
-def test_a_tokens_piece_is_what_it_appends_to_every_whole_response(make):
-    """The fast path of ``ResponseText.extended`` against whole decodes: after responses that end on
-    multi-byte characters, byte tokens and spaces, every token with a piece appends exactly it, and
-    the general path (window decodes) agrees on every token."""
-    tok, rng = make(), random.Random(2)
-    pieces, vocab = Pieces(tok), list(range(len(tok)))
-    by_token = dict(zip(vocab, pieces.get(vocab)))
-    rows = 0
-    for _ in range(30):
-        ids = random_ids(tok, rng, rng.randrange(1, 6))
-        texts = ResponseText(tok, 1, pieces)
-        for t in ids:
-            texts.append([t])
-        u = decode(tok, ids)
-        if not u or u.endswith(REPLACEMENT):
-            continue
-        rows += 1
-        for a in rng.sample(vocab, min(len(vocab), 200)):
-            if by_token[a] is not None:
-                assert decode(tok, ids + [a]) == u + by_token[a]
-        queries = [(0, a) for a in rng.sample(vocab, min(len(vocab), 50))]
-        assert texts.extended(queries) == texts._decoded(queries)
-    with_piece = [t for t, p in by_token.items() if p is not None]
-    if make is make_tokenizer:  # a WordPiece decoder: no pieces, every candidate decodes
-        assert not with_piece
-        return
-    assert rows > 10 and len(with_piece) > len(tok) // 4
-    assert all(by_token[t] is None for t in tok.all_special_ids)
-    bytes_ = [i for t, i in tok.get_vocab().items() if t.startswith("<0x") and t.endswith(">")]
-    assert all(by_token[t] is None for t in bytes_)
-    spaced = [t for t in with_piece if tok.convert_ids_to_tokens(t)[0] in "▁Ġ"]
-    assert spaced and all(by_token[t].startswith(" ") for t in spaced)
-
-
-@pytest.mark.parametrize("make", [byte_bpe, sentencepiece_bpe])
-def test_retokenising_a_tail_equals_tokenising_the_whole_text(make):
-    tok, rng = make(), random.Random(1)
-    retok = Retokenizer(tok)
-    pieces = WORDS + [" " + w for w in WORDS] + [" ", "  ", "\n", "é", "€", "本", "😀", "x", "ab", "<s>"]
-    for _ in range(40):
-        text = "<s>Q: " + "".join(rng.choice(pieces) for _ in range(3))
-        tokens = retok.tokenize([text])[0]
-        for _ in range(25):
-            more = [rng.choice(pieces) for _ in range(3)]
-            for appended, (p, tail) in zip(more, retok.branch([tokens] * 3, [text] * 3, more)):
-                want = retok.tokenize([text + appended])[0].ids
-                assert tokens.ids[:p] + tail == want and (p == len(tokens) or tokens.ids[p] != want[p])
-            old, before = tokens, text
-            text += "".join(rng.choice(pieces) for _ in range(rng.choice([0, 1, 1, 2])))
-            shared, tokens = retok.update([old], [before], [text[len(before):]])[0]
-            assert tokens == retok.tokenize([text])[0] and tokens.ids[:shared] == old.ids[:shared]
-
-
-@pytest.mark.parametrize("guided_make, small_make", [(byte_bpe, sentencepiece_bpe), (sentencepiece_bpe, byte_bpe)])
-def test_a_guided_token_looked_up_as_one_small_token_is_what_retokenising_appends(guided_make, small_make):
-    """The shortcut of the common case (``OneTokenAppends``) against whole-text tokenisation, for
-    every guided token after texts that end in many characters (byte tokens and added ones too),
-    looked up for all texts at once and then one by one from what the table holds."""
-    guided, small, rng = guided_make(), small_make(), random.Random(3)
-    retok = Retokenizer(small)
-    table = OneTokenAppends(Pieces(guided), retok.appends)
-    pieces = Pieces(guided).get(list(range(len(guided))))
-    texts = ["Q: " + " ".join(rng.choice(WORDS) for _ in range(3)) + rng.choice(["", "!", "é", " x", "s", ","])
-             for _ in range(30)]
-    texts = [t for t in texts if retok.tokenize([t])[0].ids[-1] not in retok.appends.added_ids]
-    rows = rng.sample(range(len(guided)), len(guided))  # each text asks the vocabulary in its own order
-    asked = np.array([rows[i:] + rows[:i] for i in range(len(texts))])
-    at_once = table.after([t[-1] for t in texts], asked)
-    found = 0
-    for text, tokens_asked, ones in zip(texts, asked, at_once):
-        tokens = retok.tokenize([text])[0]
-        assert (table.after([text[-1]], tokens_asked[None, :])[0] == ones).all()
-        for token, one in zip(tokens_asked.tolist(), ones.tolist()):
-            if one >= 0:
-                assert retok.tokenize([text + pieces[token]])[0].ids == tokens.ids + [one]
-                found += 1
-    assert found > 2 * len(guided)  # many answers: a test that never found one would prove nothing
 
 
 # --- next-token distributions -----------------------------------------------------------------------

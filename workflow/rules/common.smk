@@ -1,0 +1,90 @@
+# What the rule files share: the run's paths, the settings the rules branch on, and the helpers that
+# compute their inputs. Included before every rule file; the Snakefile defines config, R, WORLD,
+# CLI and slice_path before it.
+from valueguide.config import model_specs, value_is_pretrained
+from valueguide.decoding.spec import Method
+from valueguide.hub import hub_ids, is_hub_id
+from valueguide.specs import world_name
+
+# --- the world (world.smk) and the hub models (fetch.smk) ---
+WORLD_MODELS = list((config.get("world") or {}).get("models", {}))
+# The run's longest chain goes first (rule priorities): the world models that the base policy's samples
+# and the value fits read, the samples, the fits; the other world models train beside them.
+CHAIN_FIRST = 10
+CHAIN_MODELS = {world_name(spec) for spec in (config["models"][config["sample"]["policy"]]["path"],
+                                              config["fit_value"]["backbone"])} - {None}
+HUB_MODELS = hub_ids(model_specs(config))
+FETCHED = f"{R}/fetch/manifest.json"
+
+
+def world_inputs(*specs):
+    """What a job loading these model specs waits for: the world jobs that build them, and for hub ids
+    the fetch manifest (ancient: a refetch does not rerun the jobs after it)."""
+    out = []
+    for spec in specs:
+        name = world_name(spec)
+        if name is not None:
+            out.append(rules.world_reward.output[0] if name == "reward"
+                       else f"{WORLD}/models/{name}/world_stats.json")
+        elif is_hub_id(spec):
+            out.append(ancient(FETCHED))
+    return list(dict.fromkeys(out))
+
+
+# --- samples of the base policy (sample.smk) and the value fits (fit.smk) ---
+POLICY = config["sample"]["policy"]
+SAMPLES = f"{R}/samples/{POLICY}.parquet"
+VALUE_DIR = f"{R}/value"
+# fit_value.mode pretrained: the released checkpoint is the value; no job fits one.
+PRETRAINED_VALUE = value_is_pretrained(config)
+IMPLICIT_DIR = f"{R}/implicit"
+
+# --- guided generation (generate.smk) ---
+LARGE_MODELS = config["generate"]["large_models"]
+METHODS = config["generate"]["methods"]
+# Prompt splits to generate for: the test split (gold reward) and the AlpacaEval-style split.
+GEN_SETS = (["test"] if config["evaluate"]["reward"] else []) + (["alpaca"] if config["evaluate"].get("alpaca") else [])
+SHARDS = config["generate"].get("shards", 1)
+SHARD = f".shard{{shard}}of{SHARDS}" if SHARDS > 1 else ""  # in every generate path: output, log, benchmark
+
+
+def method_roles(method):
+    """The model roles a method uses: 'value' needs fit_value (unless pretrained), 'tuned' needs fit_implicit."""
+    return Method.from_config(METHODS[method] or {}).roles()
+
+
+def generate_inputs(wc):
+    inputs = {"cfg": slice_path("generate", model=wc.model, method=wc.method),
+              "prompts": [f"{R}/prompts/{split}.parquet" for split in GEN_SETS],
+              "models": world_inputs(config["models"][wc.model]["path"], config["reward_model"],
+                                     config["models"][config["fit_implicit"]["untuned"]]["path"])}
+    roles = method_roles(wc.method)
+    if "value" in roles and not PRETRAINED_VALUE:
+        inputs["value"] = rules.fit_value.output[0]
+    if "tuned" in roles:
+        inputs["tuned"] = rules.fit_implicit.output[0]
+    return inputs
+
+
+def generate_flags(wc, input):
+    flags = []
+    if "value" in input.keys():
+        flags.append(f"--value {shlex.quote(VALUE_DIR)}")
+    if "tuned" in input.keys():
+        flags.append(f"--tuned {shlex.quote(IMPLICIT_DIR)}")
+    return " ".join(flags)
+
+
+def generations(split):
+    return expand(f"{R}/generations/{split}/{{model}}/{{method}}.parquet", model=LARGE_MODELS, method=list(METHODS))
+
+
+# --- evaluation (evaluate.smk) and the report (report.smk) ---
+REWARD_METRICS = f"{R}/scores/reward_metrics.csv"
+REWARD_SCORES = f"{R}/scores/reward_scores.parquet"
+ALPACA_DIR = f"{R}/alpaca_eval"
+ALPACA_METRICS = f"{ALPACA_DIR}/metrics.csv"
+EVALUATIONS = ([REWARD_METRICS, REWARD_SCORES] if config["evaluate"]["reward"] else []) + (
+    [ALPACA_METRICS] if config["evaluate"].get("alpaca") else [])
+FIGURES = [f"{kind}_{plot}" for kind in (["reward"] if config["evaluate"]["reward"] else [])
+           + (["alpaca"] if config["evaluate"].get("alpaca") else []) for plot in ("by_method", "vs_cost", "vs_tokens")]
