@@ -138,7 +138,7 @@ def cmd_fit_implicit(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from .decoding.stage import run_generate
+    from .generate import run_generate
     from .implicit.dpo import tuned_spec
 
     config = _config(args)

@@ -1,6 +1,6 @@
 # Guided generation: one job per (large model, method) over every prompt split it serves; with
 # generate.shards N > 1, N jobs per (model, method), each a contiguous run of whole batches, then a merge.
-from valueguide.decoding.spec import Method
+from valueguide.decoding.method_spec import Method
 
 LARGE_MODELS = config["generate"]["large_models"]
 METHODS = config["generate"]["methods"]
