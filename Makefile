@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml src/valueguide/vocabularies.py
 
 # After a kill: `valueguide resume` clears the dead run's lock and temporary files, and
 # --rerun-incomplete redoes the jobs it cut short, instead of stopping the run. `warm-run`: the jobs
-# fork from one process that imported torch, transformers and every stage once (src/valueguide/warm.py).
+# fork from one process that imported torch, transformers and every stage once (src/valueguide/warm_server.py).
 WARM := $(VENV)/bin/valueguide --log-level WARNING warm-run --
 run: $(STAMP)
 	@for setting in $(SETTINGS); do $(FILES); \

@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 from valueguide.config import slice_location, stage_slice, world_dir
 from valueguide.vocabularies import cache_root
-from valueguide.warm import ENV as WARM_ENV
+from valueguide.warm_server import ENV as WARM_ENV
 from valueguide.preflight import checked_or_exit
 from valueguide.cluster import status_problem
 from valueguide.provenance import setting_names, write_provenance
@@ -38,7 +38,7 @@ if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
            f"PYTHONPATH={shlex.quote(str(Path(workflow.basedir) / 'src'))} python -m valueguide.cli --log-level INFO")
 elif os.environ.get(WARM_ENV) and getattr(workflow.executor_plugin, "cli_prefix", "local") == "local":
     # Under `valueguide warm-run` (make run): jobs on this machine fork from a process that imported
-    # everything once (valueguide/warm.py); the same command runs in its own process without one.
+    # everything once (valueguide/warm_server.py); the same command runs in its own process without one.
     CLI = f"{shlex.quote(sys.executable)} -m valueguide.warm --log-level INFO"
 else:
     CLI = f"{shlex.quote(sys.executable)} -m valueguide.cli --log-level INFO"

@@ -42,7 +42,7 @@ BUGS = (
     # point 7 of the issue "Fail early and safely": both survived the suite once
     Bug("whitening drops the std rescale", "value/fit.py", "value_model.rescale(std, mean)",
         "value_model.rescale(1.0, mean)", ("tests/test_value_fit.py",)),
-    Bug("every generate batch seeded alike", "decoding/stage.py", 'manual_seed(derive_seed(seed, "generate", b))',
+    Bug("every generate batch seeded alike", "generate.py", 'manual_seed(derive_seed(seed, "generate", b))',
         'manual_seed(derive_seed(seed, "generate", 0))', ("tests/test_decoding_stage.py",)),
     # value targets
     Bug("TD(lambda) without lambda", "value/targets.py", "advantage = delta + gamma * lam * next_advantage",

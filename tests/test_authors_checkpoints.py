@@ -20,7 +20,7 @@ from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
 from tests.helpers import toy_generation
 from tests.helpers.toy_models import make_tokenizer
 from valueguide.config import ConfigError, labelled_specs, load_config, validate_config
-from valueguide.decoding.stage import run_generate
+from valueguide.generate import run_generate
 from valueguide.reward import RewardModel
 from valueguide.specs import ModelNotFoundError
 from valueguide.value.authors import load_authors_value

@@ -8,7 +8,8 @@ import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from tests.helpers.toy_models import TOY_WORDS, make_gpt2, make_tokenizer
-from valueguide.decoding import guide, run_generate
+from valueguide.decoding import guide
+from valueguide.generate import run_generate
 from valueguide.value.model import ValueModel
 
 TOK = make_tokenizer()
@@ -169,7 +170,7 @@ def test_each_batch_draws_from_its_own_seed_whatever_the_shard():
     batches differ from each other, and a shard starting at batch 1 draws what the whole run drew there."""
     from types import SimpleNamespace
 
-    from valueguide.decoding.stage import _generate_all
+    from valueguide.generate import _generate_all
     from valueguide.seeding import derive_seed
 
     seeds = []

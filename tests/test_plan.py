@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import toy_generation
 from valueguide import cli
 from valueguide.config import load_config
-from valueguide.decoding import run_generate
+from valueguide.generate import run_generate
 from valueguide.model_size import WORLD_VOCAB, model_params
 from valueguide.plan import (CANDIDATE_FEED, HARDWARE, JUDGE_TEMPLATE_TOKENS, PASS_OVERHEAD, TEXT_FEED, Planner,
                              _duration, jobs_per_stage, memory_warnings, pass_seconds, render_plan)

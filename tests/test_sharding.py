@@ -15,7 +15,8 @@ import yaml
 from tests.helpers import toy_generation
 from tests.helpers.pipeline_runs import RUN_TIMEOUT
 from valueguide.artifacts import ArtifactError
-from valueguide.decoding import run_generate, stage
+from valueguide import generate as stage
+from valueguide.generate import run_generate
 from valueguide.decoding.shards import merge_shards, shard_path, shard_rows
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Jobs forked from the warm process (valueguide/warm.py) behave as processes of their own: their
+"""Jobs forked from the warm process (valueguide/warm_server.py) behave as processes of their own: their
 arguments, folder, environment, streams and exit status are the job's; a stopped job's child stops;
 with no server a job runs by itself; and a real job writes what a fresh process writes."""
 
@@ -17,7 +17,7 @@ from tests.helpers.pipeline_runs import ROOT, RUN_TIMEOUT, env_of_run, shared_ti
 # A server whose jobs are a stand-in for the CLI: print what they were given, or sleep.
 SERVER = textwrap.dedent("""
     import os, sys, time
-    from valueguide.warm import serve_while
+    from valueguide.warm_server import serve_while
 
     def job(argv):
         if argv[0] == "sleep":
@@ -129,7 +129,7 @@ def test_a_module_the_server_cannot_import_is_left_to_the_jobs(caplog):
     import gc
     import socket
 
-    from valueguide import warm
+    from valueguide import warm_server as warm
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         jobs = warm._Jobs(listener, run_job=None, modules=("no_such_module_here", "json"), interrupt=None)
@@ -141,7 +141,7 @@ def test_a_module_the_server_cannot_import_is_left_to_the_jobs(caplog):
 
 
 def test_every_stage_module_is_preloaded():
-    from valueguide import warm
+    from valueguide import warm_server as warm
 
     stages = {line.split("from .", 1)[1].split(" import")[0]
               for line in (ROOT / "src" / "valueguide" / "cli.py").read_text().splitlines()

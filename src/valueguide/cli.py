@@ -138,7 +138,7 @@ def cmd_fit_implicit(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from .decoding.stage import run_generate
+    from .generate import run_generate
     from .implicit.dpo import tuned_spec
 
     config = _config(args)
@@ -240,12 +240,12 @@ def cmd_show_report(args) -> None:
 
 
 def cmd_warm_run(args) -> None:
-    from .warm import serve_while
+    from .warm_server import serve_while
 
     command = args.run[1:] if args.run[:1] == ["--"] else args.run
     if not command:
         raise ConfigError("warm-run: name the command to run, e.g. `valueguide warm-run -- snakemake --cores 2`")
-    raise SystemExit(serve_while(command))
+    raise SystemExit(serve_while(command, run_job=main))
 
 
 class _Version(argparse.Action):

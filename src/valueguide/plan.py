@@ -9,7 +9,7 @@ Bandwidth and FLOP/s are effective figures (32 % and 40 % of the data sheet's pe
 model sizes come from ``model_size`` (a table, the world config, or a config.json in the hub cache).
 The counting mirrors ``decoding.search.Decoder``: every model gets one prefill pass per batch, then is
 fed the new tokens of every row when it is next read: each step for the guided model and token-level
-guides, after each chunk for a chunk scorer (at most ``Stream.max_block`` tokens a pass). A model with
+guides, after each chunk for a chunk scorer (at most ``MAX_BLOCK`` tokens a pass). A model with
 another vocabulary reads the text in its own tokens (``aligned.TextStream``): ``TEXT_FEED`` of them per
 guided token, roll-backs included, and for token-level guidance the top-k candidates' tokens that its
 kept outputs cannot score (``CANDIDATE_FEED`` per candidate a step). Only the gold reward re-reads whole
@@ -22,8 +22,7 @@ import math
 from dataclasses import dataclass, field
 
 from .config import model_specs, prompt_splits, value_is_pretrained, value_spec
-from .decoding.spec import EXPLICIT_TOP_K, Method
-from .decoding.streams import Stream
+from .decoding.method_spec import EXPLICIT_TOP_K, MAX_BLOCK, Method
 from .hub import hub_ids
 from .model_size import model_params
 
@@ -137,7 +136,7 @@ class Planner:
         ``every`` steps (``per_token`` of its own per guided token); ``extra`` candidate tokens per row
         ride along each pass (token-level guidance that scores its top-k by feeding them)."""
         fed = [min(every, steps - t) for t in range(0, steps, every)]
-        feeds = [min(Stream.max_block, n - b) for n in fed for b in range(0, n, Stream.max_block)]
+        feeds = [min(MAX_BLOCK, n - b) for n in fed for b in range(0, n, MAX_BLOCK)]
         tokens = [prompts * self.prompt] + [rows * (n * per_token + extra) for n in feeds]
         seconds = _total(pass_seconds(params, n, self.hw) for n in tokens)
         cost.add(role, batches * len(tokens), batches * sum(tokens), seconds and batches * seconds)

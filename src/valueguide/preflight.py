@@ -81,7 +81,7 @@ class _Vocabularies:
 
 def _method_problems(config: dict, vocabularies: _Vocabularies):
     """Per (large model, method): templates each model can render, and a candidate set across vocabularies."""
-    from .decoding.spec import Method
+    from .decoding.method_spec import Method
 
     models, fit = config["models"], config["fit_implicit"]
     small = models.get(fit["untuned"], {})

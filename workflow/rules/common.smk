@@ -2,7 +2,7 @@
 # compute their inputs. Included before every rule file; the Snakefile defines config, R, WORLD,
 # CLI and slice_path before it.
 from valueguide.config import model_specs, value_is_pretrained
-from valueguide.decoding.spec import Method
+from valueguide.decoding.method_spec import Method
 from valueguide.hub import hub_ids, is_hub_id
 from valueguide.specs import world_name
 

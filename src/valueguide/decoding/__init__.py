@@ -1,9 +1,10 @@
-"""Guided decoding (stage generate): base sampling, EFT, VAS, chunk-level beam search, BoN, IVG.
+"""Guided decoding, the library: base sampling, EFT, VAS, chunk-level beam search, BoN, IVG.
 
-``guide`` is the one-call entry; ``build_decoder`` + ``Decoder.generate`` the lower level;
-``run_generate`` the pipeline stage. The math is docs/ALGORITHMS.md §4.
+``guide`` is the one-call entry; ``build_decoder`` + ``Decoder.generate`` the lower level; the
+pipeline stage that runs them over a config's prompts is ``valueguide.generate``. The math is
+docs/ALGORITHMS.md §4.
 
-The names below load on first use: the Snakefile reads methods through ``decoding.spec`` while
+The names below load on first use: the Snakefile reads methods through ``decoding.method_spec`` while
 planning, and importing this package must not import torch for it.
 """
 
@@ -14,12 +15,11 @@ _HOME = {
     "ExplicitGuide": "guidance", "ImplicitGuide": "guidance", "TextExplicitGuide": "guidance",
     "TextImplicitGuide": "guidance",
     "VocabularyMismatch": "tokenizer_fit", "build_decoder": "method",
-    "ChunkSpec": "spec", "Method": "spec", "Search": "spec", "TokenSpec": "spec",
+    "ChunkSpec": "method_spec", "Method": "method_spec", "Search": "method_spec", "TokenSpec": "method_spec",
     "Sampling": "sampler",
     "ExplicitScorer": "scorers", "ImplicitScorer": "scorers", "RewardScorer": "scorers",
     "TextExplicitScorer": "scorers", "TextImplicitScorer": "scorers",
     "Decoder": "search", "Generation": "search", "Member": "search", "Result": "search",
-    "run_generate": "stage",
 }
 
 __all__ = sorted(_HOME)

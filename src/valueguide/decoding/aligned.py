@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+from ..heads import head_at
 from ..templates import render_for
 from ..texts import common_prefix
-from ..value.model import head_at
 from .packed import packed_gpt2, spread
 from .retokenize import OneTokenAppends, Retokenizer
 from ..padding import left_pad
@@ -145,7 +145,7 @@ class Feed:
         """The model's outputs as scores read them: an LM's log-probabilities, a value model's values.
 
         ``read`` ([B, T] bool): the only positions whose outputs are read, and the only real ones: a
-        packed model runs on those alone and any model's head does (``value.model.head_at``); the
+        packed model runs on those alone and any model's head does (``heads.head_at``); the
         others hold zeros."""
         if read is not None and self._packed is not None:
             hidden, flat = self._packed(ids, attention_mask, position_ids, self.cache, read)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-HEADS = ("token", "scalar")
+from ..heads import HEADS
 
 
 def common_width(*tensors: torch.Tensor) -> int:

@@ -1,7 +1,7 @@
 """Methods as config dicts: {token: none|implicit|explicit} x {chunk: none|implicit|explicit|gold}.
 
 ``{"token": {"kind": "implicit", "w": 1.0}, "chunk": {"scorer": "explicit", "W": 4, "K": 4,
-"L": 5, "beta": 1.0}}`` is IVG; ``{}`` is plain sampling (parsed by ``spec.Method``). ``build_decoder`` checks the models
+"L": 5, "beta": 1.0}}`` is IVG; ``{}`` is plain sampling (parsed by ``method_spec.Method``). ``build_decoder`` checks the models
 before anything is generated. A guiding model whose vocabulary is the guided model's reads the
 guided tokens themselves; one with another vocabulary reads the response text in its own tokens
 (``aligned.TextStream``), where token-level guidance is defined on text over the guided model's
@@ -26,7 +26,7 @@ from .guidance import ExplicitGuide, ImplicitGuide, TextExplicitGuide, TextImpli
 from .sampler import Sampling
 from .scorers import ExplicitScorer, ImplicitScorer, RewardScorer, TextExplicitScorer, TextImplicitScorer
 from .search import Decoder, Member
-from .spec import EXPLICIT_TOP_K, Method, Search
+from .method_spec import EXPLICIT_TOP_K, Method, Search
 
 
 def _check_template(members: dict[str, Member], role: str) -> None:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .guidance import HEADS
+from ..heads import HEADS
 
 
 class ExplicitScorer:

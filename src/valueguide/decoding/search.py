@@ -21,7 +21,7 @@ from .retokenize import OneTokenAppends, Retokenizer
 from .detokenize import Pieces, ResponseText
 from .paired import PairingError, pair_models
 from .sampler import Sampling, draw
-from .spec import Search
+from .method_spec import Search
 from .streams import LM, Meter, PairedStream, Stream, pad_id
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ import torch
 from transformers import DynamicCache
 
 from ..padding import left_pad
+from .method_spec import MAX_BLOCK
 
 LM, VALUE = "lm", "value"
 
@@ -98,7 +99,7 @@ class Stream:
     implicit score) would drift by ~1e-3 nats over a 2,000-token response.
     """
 
-    max_block = 256
+    max_block = MAX_BLOCK
 
     def __init__(self, role: str, model, kind: str, meter: Meter, *, use_cache: bool = True,
                  track: bool = False, pad_id: int = 0):

@@ -28,26 +28,14 @@ from transformers import AutoModel
 
 from .. import padding
 from ..artifacts import ArtifactError, atomic_dir, read_json
+from ..heads import HEADS, head_at
 from ..models import LoadOptions, resolve_spec, same_vocabulary, torch_dtype
 from ..specs import ModelNotFoundError
 from ..templates import render_for
 from ..texts import decode, encode_joint
 
-HEADS = ("token", "scalar")
 CONFIG_FILE = "value_config.json"
 HEAD_FILE = "value_head.safetensors"
-
-
-def head_at(head, hidden: torch.Tensor, read: torch.Tensor | None) -> torch.Tensor:
-    """``head(hidden)`` at the positions ``read`` ([B, T] bool) alone and zeros elsewhere (None: at
-    every position): a head over a whole vocabulary is the largest product of a small model's pass,
-    and with padded candidate columns most positions are never read."""
-    if read is None:
-        return head(hidden)
-    picked = head(hidden[read])
-    out = picked.new_zeros((*read.shape, picked.shape[-1]))
-    out[read] = picked
-    return out
 
 
 @dataclass

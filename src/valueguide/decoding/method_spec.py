@@ -15,6 +15,9 @@ SCORERS = ("none", "implicit", "explicit", "gold")
 
 
 EXPLICIT_TOP_K = 20  # VAS's candidate set
+# Positions a stream feeds a model in one pass at most (``streams.Stream.max_block``, bounding the [N, T, V]
+# outputs of a long catch-up): here, so that the planner counts passes without importing torch.
+MAX_BLOCK = 256
 
 
 def _parse(cls, section: dict | None, what: str):

@@ -14,18 +14,19 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .. import heap
-from ..artifacts import read_parquet, write_parquet
-from ..config import world_dir as world_dir_of
-from ..models import load_causal_lm, load_options, load_own_tokenizer, load_tokenizer
-from ..reward import RewardModel
-from ..seeding import derive_seed
-from ..value.source import load_value
-from .method import Method, build_decoder
-from .sampler import Sampling
-from .search import Member
-from .shards import shard_rows
-from .streams import VALUE
+from . import heap
+from .artifacts import read_parquet, write_parquet
+from .config import world_dir as world_dir_of
+from .decoding.method import build_decoder
+from .decoding.method_spec import Method
+from .decoding.sampler import Sampling
+from .decoding.search import Member
+from .decoding.shards import shard_rows
+from .decoding.streams import VALUE
+from .models import load_causal_lm, load_options, load_own_tokenizer, load_tokenizer
+from .reward import RewardModel
+from .seeding import derive_seed
+from .value.source import load_value
 
 log = logging.getLogger(__name__)
 
