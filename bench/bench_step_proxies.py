@@ -115,6 +115,9 @@ def report(s: dict, shapes_by_role: dict) -> str:
     for role, n in s["pass_shapes"].items():
         widths = sorted({ids[1] for ids, _ in shapes_by_role[role]})
         lines.append(f"  {role:32s} {n:4d}  {'yes' if n <= SHAPE_TARGET else 'no'}   (widths {widths})")
+    lines.append("where the synchronisations come from (per step, all steps):")
+    by_count = sorted(s["sync_sites"].items(), key=lambda kv: -kv[1])
+    lines += [f"  {n / s['steps']:6.2f}  {site}" for site, n in by_count]
     lines.append("host synchronisations: what would sync on CUDA with the decoder's tensors on the device:")
     lines += [f"  {what}: {why}" for what, why in SYNCS.items()]
     lines.append("cache bytes: output bytes of every torch.cat of floating 4D tensors on dim 2 (a layer's K or V)")
@@ -138,7 +141,7 @@ def main() -> int:
     timed, counted = measure(decoder, prompts, counted=False), measure(decoder, prompts, counted=True)
     if len(timed.steps) != len(counted.steps):
         raise RuntimeError("the timed and the counted generation took different steps")
-    s = summary(per_step(timed, counted), counted.shapes)
+    s = {**summary(per_step(timed, counted), counted.shapes), "sync_sites": dict(counted.sync_sites)}
     print(report(s, counted.shapes))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

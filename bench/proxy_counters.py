@@ -1,15 +1,18 @@
 """CPU proxies of a decoding step's GPU cost: host synchronisations, dispatched operators inside and
-outside the models' passes, time outside the models, bytes of caches rewritten by ``torch.cat``, and
-the distinct shapes each model's passes take (issue 34, item 5). A diagnostic for the benchmarks.
+outside the models' passes, time outside the models, bytes of caches rewritten by ``torch.cat``,
+and the distinct shapes each model's passes take (issue 34, item 5). A diagnostic for the
+benchmarks.
 
 On a CPU "device" and "host" are one, so a synchronisation is defined by what would synchronise on
-CUDA when the decoder's tensors live on the device (``SYNCS``). Tensors that a counted host copy
-returned, and everything computed from them, are host tensors: reading them again is no
-synchronisation (``x.cpu().numpy()`` counts once). Host-to-device copies are not counted.
+CUDA when the decoder's tensors live on the device (``SYNCS``). Tensors made without a device
+(``torch.tensor(...)``, ``torch.from_numpy``), those a counted host copy returned, and what
+operators compute from host tensors alone (0-dim scalars apart), are host tensors: reading them is
+no synchronisation (``x.cpu().numpy()`` counts once). Host-to-device copies are not counted.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 import weakref
 from collections import Counter
@@ -17,6 +20,7 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._device import _device_constructors
 from torch.utils._python_dispatch import TorchDispatchMode
 
 aten = torch.ops.aten
@@ -26,13 +30,15 @@ SYNCS = {
     "Tensor.item / bool() / int() / float() / index()": "reads one value to the host",
     "Tensor.tolist / Tensor.numpy / Tensor.cpu": "copies device data to the host",
     "aten.nonzero, masked_select, unique, repeat_interleave(tensor)": "output size depends on the data",
-    "aten.index / index_put_ with a boolean index": "boolean-mask indexing runs nonzero",
+    "aten.index / index_put_ with a boolean index on the device": "boolean-mask indexing runs nonzero",
+    "(not) any of these on a host tensor": "made without a device, a host copy, or computed from those",
 }
 HOST_READS = frozenset({torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__,
                         torch.Tensor.__index__, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu})
 SIZED_BY_DATA = frozenset({aten.nonzero.default, aten.masked_select.default, aten._unique2.default,
                            aten.unique_dim.default, aten.unique_consecutive.default, aten.repeat_interleave.Tensor})
 MASK_INDEXED = frozenset({aten.index.Tensor, aten.index_put_.default, aten.index_put.default})
+CONSTRUCTORS = frozenset(_device_constructors())  # torch.tensor, zeros, arange, ...: they take a device
 
 
 def _tensors(tree) -> list[torch.Tensor]:
@@ -48,9 +54,23 @@ class _HostTensors:
     def add(self, t: torch.Tensor) -> None:
         self._refs[id(t)] = weakref.ref(t, lambda _, key=id(t): self._refs.pop(key, None))
 
+    def discard(self, t: torch.Tensor) -> None:
+        self._refs.pop(id(t), None)
+
     def __contains__(self, t: torch.Tensor) -> bool:
         ref = self._refs.get(id(t))
         return ref is not None and ref() is t
+
+
+def _package_site() -> str:
+    """Where the caller's call stack last ran the package's own code (``decoding/search.py:140``)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if "/valueguide/" in name:
+            return f"{name.rsplit('/valueguide/', 1)[1]}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "outside the package"
 
 
 class Tally:
@@ -58,6 +78,7 @@ class Tally:
 
     def __init__(self):
         self.steps: list[dict] = []
+        self.sync_sites: Counter = Counter()  # "module.py:line" of the package's code that synchronised
         self.shapes: dict[str, set] = {}
         self.inside: str | None = None  # the role whose pass is running
         self.entered = 0.0  # when that pass began
@@ -67,6 +88,10 @@ class Tally:
         self.now = Counter()
         self.began = time.perf_counter()
         self.model_seconds = 0.0
+
+    def count_sync(self):
+        self.now["syncs"] += 1
+        self.sync_sites[_package_site()] += 1
 
     def close_step(self):
         seconds = time.perf_counter() - self.began
@@ -85,12 +110,24 @@ class Tally:
 
 
 class _Reads(TorchFunctionMode):
+    """Counts host reads of device tensors, and tracks which tensors live on the host: those a
+    constructor makes without a device (on a CUDA run they are CPU tensors too) and host copies;
+    a ``.to`` with a device makes a device tensor."""
+
     def __init__(self, tally: Tally, host: _HostTensors):
         super().__init__()
         self.tally, self.host, self.reading = tally, host, False
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in CONSTRUCTORS and kwargs.get("device") is None:
+            return self._on_host(func(*args, **kwargs))
+        if func is torch.Tensor.to and _names_device(args[1:], kwargs):
+            out = func(*args, **kwargs)
+            if out is args[0] and out in self.host:  # on a CPU, .to returns the host tensor itself
+                out = out.view_as(out)
+                self.host.discard(out)  # a view of a host tensor, but it stands for the device copy
+            return out
         if func not in HOST_READS or self.reading:
             return func(*args, **kwargs)
         on_device = bool(args) and isinstance(args[0], torch.Tensor) and args[0] not in self.host
@@ -100,10 +137,21 @@ class _Reads(TorchFunctionMode):
         finally:
             self.reading = False
         if on_device:
-            self.tally.now["syncs"] += 1
+            self.tally.count_sync()
             if isinstance(out, torch.Tensor):
-                self.host.add(out)
+                if out is args[0]:  # on a CPU, .cpu() returns the tensor itself, which stays a device tensor
+                    out = out.view_as(out)
+                self._on_host(out)
         return out
+
+    def _on_host(self, out):
+        if isinstance(out, torch.Tensor):
+            self.host.add(out)
+        return out
+
+
+def _names_device(args, kwargs) -> bool:
+    return kwargs.get("device") is not None or any(isinstance(a, (str, torch.device)) for a in args)
 
 
 class _Ops(TorchDispatchMode):
@@ -117,21 +165,23 @@ class _Ops(TorchDispatchMode):
         out = func(*args, **kwargs)
         now = self.tally.now
         now["ops_in_models" if self.tally.inside else "ops_outside"] += 1
-        from_host = any(t in self.host for t in inputs)
+        # as CUDA would place the output: on the host only when every input that is no 0-dim scalar is there
+        spread = [t for t in inputs if t.dim() > 0] or inputs
+        from_host = bool(spread) and all(t in self.host for t in spread)
         if from_host:
             for t in _tensors(out):
                 self.host.add(t)
         elif not self.reads.reading and self._syncs(func, args):
-            now["syncs"] += 1
+            self.tally.count_sync()
         if func is aten.cat.default and self._cache_cat(args):
             now["cache_cat_bytes"] += out.numel() * out.element_size()
         return out
 
-    @staticmethod
-    def _syncs(func, args) -> bool:
+    def _syncs(self, func, args) -> bool:
         if func is aten._local_scalar_dense.default or func in SIZED_BY_DATA:
             return True
-        return func in MASK_INDEXED and any(t.dtype == torch.bool for t in _tensors(args[1]))
+        # a mask on the host is counted on the host: no synchronisation
+        return func in MASK_INDEXED and any(t.dtype == torch.bool and t not in self.host for t in _tensors(args[1]))
 
     @staticmethod
     def _cache_cat(args) -> bool:
@@ -207,8 +257,13 @@ def counting(tally: Tally):
     """Counts synchronisations, operators and cache-append bytes into ``tally`` while it runs."""
     host = _HostTensors()
     reads = _Reads(tally, host)
-    with reads, _Ops(tally, host, reads):
-        yield
+    from_numpy = torch.from_numpy  # no mode sees it: its tensors share a numpy array's host memory
+    torch.from_numpy = lambda array: reads._on_host(from_numpy(array))
+    try:
+        with reads, _Ops(tally, host, reads):
+            yield
+    finally:
+        torch.from_numpy = from_numpy
 
 
 @contextmanager

@@ -4,6 +4,7 @@ CPU proxies of issue 34 cannot rot unseen."""
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,25 +43,34 @@ def test_two_item_calls_and_one_cache_append_read_two_syncs_and_the_appended_byt
         x[0].item(), x[1].item()
         return model(input_ids=torch.zeros(ROWS, 1, dtype=torch.long), cache=cache)
 
-    [numbers] = run(step, models=[("guided", model)]).steps
-    assert numbers["syncs"] == 2
+    tally = run(step, models=[("guided", model)])
+    [numbers] = tally.steps
+    assert numbers["syncs"] == 2 and tally.sync_sites == {"outside the package": 2}
     assert numbers["cache_cat_bytes"] == ROWS * HEADS * (T + 1) * HEAD_DIM * 4  # float32
 
 
 def test_each_kind_of_host_read_counts_once_and_reads_of_host_copies_not_at_all():
     x = torch.arange(6.0)
-    reads = {
-        "bool()": lambda: bool(x[0] > 1),
-        "int()": lambda: int(x[2]),
-        "tolist": lambda: x.tolist(),
-        "cpu then numpy and tolist of the copy": lambda: (lambda h: (h.numpy(), h.tolist(), h[1:].tolist()))(x.cpu()),
-        "nonzero": lambda: x.nonzero(),
-        "boolean-mask index": lambda: x[x > 2],
-        "boolean-mask assignment": lambda: x.clone().__setitem__(x > 2, 0.0),
+    reads = {  # name: (read, synchronisations)
+        "bool()": (lambda: bool(x[0] > 1), 1),
+        "int()": (lambda: int(x[2]), 1),
+        "tolist": (lambda: x.tolist(), 1),
+        "cpu, then numpy and tolist of the copy": (lambda: (lambda h: (h.numpy(), h.tolist(), h[1:].tolist()))(x.cpu()),
+                                                   1),
+        "the device tensor after a copy of it, and a sum with a copy": (lambda: (x.cpu(), x.tolist(),
+                                                                                 (x + x.cpu()).tolist()), 4),
+        "tensors made on the host": (lambda: (torch.tensor([1, 2]).tolist(), torch.from_numpy(np.ones(2)).tolist(),
+                                             int(torch.arange(3).sum())), 0),
+        "host tensors moved to the device": (lambda: (torch.tensor([1, 2], device="cpu").tolist(),
+                                                     torch.tensor([1]).to("cpu").item()), 2),
+        "nonzero": (lambda: x.nonzero(), 1),
+        "boolean-mask index": (lambda: x[x > 2], 1),
+        "boolean-mask assignment": (lambda: x.clone().__setitem__(x > 2, 0.0), 1),
+        "boolean mask made on the host": (lambda: x[torch.tensor([True, False] * 3)], 0),
     }
-    for name, read in reads.items():
+    for name, (read, syncs) in reads.items():
         [numbers] = run(read).steps
-        assert numbers.get("syncs", 0) == 1, name
+        assert numbers.get("syncs", 0) == syncs, name
     rows = torch.zeros(ROWS, HEADS, T, HEAD_DIM)  # joining rows (dim 0) is no cache append
     [numbers] = run(lambda: (x[x.long()] * 2, x.sum(), torch.cat([x, x]), torch.cat([rows, rows]))).steps
     assert numbers.get("syncs", 0) == 0 and numbers.get("cache_cat_bytes", 0) == 0
