@@ -68,6 +68,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_decoding.py
 	$(VENV)/bin/python bench/bench_cross_vocabulary.py
 	$(VENV)/bin/python bench/bench_training.py
+	$(VENV)/bin/python bench/bench_step_proxies.py
 
 # The tests, a module per worker and one worker per core, then the GPU check's CPU variant (tiny
 # shapes; its correctness part is tests/test_device.py, which pytest has just run on the CPU), so that
