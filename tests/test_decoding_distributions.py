@@ -189,7 +189,7 @@ def fudge_reference(models, prompt, response, beta, size):
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 @pytest.mark.parametrize("beta,k", [(1.0, 5), (2.5, 3), (1.0, None), (0.5, 0)])
 def test_fudge_reweights_the_top_k_by_the_classifiers_probability_and_renormalises_there(beta, k, temperature):
-    """FUDGE (docs/ALGORITHMS.md §4.7): p(a) ∝ (p_L(a) σ(c(s, a))^beta)^(1/T) on C = top-k(z_L), 0 outside
+    """FUDGE (docs/ALGORITHMS.md §4.2): p(a) ∝ (p_L(a) σ(c(s, a))^beta)^(1/T) on C = top-k(z_L), 0 outside
     (k unset: FUDGE's 20, here the whole toy vocabulary; 0: the whole vocabulary)."""
     models = {**members(), "classifier": Member(value_model("token", seed=11), TOK, TEMPLATES["small"], kind="value")}
     got = decoded({"token": {"kind": "fudge", "beta": beta, "top_k": k}}, models, Sampling(temperature))
