@@ -198,3 +198,14 @@ def test_fudge_reweights_the_top_k_by_the_classifiers_probability_and_renormalis
         z = fudge_reference(models, prompt, response, beta, size)
         torch.testing.assert_close(got[i], reference_probs(z, temperature), atol=1e-5, rtol=0)
         assert int((got[i] > 0).sum()) == size
+
+
+def test_fudge_refuses_a_missing_classifier_one_without_a_token_head_and_keeping_tokens_outside_c():
+    fudge = {"token": {"kind": "fudge"}}
+    with pytest.raises(ValueError, match=r"needs models for \['classifier'\]"):
+        build_decoder(fudge, members())
+    with pytest.raises(ValueError, match="FUDGE's classifier .* needs a token head"):
+        build_decoder(fudge, {**members(), "classifier": Member(value_model("scalar"), TOK, kind="value")})
+    with pytest.raises(ValueError, match="mask_outside_topk: false is not FUDGE"):
+        build_decoder({"token": {"kind": "fudge", "mask_outside_topk": False}},
+                      {**members(), "classifier": Member(value_model("token"), TOK, kind="value")})

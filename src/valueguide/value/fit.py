@@ -123,7 +123,7 @@ def _autocast(device: torch.device):
 
 
 def _step(value_model: ValueModel, batch: ValueBatch, targets: torch.Tensor, optimizer, params,
-          max_grad_norm: float | None, loss_of: Callable = value_loss) -> float:
+          max_grad_norm: float | None, loss_of: Callable) -> float:
     with _autocast(value_model.device):
         q = value_model.taken(batch.input_ids, batch.attention_mask).float() * batch.response_mask
     loss = loss_of(q, targets, batch.response_mask)
