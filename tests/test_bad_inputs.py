@@ -126,6 +126,10 @@ CASES = {
             "eft": None, "ivg": None,
             "vas": {"token": {"kind": "explicit", "top_k": 20, "mask_outside_topk": False}}}}},
         "generate.methods.vas on mistral: token.mask_outside_topk: false cannot apply across vocabularies"),
+    "FUDGE across vocabularies": (
+        {"generate": {"large_models": ["mistral"]}},
+        "generate.methods.fudge on mistral: FUDGE's classifier (gpt2) reads another vocabulary than the guided "
+        "model (mistral)"),
     "chat template on a tokenizer without one": ({"models": {"gpt2-large": {"template": "chat"}}},
                                                  "models.gpt2-large.template: 'chat' needs a chat template"),
     "tuned model of another vocabulary": (

@@ -74,6 +74,20 @@ def test_stage_slices_hold_only_what_the_stage_reads(config):
         config, "generate", model="mistral", method="ivg")
 
 
+def test_only_fudges_generate_slice_reads_the_classifier_and_its_fit_reads_no_generate_setting(config):
+    config = validate_config(config)
+    assert stage_slice(config, "generate", model="gpt2-large", method="fudge")["fit_classifier"] == {
+        "backbone": config["fit_classifier"]["backbone"], "template": config["fit_classifier"]["template"]}
+    assert "fit_classifier" not in stage_slice(config, "generate", model="gpt2-large", method="vas")
+    fit = stage_slice(config, "fit_classifier")
+    assert fit["fit_classifier"] == config["fit_classifier"] and "generate" not in fit and "fit_value" not in fit
+
+
+def test_fudge_without_a_classifier_section_is_named(config):
+    del config["fit_classifier"]
+    assert "generate.methods.fudge: token kind fudge needs FUDGE's classifier" in _error(config)
+
+
 def test_cli_validate_fails_fast_with_the_key_path(tmp_path, config):
     config["fit_value"]["head"] = "vector"
     bad = tmp_path / "bad.yaml"

@@ -174,3 +174,38 @@ def test_guides_compose_eft_then_vas_on_the_large_models_top_k():
         want = z + 0.5 * psi
         want[cand] += 2.0 * (q - q.mean())
         torch.testing.assert_close(got[i], reference_probs(want, 1.0), atol=1e-5, rtol=0)
+
+
+def fudge_reference(models, prompt, response, beta, size):
+    """z_L(a) + beta * log sigma(c(s, a)) on the ``size`` largest z_L(a), by hand; -inf elsewhere."""
+    z = scratch(models["guided"], prompt, response)
+    c = scratch(models["classifier"], prompt, response)
+    out = torch.full_like(z, float("-inf"))
+    for a in z.topk(size).indices.tolist():
+        out[a] = z[a] + beta * torch.log(1 / (1 + torch.exp(-c[a])))
+    return out
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+@pytest.mark.parametrize("beta,k", [(1.0, 5), (2.5, 3), (1.0, None), (0.5, 0)])
+def test_fudge_reweights_the_top_k_by_the_classifiers_probability_and_renormalises_there(beta, k, temperature):
+    """FUDGE (docs/ALGORITHMS.md §4.2): p(a) ∝ (p_L(a) σ(c(s, a))^beta)^(1/T) on C = top-k(z_L), 0 outside
+    (k unset: FUDGE's 20, here the whole toy vocabulary; 0: the whole vocabulary)."""
+    models = {**members(), "classifier": Member(value_model("token", seed=11), TOK, TEMPLATES["small"], kind="value")}
+    got = decoded({"token": {"kind": "fudge", "beta": beta, "top_k": k}}, models, Sampling(temperature))
+    size = min(20 if k is None else k or V, V)
+    for i, (prompt, response) in enumerate(zip(PROMPTS, RESPONSES)):
+        z = fudge_reference(models, prompt, response, beta, size)
+        torch.testing.assert_close(got[i], reference_probs(z, temperature), atol=1e-5, rtol=0)
+        assert int((got[i] > 0).sum()) == size
+
+
+def test_fudge_refuses_a_missing_classifier_one_without_a_token_head_and_keeping_tokens_outside_c():
+    fudge = {"token": {"kind": "fudge"}}
+    with pytest.raises(ValueError, match=r"needs models for \['classifier'\]"):
+        build_decoder(fudge, members())
+    with pytest.raises(ValueError, match="FUDGE's classifier .* needs a token head"):
+        build_decoder(fudge, {**members(), "classifier": Member(value_model("scalar"), TOK, kind="value")})
+    with pytest.raises(ValueError, match="mask_outside_topk: false is not FUDGE"):
+        build_decoder({"token": {"kind": "fudge", "mask_outside_topk": False}},
+                      {**members(), "classifier": Member(value_model("token"), TOK, kind="value")})

@@ -8,7 +8,7 @@ import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from tests.helpers.toy_models import TOY_WORDS, make_gpt2, make_tokenizer
-from valueguide.decoding import guide
+from valueguide.decoding import VocabularyMismatch, guide
 from valueguide.generate import run_generate
 from valueguide.value.model import ValueModel
 
@@ -24,6 +24,7 @@ METHODS = {
     "ivg": {"token": {"kind": "implicit", "w": 1.0}, "chunk": {"scorer": "explicit", **CBS}},
     "cbs_implicit": {"chunk": {"scorer": "implicit", **CBS}},
     "bon_gold": {"chunk": {"scorer": "gold", "W": 1, "K": 4, "L": None}},
+    "fudge": {"token": {"kind": "fudge", "beta": 1.0, "top_k": 4}},
 }
 
 
@@ -44,6 +45,9 @@ def world(tmp_path_factory):
                                                                    "tokenizer": "world:small"})
     torch.nn.init.normal_(value.head.weight)
     value.save_pretrained(root / "value", tokenizer=TOK)
+    classifier = ValueModel(make_gpt2(V, seed=7).transformer, "token", {"template": "{prompt}", "tokenizer": "world:small"})
+    torch.nn.init.normal_(classifier.head.weight)
+    classifier.save_pretrained(root / "classifier", tokenizer=TOK)
     pd.DataFrame({"prompt_id": [3, 5, 8], "prompt": ["good film", "the bad", "h a"]}).to_parquet(root / "prompts.parquet")
     return root
 
@@ -57,6 +61,7 @@ def config(**generate) -> dict:
         "reward_model": "world:reward",
         "fit_implicit": {"mode": "train", "untuned": "small", "tuned": None},
         "fit_value": {"backbone": "world:small", "template": "{prompt}"},
+        "fit_classifier": {"backbone": "world:small", "template": "{prompt}"},
         "generate": {"temperature": 0.7, "top_k": 0, "top_p": 1.0, "max_new_tokens": 8, "stop": [],
                      "batch_size": 2, "methods": METHODS, **generate},
     }
@@ -64,7 +69,8 @@ def config(**generate) -> dict:
 
 def run(world, method, model="large", out=None, **paths):
     out = out or world / "generations" / model / f"{method}.parquet"
-    paths = {"value_path": world / "value", "tuned_path": world / "tuned", **paths}
+    paths = {"value_path": world / "value", "tuned_path": world / "tuned", "classifier_path": world / "classifier",
+             **paths}
     written = run_generate(config(), model, method, [(world / "prompts.parquet", out)], world_dir=world, **paths)
     return written[str(out)], out
 
@@ -82,7 +88,7 @@ def test_run_generate_writes_the_contract_columns_with_costs(world, method):
     passes = json.loads(back.forward_passes[0])
     expected = {"base": {"guided"}, "eft": {"guided", "tuned", "untuned"}, "vas": {"guided", "value"},
                 "ivg": {"guided", "tuned", "untuned", "value"}, "cbs_implicit": {"guided", "tuned", "untuned"},
-                "bon_gold": {"guided", "reward"}}[method]
+                "bon_gold": {"guided", "reward"}, "fudge": {"guided", "classifier"}}[method]
     assert set(passes) == expected and all(v > 0 for v in passes.values())
     assert set(json.loads(back.tokens_encoded[0])) == expected
     assert json.loads(back.candidate_tokens[0]) == {}  # a token head scores candidates from one output
@@ -97,11 +103,21 @@ def test_run_generate_refuses_a_method_it_cannot_run_before_writing(world):
     assert not out.exists()
 
 
+def test_run_generate_refuses_fudge_across_vocabularies_before_writing(world):
+    out = world / "generations" / "other" / "fudge.parquet"
+    with pytest.raises(VocabularyMismatch, match=r"FUDGE's classifier \(.*classifier.*\) reads another vocabulary "
+                                                 r"than the guided model \(.*other.*\)"):
+        run(world, "fudge", model="other", out=out)
+    assert not out.exists()
+
+
 def test_run_generate_says_which_artifact_a_method_needs(world):
     with pytest.raises(ValueError, match="value_path"):
         run(world, "ivg", value_path=None)
     with pytest.raises(ValueError, match="tuned_path"):
         run(world, "eft", tuned_path=None)
+    with pytest.raises(ValueError, match="FUDGE's classifier: pass classifier_path"):
+        run(world, "fudge", classifier_path=None)
     with pytest.raises(ValueError, match="unknown method"):
         run(world, "nope")
 

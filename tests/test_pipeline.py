@@ -105,10 +105,10 @@ def test_a_sampling_change_reruns_exactly_sample_and_downstream(workdir):
     assert planned.get("sample") == 1
     assert not UPSTREAM_OF_SAMPLE & set(planned)
     assert set(planned) == {"config_slice", "sample", "world_summary", "fit_value", "diagnose_value", "fit_implicit",
-                            "generate", "evaluate_reward", "report", "all"}
+                            "fit_classifier", "generate", "evaluate_reward", "report", "all"}
     assert planned["config_slice"] == 1 + 2  # sample's slice, fit_value's and diagnose_value's (they copy sample)
-    # every method of the tiny config reads a fitted value except base, whose generations stay cached
-    assert planned["generate"] == 6
+    # every method of the tiny config reads a fitted model except base, whose generations stay cached
+    assert planned["generate"] == 7
 
 
 def test_a_decoding_change_reruns_generation_but_no_fit(workdir):

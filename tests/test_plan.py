@@ -24,18 +24,19 @@ def world(tmp_path_factory):
     return toy_generation.build(tmp_path_factory.mktemp("toy"))
 
 
-@pytest.mark.parametrize("method", ["base", "ivg", "bon_gold"])
+@pytest.mark.parametrize("method", ["base", "ivg", "bon_gold", "fudge"])
 def test_the_plan_counts_the_forward_passes_the_decoder_makes(world, method):
     config, out = toy_generation.config(), world / f"{method}.parquet"
     df = run_generate(config, "large", method, [(world / "prompts.parquet", out)], world_dir=world,
-                      value_path=world / "value", tuned_path=world / "tuned")[str(out)]
+                      value_path=world / "value", tuned_path=world / "tuned",
+                      classifier_path=world / "classifier")[str(out)]
     steps, size = config["generate"]["max_new_tokens"], config["generate"]["batch_size"]
     # The plan assumes rows run to max_new_tokens; here some row of every batch does.
     assert (df.n_tokens.groupby(df.index // size).max() == steps).all()
     measured = pd.DataFrame([json.loads(p) for p in df.forward_passes]).sum().round(2).to_dict()
     cost, sampled = Planner(config, H100, prompt_tokens=4).generate("large", method, len(df))
     assert measured == cost.passes
-    rows = {"base": 1, "ivg": 4, "bon_gold": 4}[method]
+    rows = {"base": 1, "ivg": 4, "bon_gold": 4, "fudge": 1}[method]
     assert sampled == len(df) * rows * steps
 
 
@@ -77,6 +78,9 @@ def test_jobs_per_stage_follow_shards_and_the_world():
     assert (jobs["generate"], jobs["merge_shards"]) == (2 * pairs, pairs)
     assert jobs["world_lm"] == len(config["world"]["models"])
     assert "fetch" not in jobs
+    assert jobs["fit_classifier"] == 1  # method fudge reads FUDGE's classifier
+    config["generate"]["methods"].pop("fudge")
+    assert "fit_classifier" not in jobs_per_stage(config)
 
 
 def test_the_plan_command_prints_the_budget_of_the_alpaca_eval_run(capsys):

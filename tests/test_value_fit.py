@@ -15,7 +15,9 @@ from tests.helpers.toy_models import TOY_WORDS, make_gpt2, make_tokenizer
 from valueguide.artifacts import ArtifactError, write_parquet
 from valueguide.sampling import SamplingParams
 from valueguide.value.diagnostics import choose_cuts, pairwise_accuracy, rollout_values, value_error
-from valueguide.value.fit import fit_value, linear_schedule, run_diagnose_value, run_fit_value, split_by_prompt, value_loss
+from valueguide.value.classifier import run_fit_classifier
+from valueguide.value.fit import (PREFIX_LABELS, classification_metrics, fit_value, linear_schedule, prefix_bce_loss,
+                                  run_diagnose_value, run_fit_value, split_by_prompt, value_loss)
 from valueguide.value.model import ValueModel, encode_prompt, predict_last, value_examples
 
 TOK = make_tokenizer()
@@ -133,6 +135,53 @@ def test_whitening_is_exact_in_reward_units():
 def test_fit_refuses_empty_samples():
     with pytest.raises(ValueError, match="no samples"):
         fit_value(synthetic_samples(1, seed=0).iloc[:0], FIT_CFG, TOK, tiny_value_model(), seed=0)
+
+
+# --- FUDGE's classifier: the same loop, a label on every prefix --------------------------------------
+
+
+def test_prefix_bce_is_the_masked_mean_cross_entropy():
+    logits = torch.tensor([[0.0, 2.0, 7.0], [-1.0, 0.0, 0.0]])
+    labels = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    want = (np.log(2) + np.log(1 + np.exp(-2.0)) + np.log(1 + np.exp(-1.0))) / 3
+    assert prefix_bce_loss(logits, labels, mask).item() == pytest.approx(want)
+
+
+def test_classification_metrics_count_signs_and_ranked_pairs():
+    metrics = classification_metrics(np.array([2.0, -1.0, 0.5, 0.5]), np.array([1.0, 0.0, 0.0, 1.0]))
+    assert metrics == {"heldout_accuracy": 0.75, "heldout_auc": pytest.approx(3.5 / 4)}  # the tie counts half
+
+
+def test_the_prefix_classifier_learns_a_label_that_one_token_decides():
+    """Label: whether the response holds "good"; every prefix of a response carries its label."""
+    samples = synthetic_samples(150, seed=3)
+    samples["reward"] = samples.response.str.split().map(lambda words: float("good" in words))
+    train, held = split_by_prompt(samples, 0.2, seed=0)
+    model = tiny_value_model("token")
+    history = fit_value(train, {**FIT_CFG, "epochs": 6}, TOK, model, seed=0, heldout=held, objective=PREFIX_LABELS)
+    first, last = history["epochs"][0], history["epochs"][-1]
+    assert 0.3 < held.reward.mean() < 0.7 and last["train_loss"] < first["train_loss"]
+    assert last["heldout_accuracy"] > 0.95 and last["heldout_auc"] > 0.98
+
+
+def test_run_fit_classifier_labels_by_the_median_and_writes_a_token_head(tmp_path):
+    config = toy_world(tmp_path)
+    config["fit_classifier"] = {k: config["fit_value"][k] for k in ("backbone", "template", "lr", "batch_size",
+                                                                    "epochs", "heldout_fraction")}
+    samples = synthetic_samples(16, seed=5, tokenizer=OTHER_TOK)
+    write_parquet(samples, tmp_path / "samples.parquet")
+    out = tmp_path / "results" / "classifier"
+    metrics = run_fit_classifier(config, tmp_path / "samples.parquet", out)
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert metrics["threshold"] == samples.reward.median()
+    assert metrics["positive_fraction"] == pytest.approx((samples.reward > samples.reward.median()).mean())
+    assert {"heldout_accuracy", "heldout_auc"} <= set(metrics) and metrics["n_heldout_prompts"] == 4
+    loaded = ValueModel.from_pretrained(out)
+    assert loaded.head_kind == "token" and loaded.meta["threshold"] == metrics["threshold"]
+    write_parquet(samples.assign(reward=1.0), tmp_path / "flat.parquet")
+    with pytest.raises(ArtifactError, match="no label to learn"):
+        run_fit_classifier(config, tmp_path / "flat.parquet", tmp_path / "flat")
 
 
 # --- diagnostics ---------------------------------------------------------------------------------

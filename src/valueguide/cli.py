@@ -128,6 +128,15 @@ def cmd_diagnose_value(args) -> None:
     run_diagnose_value(config, args.samples, args.value, args.out, _world(args, config))
 
 
+def cmd_fit_classifier(args) -> None:
+    from .value.classifier import run_fit_classifier
+
+    config = _config(args)
+    _threads(args, config)
+    metrics = run_fit_classifier(config, args.samples, args.out, _world(args, config))
+    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=2))
+
+
 def cmd_fit_implicit(args) -> None:
     from .implicit.dpo import run_fit_implicit
 
@@ -149,7 +158,7 @@ def cmd_generate(args) -> None:
     _threads(args, config)
     tuned = tuned_spec(args.tuned) if args.tuned else None
     run_generate(config, args.model, args.method, list(zip(args.prompts, args.out)), _world(args, config),
-                 value_path=args.value, tuned_path=tuned, shard=tuple(args.shard))
+                 value_path=args.value, tuned_path=tuned, shard=tuple(args.shard), classifier_path=args.classifier)
 
 
 def _known(key: str, keys, flag: str, where: str) -> None:
@@ -327,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="metrics JSON: the fit's, with the diagnostics added")
     p.set_defaults(func=cmd_diagnose_value)
 
+    p = _command(sub, "fit-classifier", "fit FUDGE's prefix classifier (label: reward above the samples' median)")
+    _add_config(p)
+    p.add_argument("--samples", required=True, help=SAMPLES_HELP)
+    p.add_argument("--out", required=True, help="output folder (classifier model, metrics.json)")
+    p.set_defaults(func=cmd_fit_classifier)
+
     p = _command(sub, "fit-implicit", "DPO-tune the small model (or check a pretrained pair)")
     _add_config(p)
     p.add_argument("--samples", required=True, help=SAMPLES_HELP)
@@ -340,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", required=True, nargs="+", help="prompt file(s); models load once for all")
     p.add_argument("--value", help="fit-value output folder (methods with an explicit value)")
     p.add_argument("--tuned", help="fit-implicit output folder (methods with an implicit value)")
+    p.add_argument("--classifier", help="fit-classifier output folder (method kind fudge)")
     p.add_argument("--out", required=True, nargs="+", help="one output parquet per prompt file")
     p.add_argument("--shard", type=int, nargs=2, default=(0, 1), metavar=("I", "N"),
                    help="generate only shard I of N (contiguous whole batches; default: everything)")

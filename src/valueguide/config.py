@@ -173,9 +173,27 @@ def labelled_specs(config: dict, names=None) -> list[tuple[str, str]]:
     specs += [("reward_model", config["reward_model"])]
     if value_spec(config)[1]:
         specs.append(value_spec(config))
+    if needs_classifier(config) and "fit_classifier" in config:
+        specs.append(("fit_classifier.backbone", config["fit_classifier"]["backbone"]))
     if config["fit_implicit"]["mode"] == "pretrained" and config["fit_implicit"].get("tuned"):
         specs.append(("fit_implicit.tuned", config["fit_implicit"]["tuned"]))
     return specs
+
+
+def method_roles(section: dict | None) -> set[str]:
+    """The model roles of one method's config section (none for a section that does not parse: the
+    preflight check names its problem)."""
+    from .decoding.method_spec import Method
+
+    try:
+        return Method.from_config(section or {}).roles()
+    except (ValueError, TypeError):
+        return set()
+
+
+def needs_classifier(config: dict) -> bool:
+    """Whether a method reads FUDGE's classifier: only then does stage fit_classifier run."""
+    return any("classifier" in method_roles(m) for m in config["generate"]["methods"].values())
 
 
 def value_is_pretrained(config: dict) -> bool:
@@ -212,6 +230,10 @@ def _reference_problems(config: dict):
     for where, spec in labelled_specs(config, names=list(models) if world else None):
         if (name := world_name(spec)) is not None and name not in world_names:
             yield f"{where}: {spec!r} names no model of world.models (has {sorted(world_names) or 'no world'})"
+    if "fit_classifier" not in config:
+        for name, method in config["generate"]["methods"].items():
+            if "classifier" in method_roles(method):
+                yield f"generate.methods.{name}: token kind fudge needs FUDGE's classifier: add a fit_classifier section"
     if config["fit_implicit"]["mode"] == "pretrained" and not config["fit_implicit"].get("tuned"):
         yield "fit_implicit.tuned: mode 'pretrained' needs the spec of the tuned model"
     if value_is_pretrained(config) and not config["fit_value"].get("pretrained"):
@@ -294,6 +316,11 @@ def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
             out["fit_value"].pop("eval", None)
         out["models"] = {config["sample"]["policy"]: models[config["sample"]["policy"]]}
         return out
+    if stage == "fit_classifier":
+        out = _pick(config, "fit_classifier")
+        out["sample"] = {"policy": config["sample"]["policy"]}  # the vocabulary the samples' ids are in
+        out["models"] = {config["sample"]["policy"]: models[config["sample"]["policy"]]}
+        return out
     if stage == "fit_implicit":
         out = _pick(config, "fit_implicit")
         out["sample"] = {"policy": config["sample"]["policy"]}  # the vocabulary the samples' ids are in
@@ -309,6 +336,8 @@ def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
         out["generate"] = {k: v for k, v in config["generate"].items() if k not in skip}
         out["generate"]["large_models"] = [model]
         out["generate"]["methods"] = {method: config["generate"]["methods"][method]}
+        if "classifier" in method_roles(config["generate"]["methods"][method]):
+            out["fit_classifier"] = {k: config["fit_classifier"][k] for k in ("backbone", "template")}
         untuned = config["fit_implicit"]["untuned"]
         out["models"] = {model: models[model], untuned: models[untuned]}
         return out

@@ -26,11 +26,13 @@ from .decoding.streams import VALUE
 from .models import load_causal_lm, load_options, load_own_tokenizer, load_tokenizer
 from .reward import RewardModel
 from .seeding import derive_seed
+from .value.classifier import load_classifier
 from .value.source import load_value
 
 log = logging.getLogger(__name__)
 
-def _members(config: dict, model_name: str, method: Method, world_dir, value_path, tuned_path, options):
+def _members(config: dict, model_name: str, method: Method, world_dir, value_path, tuned_path, options,
+             classifier_path=None):
     entry = config["models"][model_name]
     members = {"guided": Member(load_causal_lm(entry["path"], world_dir, options),
                                 load_tokenizer(entry["path"], world_dir, options), entry["template"])}
@@ -49,11 +51,16 @@ def _members(config: dict, model_name: str, method: Method, world_dir, value_pat
         value, tokenizer = load_value(config, value_path, world_dir, options)
         template = value.meta.get("template", config["fit_value"]["template"])
         members["value"] = Member(value, tokenizer, template, VALUE)
+    if "classifier" in roles:
+        fit = config["fit_classifier"]
+        classifier, tokenizer = load_classifier(classifier_path, fit["backbone"], world_dir, options)
+        members["classifier"] = Member(classifier, tokenizer, classifier.meta.get("template", fit["template"]), VALUE)
     return members
 
 
 def run_generate(config: dict, model_name: str, method_name: str, jobs: list[tuple[str, str]], world_dir=None,
-                 value_path=None, tuned_path=None, shard: tuple[int, int] = (0, 1)) -> dict[str, pd.DataFrame]:
+                 value_path=None, tuned_path=None, shard: tuple[int, int] = (0, 1),
+                 classifier_path=None) -> dict[str, pd.DataFrame]:
     """Generate with ``config["generate"]["methods"][method_name]`` for each (prompts, output) job.
 
     Models load once for all jobs (e.g. the test split and the AlpacaEval instructions).
@@ -77,7 +84,7 @@ def run_generate(config: dict, model_name: str, method_name: str, jobs: list[tup
         rows, first_batch = shard_rows(len(prompts), gen["batch_size"], *shard)
         prompt_sets.append((prompts.iloc[rows], first_batch, out_path))
     options = load_options(config)
-    members = _members(config, model_name, method, world_dir, value_path, tuned_path, options)
+    members = _members(config, model_name, method, world_dir, value_path, tuned_path, options, classifier_path)
     reward = RewardModel.load(config["reward_model"], world_dir, options) if "reward" in method.roles() else None
     decoder = build_decoder(
         method, members, reward=reward.score if reward else None, reward_tokenizer=reward.tokenizer if reward else None,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .config import model_specs, prompt_splits, value_is_pretrained, value_spec
+from .config import model_specs, needs_classifier, prompt_splits, value_is_pretrained, value_spec
 from .decoding.method_spec import EXPLICIT_TOP_K, MAX_BLOCK, Method
 from .hub import hub_ids
 from .model_size import model_params
@@ -55,7 +55,7 @@ def jobs_per_stage(config: dict) -> dict[str, int]:
         "world_corpus": int(bool(world)), "world_lm": len(world["models"]) if world else 0,
         "world_reward": int(bool(world)), "world_summary": int(bool(world)),
         "prompts": len(prompt_splits(config)), "sample": 1, "fit_value": int(not value_is_pretrained(config)),
-        "diagnose_value": 1, "fit_implicit": 1,
+        "diagnose_value": 1, "fit_classifier": int(needs_classifier(config)), "fit_implicit": 1,
         "generate": generations * shards, "merge_shards": generations if shards > 1 else 0,
         "evaluate_reward": int(config["evaluate"]["reward"]),
         "evaluate_alpaca": int(bool(config["evaluate"].get("alpaca"))),
@@ -123,6 +123,8 @@ class Planner:
             return self.config["models"][fit["untuned"]]["path"]  # the tuned copy has the untuned size
         if role == "tuned":
             return fit["tuned"]
+        if role == "classifier":
+            return self.config["fit_classifier"]["backbone"]
         return value_spec(self.config)[1] if role == "value" else self.config["reward_model"]
 
     def shares_vocabulary(self, model: str, role: str) -> bool:
@@ -155,7 +157,8 @@ class Planner:
         rows_per_prompt, steps = method.chunk.W * method.chunk.K, gen["max_new_tokens"]
         batches, size = math.ceil(n_prompts / gen["batch_size"]), min(gen["batch_size"], n_prompts)
         rows, cost, chunk = size * rows_per_prompt, Cost(), method.chunk.L or steps
-        token_roles = {"implicit": {"tuned", "untuned"}, "explicit": {"value"}}.get(method.token.kind, set())
+        token_roles = {"implicit": {"tuned", "untuned"}, "explicit": {"value"}, "fudge": {"classifier"}}.get(
+            method.token.kind, set())
         every_step = {"guided"} | token_roles
         scorer = {"implicit": ("tuned", "untuned"), "explicit": ("value",), "gold": ("reward",)}.get(
             method.chunk.scorer, ())
@@ -168,7 +171,7 @@ class Planner:
             text = role != "guided" and not self.shares_vocabulary(model, role)
             per_token = TEXT_FEED if text else 1.0
             if role in every_step:
-                head = self.config["fit_value"]["head"] if role == "value" else "lm"
+                head = {"value": self.config["fit_value"]["head"], "classifier": "token"}.get(role, "lm")
                 extra = k * CANDIDATE_FEED[head] if text else (k if head == "scalar" else 0)
                 # read before each draw: the last token drawn is never fed
                 self.stream(cost, role, params, batches, size, rows, steps - 1, extra=extra, per_token=per_token)
@@ -198,6 +201,10 @@ class Planner:
         out = {"sample": _total(cost.seconds.values()),
                "fit_value": 0.0 if value_is_pretrained(c) else self.training_seconds(fv["backbone"], value_tokens),
                "fit_implicit": self.training_seconds(self.spec("untuned", ""), dpo_tokens)}
+        if needs_classifier(c):  # a forward and backward (6 P per token) and no target pass: 6/8 of a value fit's
+            fc = c["fit_classifier"]
+            seconds = self.training_seconds(fc["backbone"], n_samples * length * fc["epochs"])
+            out["fit_classifier"] = seconds and 0.75 * seconds
         gen_seconds = []
         for split in splits[1:]:
             for model in c["generate"]["large_models"]:

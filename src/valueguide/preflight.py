@@ -87,6 +87,8 @@ def _method_problems(config: dict, vocabularies: _Vocabularies):
     small = models.get(fit["untuned"], {})
     templates = {"untuned": (small.get("path"), small.get("template")),
                  "value": (value_spec(config)[1], config["fit_value"]["template"])}
+    if "fit_classifier" in config:
+        templates["classifier"] = (config["fit_classifier"]["backbone"], config["fit_classifier"]["template"])
     for large in config["generate"]["large_models"]:
         guided_entry = models[large]
         guided = vocabularies.of(guided_entry["path"])
@@ -97,13 +99,17 @@ def _method_problems(config: dict, vocabularies: _Vocabularies):
             except ValueError as exc:
                 yield f"generate.methods.{name}: {exc}"
                 continue
-            roles = method.roles() & {"untuned", "value"}
+            roles = method.roles() & set(templates)
             for role in sorted(roles):
                 spec, _ = templates[role]
                 theirs = vocabularies.of(spec)
                 if guided is None or theirs is None or guided.same_as(theirs):
                     continue
                 token = method.token
+                if role == "classifier":
+                    yield (f"{where}: FUDGE's classifier ({theirs.name}) reads another vocabulary than the guided "
+                           f"model ({guided.name}); its token head scores the guided model's next tokens, so both "
+                           "must share one vocabulary")
                 if role == "untuned" and token.kind == "implicit" and not token.top_k:
                     yield (f"{where}: token-level EFT across vocabularies ({theirs.name} guiding {guided.name}) is "
                            "defined over the guided model's top-k candidates: set token.top_k")

@@ -18,12 +18,14 @@ METHODS = {
     "base": {},
     "ivg": {"token": {"kind": "implicit", "w": 1.0}, "chunk": {"scorer": "explicit", **CBS}},
     "bon_gold": {"chunk": {"scorer": "gold", "W": 1, "K": 4, "L": None}},
+    "fudge": {"token": {"kind": "fudge", "beta": 1.0, "top_k": 4}},
 }
 PROMPTS = ["good film", "the bad", "h a", "film", "a b c", "bad bad", "the"]
 
 
 def build(root: Path) -> Path:
-    """Models under ``root/models`` (specs ``world:NAME``), ``root/tuned``, ``root/value``, ``root/prompts.parquet``."""
+    """Models under ``root/models`` (specs ``world:NAME``), ``root/tuned``, ``root/value``, ``root/classifier``,
+    ``root/prompts.parquet``."""
     vocab = len(TOK)
     for name, seed in [("small", 1), ("large", 2)]:
         make_gpt2(vocab, seed=seed).save_pretrained(root / "models" / name)
@@ -38,6 +40,10 @@ def build(root: Path) -> Path:
                        {"template": "{prompt}", "tokenizer": "world:small"})
     torch.nn.init.normal_(value.head.weight)
     value.save_pretrained(root / "value", tokenizer=TOK)
+    classifier = ValueModel(make_gpt2(vocab, seed=7).transformer, "token", {"template": "{prompt}",
+                                                                            "tokenizer": "world:small"})
+    torch.nn.init.normal_(classifier.head.weight)
+    classifier.save_pretrained(root / "classifier", tokenizer=TOK)
     pd.DataFrame({"prompt_id": range(len(PROMPTS)), "prompt": PROMPTS}).to_parquet(root / "prompts.parquet")
     return root
 
@@ -51,6 +57,7 @@ def config(**generate) -> dict:
         "reward_model": "world:reward",
         "fit_implicit": {"mode": "train", "untuned": "small", "tuned": None},
         "fit_value": {"backbone": "world:small", "template": "{prompt}", "head": "token"},
+        "fit_classifier": {"backbone": "world:small", "template": "{prompt}"},
         "generate": {"large_models": ["large"], "temperature": 0.7, "top_k": 0, "top_p": 1.0, "max_new_tokens": 5,
                      "stop": [], "batch_size": 2, "methods": METHODS, **generate},
     }

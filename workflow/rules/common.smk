@@ -1,7 +1,7 @@
 # What the rule files share: the run's paths, the settings the rules branch on, and the helpers that
 # compute their inputs. Included before every rule file; the Snakefile defines config, R, WORLD,
 # CLI and slice_path before it.
-from valueguide.config import model_specs, value_is_pretrained
+from valueguide.config import model_specs, needs_classifier, value_is_pretrained
 from valueguide.decoding.method_spec import Method
 from valueguide.hub import hub_ids, is_hub_id
 from valueguide.specs import world_name
@@ -38,6 +38,9 @@ VALUE_DIR = f"{R}/value"
 # fit_value.mode pretrained: the released checkpoint is the value; no job fits one.
 PRETRAINED_VALUE = value_is_pretrained(config)
 IMPLICIT_DIR = f"{R}/implicit"
+# FUDGE's prefix classifier: fitted only when a method reads it (token kind fudge).
+CLASSIFIER_DIR = f"{R}/classifier"
+NEEDS_CLASSIFIER = needs_classifier(config)
 
 # --- guided generation (generate.smk) ---
 LARGE_MODELS = config["generate"]["large_models"]
@@ -49,7 +52,8 @@ SHARD = f".shard{{shard}}of{SHARDS}" if SHARDS > 1 else ""  # in every generate 
 
 
 def method_roles(method):
-    """The model roles a method uses: 'value' needs fit_value (unless pretrained), 'tuned' needs fit_implicit."""
+    """The model roles a method uses: 'value' needs fit_value (unless pretrained), 'tuned' needs fit_implicit,
+    'classifier' fit_classifier."""
     return Method.from_config(METHODS[method] or {}).roles()
 
 
@@ -63,6 +67,8 @@ def generate_inputs(wc):
         inputs["value"] = rules.fit_value.output[0]
     if "tuned" in roles:
         inputs["tuned"] = rules.fit_implicit.output[0]
+    if "classifier" in roles:
+        inputs["classifier"] = rules.fit_classifier.output[0]
     return inputs
 
 
@@ -72,6 +78,8 @@ def generate_flags(wc, input):
         flags.append(f"--value {shlex.quote(VALUE_DIR)}")
     if "tuned" in input.keys():
         flags.append(f"--tuned {shlex.quote(IMPLICIT_DIR)}")
+    if "classifier" in input.keys():
+        flags.append(f"--classifier {shlex.quote(CLASSIFIER_DIR)}")
     return " ".join(flags)
 
 

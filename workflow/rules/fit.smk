@@ -1,4 +1,5 @@
-# Value functions fitted from the samples: explicit (TD(lambda) value head) and implicit (DPO pair).
+# Value functions fitted from the samples: explicit (TD(lambda) value head) and implicit (DPO pair); and
+# FUDGE's prefix classifier (a token head, binary cross-entropy), when a method reads it.
 
 
 rule fit_value:
@@ -61,3 +62,24 @@ rule fit_implicit:
     shell:
         "{CLI} fit-implicit --slice {input.cfg:q} --samples {input.samples:q} --out {IMPLICIT_DIR:q} "
         "--world {WORLD:q} --threads {threads} 2> {log:q}"
+
+
+if NEEDS_CLASSIFIER:
+
+    rule fit_classifier:
+        conda:
+            CONDA_ENV
+        input:
+            cfg=slice_path("fit_classifier"),
+            samples=SAMPLES,
+            models=world_inputs(config["fit_classifier"]["backbone"], config["models"][POLICY]["path"]),
+        output:
+            f"{CLASSIFIER_DIR}/metrics.json",
+        threads: 1
+        log:
+            f"{R}/logs/fit_classifier/fit_classifier.log",
+        benchmark:
+            f"{R}/benchmarks/fit_classifier/fit_classifier.tsv"
+        shell:
+            "{CLI} fit-classifier --slice {input.cfg:q} --samples {input.samples:q} --out {CLASSIFIER_DIR:q} "
+            "--world {WORLD:q} --threads {threads} 2> {log:q}"

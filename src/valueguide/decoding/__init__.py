@@ -1,4 +1,4 @@
-"""Guided decoding, the library: base sampling, EFT, VAS, chunk-level beam search, BoN, IVG.
+"""Guided decoding, the library: base sampling, EFT, VAS, FUDGE, chunk-level beam search, BoN, IVG.
 
 ``guide`` is the one-call entry; ``build_decoder`` + ``Decoder.generate`` the lower level; the
 pipeline stage that runs them over a config's prompts is ``valueguide.generate``. The math is
@@ -12,7 +12,7 @@ from importlib import import_module
 
 _HOME = {
     "guide": "api",
-    "ExplicitGuide": "guidance", "ImplicitGuide": "guidance", "TextExplicitGuide": "guidance",
+    "ExplicitGuide": "guidance", "FudgeGuide": "guidance", "ImplicitGuide": "guidance", "TextExplicitGuide": "guidance",
     "TextImplicitGuide": "guidance",
     "VocabularyMismatch": "tokenizer_fit", "build_decoder": "method",
     "ChunkSpec": "method_spec", "Method": "method_spec", "Search": "method_spec", "TokenSpec": "method_spec",

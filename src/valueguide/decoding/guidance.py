@@ -118,3 +118,22 @@ class TextExplicitGuide:
         q = rows.streams["value"].candidate_scores(rows, cand, self.eos_id)[0]["value"]
         bonus = self.beta * (q - q.mean(-1, keepdim=True))
         return add_bonus(logits[:, :width], cand, bonus, mask_outside=True)
+
+
+class FudgeGuide:
+    """FUDGE's Bayes rule on the candidate set ``C = top-k(z_L)``: ``z'(a) = z(a) + beta * log sigma(c(s, a))``,
+    with ``c(s, a)`` the prefix classifier's logit that prefix ``s + a`` ends in a response whose reward is
+    above the median (a token head scores every ``a`` from one pass). Tokens outside ``C`` are masked: FUDGE
+    renormalises over the top-k only. ``beta`` 1 is ``p(a | s, label) ∝ p(a | s) P(label | s, a)``."""
+
+    roles = {"classifier": False}
+
+    def __init__(self, beta: float = 1.0, top_k: int | None = 20):
+        self.beta, self.top_k = beta, top_k
+
+    def adjust(self, logits: torch.Tensor, base: torch.Tensor, rows) -> torch.Tensor:
+        scores = rows.last("classifier")
+        width = common_width(logits, base, scores)
+        cand = top_candidates(base, width, self.top_k)
+        log_label = torch.nn.functional.logsigmoid(scores.gather(-1, cand.to(scores.device)).float())
+        return add_bonus(logits[:, :width], cand, self.beta * log_label, mask_outside=True)

@@ -1,4 +1,4 @@
-"""Methods as config dicts: {token: none|implicit|explicit} x {chunk: none|implicit|explicit|gold}.
+"""Methods as config dicts: {token: none|implicit|explicit|fudge} x {chunk: none|implicit|explicit|gold}.
 
 ``{"token": {"kind": "implicit", "w": 1.0}, "chunk": {"scorer": "explicit", "W": 4, "K": 4,
 "L": 5, "beta": 1.0}}`` is IVG; ``{}`` is plain sampling (parsed by ``method_spec.Method``). ``build_decoder`` checks the models
@@ -22,7 +22,7 @@ from typing import Callable
 from ..models import same_vocabulary
 from ..templates import render_for
 from .tokenizer_fit import VocabularyMismatch, check_fits, model_name
-from .guidance import ExplicitGuide, ImplicitGuide, TextExplicitGuide, TextImplicitGuide
+from .guidance import ExplicitGuide, FudgeGuide, ImplicitGuide, TextExplicitGuide, TextImplicitGuide
 from .sampler import Sampling
 from .scorers import ExplicitScorer, ImplicitScorer, RewardScorer, TextExplicitScorer, TextImplicitScorer
 from .search import Decoder, Member
@@ -46,6 +46,20 @@ def _refuse_keeping_outside(token, members: dict[str, Member], role: str) -> Non
             f"another vocabulary than the guided model ({guided}), where the guide's bonus is defined only on the "
             "candidate set C = top-k of the guided logits and a token outside C would compete unguided, on another "
             "scale; leave mask_outside_topk unset (the draw is restricted to C)")
+
+
+def _check_fudge(token, members: dict[str, Member], across: bool) -> None:
+    """FUDGE reads one classifier logit per guided token from a token head: one vocabulary, candidates masked."""
+    classifier, guided = model_name(members["classifier"].model), model_name(members["guided"].model)
+    if across:
+        raise VocabularyMismatch(
+            f"FUDGE's classifier ({classifier}) reads another vocabulary than the guided model ({guided}): its token "
+            "head scores the guided model's own next tokens, so both must share one vocabulary")
+    if getattr(members["classifier"].model, "head_kind", None) != "token":
+        raise ValueError(f"FUDGE's classifier ({classifier}) needs a token head (one logit per next token)")
+    if token.mask_outside_topk is False:
+        raise ValueError("token.mask_outside_topk: false is not FUDGE, which renormalises over the top-k "
+                         "candidates only; leave it unset")
 
 
 def build_decoder(method: Method | dict, members: dict[str, Member], *, reward: Callable | None = None,
@@ -97,6 +111,9 @@ def build_decoder(method: Method | dict, members: dict[str, Member], *, reward: 
         else:
             guides.append(ExplicitGuide(members["value"].model.head_kind, token.beta, top_k,
                                         bool(token.mask_outside_topk)))
+    elif token.kind == "fudge":
+        _check_fudge(token, members, "classifier" in text)
+        guides.append(FudgeGuide(token.beta, EXPLICIT_TOP_K if token.top_k is None else token.top_k))
     scorer = None
     if chunk.scorer == "explicit":
         scorer = TextExplicitScorer(chunk.beta) if "value" in text else \

@@ -1,6 +1,6 @@
 """What a method is, as parsed from its config section, without loading anything.
 
-A method is ``{token: none|implicit|explicit} x {chunk: none|implicit|explicit|gold}`` with a beam
+A method is ``{token: none|implicit|explicit|fudge} x {chunk: none|implicit|explicit|gold}`` with a beam
 shape ``Search(W, K, L)``. The Snakefile's preflight and ``valueguide plan`` read methods through
 this module, which imports neither torch nor transformers; ``method.build_decoder`` turns one into
 a decoder.
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-TOKEN_KINDS = ("none", "implicit", "explicit")
+TOKEN_KINDS = ("none", "implicit", "explicit", "fudge")
 SCORERS = ("none", "implicit", "explicit", "gold")
 
 
-EXPLICIT_TOP_K = 20  # VAS's candidate set
+EXPLICIT_TOP_K = 20  # VAS's candidate set, and FUDGE's
 # Positions a stream feeds a model in one pass at most (``streams.Stream.max_block``, bounding the [N, T, V]
 # outputs of a long catch-up): here, so that the planner counts passes without importing torch.
 MAX_BLOCK = 256
@@ -33,8 +33,8 @@ def _parse(cls, section: dict | None, what: str):
 class TokenSpec:
     kind: str = "none"
     w: float = 1.0  # implicit: weight of the log-ratio
-    beta: float = 1.0  # explicit: weight of the centred value
-    # candidate set size, 0: the full vocabulary; unset: 20 for explicit, the full vocabulary for
+    beta: float = 1.0  # explicit: weight of the centred value; fudge: of the classifier's log-probability
+    # candidate set size, 0: the full vocabulary; unset: 20 for explicit and fudge, the full vocabulary for
     # implicit (across vocabularies, where guidance is defined on text, both need a k)
     top_k: int | None = None
     # outside the candidate set C: None (unset) masks across vocabularies, where the guide's bonus is
@@ -93,5 +93,6 @@ class Method:
 
     def roles(self) -> set[str]:
         """The models this method needs besides the guided one (``reward`` for the gold scorer)."""
-        need = {"implicit": {"tuned", "untuned"}, "explicit": {"value"}, "gold": {"reward"}, "none": set()}
+        need = {"implicit": {"tuned", "untuned"}, "explicit": {"value"}, "fudge": {"classifier"}, "gold": {"reward"},
+                "none": set()}
         return need[self.token.kind] | need[self.chunk.scorer]

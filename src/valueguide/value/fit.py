@@ -2,6 +2,8 @@
 
 Targets are recomputed from the current model once per batch (with gradients stopped, in eval mode
 so dropout does not perturb them), and the batch may be passed over ``passes_per_batch`` times.
+The loop is shared with stage fit_classifier (FUDGE's prefix classifier), which fits another
+``Objective``: a binary label on every response prefix.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -50,6 +53,50 @@ def td_targets(value_model: ValueModel, batch: ValueBatch, gamma: float, lam: fl
     return lambda_returns(q_bar, batch.rewards, batch.response_mask, gamma, lam)
 
 
+def prefix_labels(value_model: ValueModel, batch: ValueBatch, cfg: dict) -> torch.Tensor:
+    """FUDGE's targets: every response prefix carries its sample's label (held in ``rewards``)."""
+    return batch.rewards[:, None] * batch.response_mask
+
+
+def prefix_bce_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted mean binary cross-entropy of the logits against the labels over the response positions."""
+    weights = weights.to(logits.dtype)
+    per_position = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    return (weights * per_position).sum() / weights.sum()
+
+
+def terminal_mse(predicted: np.ndarray, rewards: np.ndarray) -> dict:
+    return {"heldout_terminal_mse": float(np.mean((predicted - rewards) ** 2))}
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy of ``logit > 0`` and the AUC (the fraction of (positive, negative) pairs ranked right, ties
+    counting half) of the full responses' logits against their labels."""
+    labels = labels.astype(bool)
+    out = {"heldout_accuracy": float(np.mean((logits > 0) == labels))}
+    positive, negative = logits[labels], logits[~labels]
+    if len(positive) and len(negative):
+        diff = positive[:, None] - negative[None, :]
+        out["heldout_auc"] = float(np.mean((diff > 0) + 0.5 * (diff == 0)))
+    return out
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the shared loop fits: the stage (its progress bar and seed), per-position targets from the
+    model and a batch, the loss against them, and the held-out metrics of the full responses' predictions."""
+
+    stage: str
+    targets: Callable[[ValueModel, ValueBatch, dict], torch.Tensor]
+    loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    heldout: Callable[[np.ndarray, np.ndarray], dict]
+
+
+TD_LAMBDA = Objective("fit_value", lambda model, batch, cfg: td_targets(model, batch, cfg["gamma"], cfg["lam"]),
+                      value_loss, terminal_mse)
+PREFIX_LABELS = Objective("fit_classifier", prefix_labels, prefix_bce_loss, classification_metrics)
+
+
 def split_by_prompt(samples: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Held-out rows are all responses of a random ``fraction`` of the prompts (no prompt in both)."""
     prompt_ids = np.sort(samples.prompt_id.unique())
@@ -76,10 +123,10 @@ def _autocast(device: torch.device):
 
 
 def _step(value_model: ValueModel, batch: ValueBatch, targets: torch.Tensor, optimizer, params,
-          max_grad_norm: float | None) -> float:
+          max_grad_norm: float | None, loss_of: Callable) -> float:
     with _autocast(value_model.device):
         q = value_model.taken(batch.input_ids, batch.attention_mask).float() * batch.response_mask
-    loss = value_loss(q, targets, batch.response_mask)
+    loss = loss_of(q, targets, batch.response_mask)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if max_grad_norm:
@@ -89,10 +136,11 @@ def _step(value_model: ValueModel, batch: ValueBatch, targets: torch.Tensor, opt
 
 
 def fit_value(samples: pd.DataFrame, cfg: dict, tokenizer, value_model: ValueModel, seed: int,
-              heldout: pd.DataFrame | None = None, policy_tokenizer=None) -> dict:
+              heldout: pd.DataFrame | None = None, policy_tokenizer=None, objective: Objective = TD_LAMBDA) -> dict:
     """Train ``value_model`` in place on ``samples`` (the sample stage's rows) with the ``fit_value``
-    config section. Returns the history: per-step loss/lr and per-epoch held-out terminal MSE
-    (in training units, i.e. whitened when ``whiten_rewards``).
+    config section. Returns the history: per-step loss/lr and per-epoch held-out metrics (by default
+    the terminal MSE, in training units, i.e. whitened when ``whiten_rewards``). ``objective``
+    ``PREFIX_LABELS`` fits FUDGE's classifier instead, reading ``reward`` as the 0/1 label.
 
     ``policy_tokenizer`` (the sampling policy's) decides whether ``response_ids`` are reused or the
     response is re-tokenised (see ``to_value_ids``). With ``whiten_rewards`` the model is trained on
@@ -100,8 +148,8 @@ def fit_value(samples: pd.DataFrame, cfg: dict, tokenizer, value_model: ValueMod
     γ = 1 (with γ < 1 the folded shift ignores discounting).
     """
     if samples.empty:
-        raise ValueError("no samples to fit the value model on")
-    generator = seed_everything(derive_seed(seed, "fit_value"))
+        raise ValueError(f"no samples to fit on ({objective.stage})")
+    generator = seed_everything(derive_seed(seed, objective.stage))
     rewards = samples.reward.to_numpy(dtype=np.float64)
     mean, std = (rewards.mean(), rewards.std() or 1.0) if cfg.get("whiten_rewards") else (0.0, 1.0)
 
@@ -120,15 +168,15 @@ def fit_value(samples: pd.DataFrame, cfg: dict, tokenizer, value_model: ValueMod
     device = value_model.device
     history = {"steps": [], "epochs": []}
     value_model.train()
-    bar = tqdm(total=total, desc="fit_value", mininterval=2)
+    bar = tqdm(total=total, desc=objective.stage, mininterval=2)
     for epoch in range(cfg["epochs"]):
         order = torch.randperm(len(train), generator=generator).tolist()
         epoch_losses = []
         for start in range(0, len(train), batch_size):
             batch = collate([train[i] for i in order[start:start + batch_size]], tokenizer.pad_token_id, device)
-            targets = td_targets(value_model, batch, cfg["gamma"], cfg["lam"])
+            targets = objective.targets(value_model, batch, cfg)
             for _ in range(passes):
-                loss = _step(value_model, batch, targets, optimizer, params, cfg.get("max_grad_norm"))
+                loss = _step(value_model, batch, targets, optimizer, params, cfg.get("max_grad_norm"), objective.loss)
                 history["steps"].append({"step": len(history["steps"]) + 1, "epoch": epoch + 1,
                                          "loss": loss, "lr": schedule.get_last_lr()[0]})
                 schedule.step()
@@ -138,7 +186,7 @@ def fit_value(samples: pd.DataFrame, cfg: dict, tokenizer, value_model: ValueMod
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(epoch_losses))}
         if held:
             predicted = predict_last(value_model, held, tokenizer.pad_token_id, batch_size)
-            record["heldout_terminal_mse"] = float(np.mean((predicted - [e.reward for e in held]) ** 2))
+            record.update(objective.heldout(predicted, np.array([e.reward for e in held])))
         history["epochs"].append(record)
         log.info("epoch %s", record)
     bar.close()
@@ -174,14 +222,11 @@ def plot_curve(history: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
-def run_fit_value(config: dict, samples_path: str | Path, out_dir: str | Path, world_dir=None) -> dict:
-    """The stage: fit on the samples (less the held-out prompts), write the model folder with
-    ``metrics.json`` and ``curve.png`` in one atomic rename. Returns the metrics. The held-out
-    diagnostics are a stage of their own (``run_diagnose_value``): their settings rerun no fit."""
-    cfg, seed = config["fit_value"], config["seed"]
-    samples = read_parquet(samples_path, required=REQUIRED_COLUMNS)
-    if samples.empty:
-        raise ArtifactError(f"{samples_path} holds no samples")
+def fit_from_samples(config: dict, cfg: dict, samples: pd.DataFrame, head: str, meta: dict, world_dir=None,
+                     objective: Objective = TD_LAMBDA):
+    """A fresh model on ``cfg``'s backbone fitted on ``samples`` less the held-out prompts (the same prompts
+    for every stage): ``(model, its tokenizer, history, metrics)``."""
+    seed = config["seed"]
     options = load_options(config)
     # Full fine-tuning keeps float32 master weights (bf16 autocast on CUDA); LoRA keeps the base dtype.
     train_options = options if cfg.get("lora") else replace(options, dtype="float32")
@@ -190,16 +235,33 @@ def run_fit_value(config: dict, samples_path: str | Path, out_dir: str | Path, w
     policy_tokenizer = load_tokenizer(policy["path"], world_dir, options)
     train, heldout = split_by_prompt(samples, cfg.get("heldout_fraction", 0.0), seed)
 
-    seed_everything(derive_seed(seed, "fit_value", "init"))
-    meta = {"template": cfg["template"], "gamma": cfg["gamma"], "lam": cfg["lam"],
-            "policy": config["sample"]["policy"]}
-    model = ValueModel.from_backbone(cfg["backbone"], cfg["head"], world_dir, train_options, meta, cfg.get("lora"))
+    seed_everything(derive_seed(seed, objective.stage, "init"))
+    meta = {"template": cfg["template"], "policy": config["sample"]["policy"], **meta}
+    model = ValueModel.from_backbone(cfg["backbone"], head, world_dir, train_options, meta, cfg.get("lora"))
     started = time.perf_counter()
-    history = fit_value(train, cfg, tokenizer, model, seed, heldout, policy_tokenizer)
+    history = fit_value(train, cfg, tokenizer, model, seed, heldout, policy_tokenizer, objective)
     metrics = {"train_seconds": time.perf_counter() - started, "steps": len(history["steps"]),
                "final_train_loss": history["epochs"][-1]["train_loss"], "epochs": history["epochs"],
                "n_train_samples": len(train), "n_heldout_samples": len(heldout),
                "n_train_prompts": int(train.prompt_id.nunique()), "n_heldout_prompts": int(heldout.prompt_id.nunique())}
+    return model, tokenizer, history, metrics
+
+
+def read_samples(samples_path: str | Path) -> pd.DataFrame:
+    samples = read_parquet(samples_path, required=REQUIRED_COLUMNS)
+    if samples.empty:
+        raise ArtifactError(f"{samples_path} holds no samples")
+    return samples
+
+
+def run_fit_value(config: dict, samples_path: str | Path, out_dir: str | Path, world_dir=None) -> dict:
+    """The stage: fit on the samples (less the held-out prompts), write the model folder with
+    ``metrics.json`` and ``curve.png`` in one atomic rename. Returns the metrics. The held-out
+    diagnostics are a stage of their own (``run_diagnose_value``): their settings rerun no fit."""
+    cfg = config["fit_value"]
+    samples = read_samples(samples_path)
+    model, tokenizer, history, metrics = fit_from_samples(
+        config, cfg, samples, cfg["head"], {"gamma": cfg["gamma"], "lam": cfg["lam"]}, world_dir)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, tokenizer=tokenizer)
         write_json(metrics, tmp / "metrics.json")
