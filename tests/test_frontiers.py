@@ -2,6 +2,8 @@
 for the Snakefile and every command alike; a bad sweep is refused, naming it, before any work."""
 
 import copy
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +139,43 @@ def test_a_finetune_entrys_unknown_setting_is_named_with_the_entrys_settings(con
     config["frontiers"] = {"dpo": {"betta": [0.5]}}
     assert plan_sweeps(config, rules)[1] == [
         "frontiers.dpo.betta: 'betta' is no setting of a finetune entry (settings: algorithm, beta, kl_coef, lr)"]
+
+
+def _plan(workdir: Path, *configs: Path) -> tuple[set[tuple[str, str]], str]:
+    """``snakemake -n`` of these config files in ``workdir`` (offline): the (rule, wildcards) of every planned
+    job but the config slices', and the listing."""
+    proc = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "-n", "-s", str(ROOT / "Snakefile"),
+                           "--directory", str(workdir), "--cores", "2", "--configfile", *map(str, configs)],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300,
+                          cwd=workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = set(re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)$", proc.stdout, re.M))
+    return {job for job in jobs if job[0] != "config_slice"}, proc.stdout
+
+
+@pytest.mark.slow
+def test_a_dry_run_plans_a_generation_of_every_point_and_the_frontier_plots(tmp_path):
+    frontiers = yaml.safe_load((ROOT / "config" / "frontiers.yaml").read_text())["frontiers"]
+    overlay = tmp_path / "sweeps.yaml"  # the file's VAS and best-of-N sweeps (its DPO and RL ones need finetune)
+    overlay.write_text(yaml.safe_dump({"frontiers": {k: frontiers[k] for k in ("vas", "bon")}}))
+    jobs, listing = _plan(tmp_path, ROOT / "config.yaml", overlay)
+    generated = {w for rule, w in jobs if rule == "generate"}
+    methods = ["base", "bon", "eft", "vas", "cbs_implicit", "cbs_explicit", "ivg", "vas-beta0.5", "vas-beta2",
+               "vas-beta4", "vas-beta8", "bon-K1", "bon-K2", "bon-K4", "bon-K8", "bon-K32", "bon-K64", "bon-K128"]
+    assert generated == {f"model={model}, method={method}" for model in ("gpt2-large", "gpt2-xl") for method in methods}
+    for name in ("frontier_kl_gpt2-large", "frontier_kl_gpt2-xl", "frontier_cost_gpt2-large", "frontier_cost_gpt2-xl"):
+        assert f"results/report/{name}.png" in listing
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("finetune" not in schema()["properties"],
+                    reason="config/frontiers.yaml sweeps finetune entries: runs once the fine-tuning stages are merged")
+def test_the_frontiers_setting_plans_the_fine_tuned_points_in_its_own_folder(tmp_path):
+    jobs, listing = _plan(tmp_path, ROOT / "config.yaml", ROOT / "config" / "frontiers.yaml")
+    generated = {w for rule, w in jobs if rule == "generate"}
+    for method in ("vas-beta8", "bon-K128", "dpo", "dpo-beta0.5", "rl-kl_coef0.05", "rl-kl_coef0.2"):
+        assert f"model=gpt2-xl, method={method}" in generated
+    tuned = {w for rule, w in jobs if rule == "finetune"}
+    assert {"name=dpo-beta0.5, model=gpt2-large", "name=rl-kl_coef0.2, model=gpt2-xl"} <= tuned
+    assert "results/frontiers/report/frontier_kl_gpt2-large.png" in listing
+    assert "results/frontiers/generations" in listing and "results/world/" in listing
