@@ -121,36 +121,42 @@ def plan_sweeps(config: dict, schema: dict) -> tuple[list[Sweep], list[str]]:
                             + (" and no finetune entry" if "finetune" in config else "")
                             + f" (methods: {', '.join(methods)})")
             continue
-        base = entries[key] if kind == "finetune" else methods[key]
         known = setting_paths(schema, schemas[kind])
         for setting, values in settings.items():
-            where = f"frontiers.{key}.{setting}"
             if setting not in known:
                 what = "finetune entry" if kind == "finetune" else "method"
-                problems.append(f"{where}: {setting!r} is no setting of a {what} (settings: {', '.join(known)})")
+                problems.append(f"frontiers.{key}.{setting}: {setting!r} is no setting of a {what} "
+                                f"(settings: {', '.join(known)})")
                 continue
-            parts = setting.split(".")
-            points, names = [], set()
-            for value in values:
-                name = f"{key}-{parts[-1]}{value_text(value)}"
-                if not NAME.fullmatch(name) or isinstance(value, (dict, list)):
-                    problems.append(f"{where}: the value {value!r} cannot name a method "
-                                    "(letters, digits, '_', '.', '-')")
-                    continue
-                if name in names:
-                    problems.append(f"{where}: the value {value!r} is given twice")
-                    continue
-                names.add(name)
-                if _get(base, parts) == value:
-                    point = _base_point(kind, key, name, value, methods)
-                elif kind == "method":
-                    point = Point(value, name, settings=_with(base, parts, value))
-                else:
-                    point = Point(value, name, settings={"finetuned": name}, entry=(name, _with(base, parts, value)))
-                problems += _clashes(point, where, methods, entries, made)
-                points.append(point)
-            sweeps.append(Sweep(key, kind, setting, _with_base(points, kind, key, _get(base, parts), methods)))
+            sweep, found = _sweep(key, kind, setting, values, methods, entries, made)
+            sweeps.append(sweep)
+            problems += found
     return sweeps, problems
+
+
+def _sweep(key: str, kind: str, setting: str, values: list, methods: dict, entries: dict,
+           made: dict) -> tuple[Sweep, list[str]]:
+    """One setting's sweep and its problems; ``made``: the methods and entries earlier sweeps add."""
+    where, parts = f"frontiers.{key}.{setting}", setting.split(".")
+    base = entries[key] if kind == "finetune" else methods[key]
+    points, names, problems = [], set(), []
+    for value in values:
+        name = f"{key}-{parts[-1]}{value_text(value)}"
+        if not NAME.fullmatch(name):
+            problems.append(f"{where}: the value {value!r} cannot name a method (letters, digits, '_', '.', '-')")
+        elif name in names:
+            problems.append(f"{where}: the value {value!r} is given twice")
+        else:
+            names.add(name)
+            if _get(base, parts) == value:
+                point = _base_point(kind, key, name, value, methods)
+            elif kind == "method":
+                point = Point(value, name, settings=_with(base, parts, value))
+            else:
+                point = Point(value, name, settings={"finetuned": name}, entry=(name, _with(base, parts, value)))
+            problems += _clashes(point, where, methods, entries, made)
+            points.append(point)
+    return Sweep(key, kind, setting, _with_base(points, kind, key, _get(base, parts), methods)), problems
 
 
 def _with_base(points: list[Point], kind: str, key: str, value, methods: dict) -> tuple[Point, ...]:
