@@ -148,9 +148,9 @@ def best_of_n_claims(values: pd.DataFrame, metrics: pd.DataFrame, sweeps: list[d
                 continue
             a, b = sub.loc[method], sub.loc[top]
             passes, seconds = (_per_prompt(a, c) / _per_prompt(b, c) for c in ("passes", "wall_time"))
-            detail = (f"{method} {_reward(a)} against {n_label} ({top}) {_reward(b)}, at {passes:.2f} of its forward "
+            detail = (f"{method} {_reward(a)} against {n_label} ({top}) {_reward(b)}, at {passes:.2g} of its forward "
                       f"passes ({_per_prompt(a, 'passes'):.1f} against {_per_prompt(b, 'passes'):.1f} per prompt) and "
-                      f"{seconds:.2f} of its seconds ({_per_prompt(a, 'wall_time'):.3f} against "
+                      f"{seconds:.2g} of its seconds ({_per_prompt(a, 'wall_time'):.3f} against "
                       f"{_per_prompt(b, 'wall_time'):.3f} s per prompt)")
             pair = paired_difference(table, method, top)
             rows.append(_row(model, f"{label} within {n_label}'s interval or above", pair, detail, within=True))
