@@ -21,7 +21,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 DEVICE ?= cuda
 
-.PHONY: run test test-fast test-slurm bench gpu-check planted-bugs seeds dry-run clean env
+.PHONY: run frontiers test test-fast test-slurm bench gpu-check planted-bugs seeds dry-run clean env
 
 env: $(STAMP)
 
@@ -45,6 +45,12 @@ run: $(STAMP)
 	  $(WARM) $(SNAKEMAKE) --rerun-incomplete --configfile "$$@" $(SMK_ARGS) || exit 1; done
 	@for setting in $(SETTINGS); do $(FILES); \
 	  $(VENV)/bin/valueguide --log-level WARNING show-report --config "$$@" || exit 1; done
+
+# The frontiers (config/frontiers.yaml): VAS's beta, best-of-N up to 128, two settings each of DPO and RL, as one
+# setting merged over config.yaml into results/frontiers, cached like the rest; its report adds the reward-KL and
+# reward-cost plots and the claims against fine-tuning at equal KL and against best-of-128.
+frontiers:
+	@$(MAKE) --no-print-directory run CONFIG="config.yaml config/frontiers.yaml"
 
 # The two settings again with other seeds (world, data, fits and sampling all change), after `make run`
 # (seed 1): results/seeds/N/. Prints each setting's ranges over the seeds and how often each claim held.

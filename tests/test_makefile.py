@@ -55,3 +55,11 @@ def test_test_fast_leaves_the_slow_tests_out_and_test_runs_them_all(tmp_path):
     every, gpu_check = _calls(tmp_path / "all", "test", None)
     assert every[0] == "pytest" and "-m" not in every and gpu_check[:2] == ["python", "bench/gpu_check.py"]
     assert every == [arg for arg in fast if arg not in ("-m", "not slow")]  # the same workers and distribution
+
+
+def test_make_frontiers_runs_config_yaml_and_the_sweeps_as_one_setting_and_prints_its_report(tmp_path):
+    files = ["config.yaml", "config/frontiers.yaml"]
+    resume, run, report = _calls(tmp_path, "frontiers", None)
+    assert resume[-3:] == ["--config", *files] and run[run.index("--configfile"):] == ["--configfile", *files]
+    assert "warm-run" in run and "--rerun-incomplete" in run
+    assert report == ["valueguide", "--log-level", "WARNING", "show-report", "--config", *files]

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .artifacts import ArtifactError, read_json
-from .config import ConfigError, load_setting, world_dir
+from .config import ConfigError, load_setting, stage_slice, world_dir
 from .heap import keep_freed_memory
 from .hub import DatasetUnavailableError
 from .specs import ModelNotFoundError
@@ -221,12 +221,14 @@ def cmd_report(args) -> None:
     from .report.tables import run_report
 
     config = _config(args)
+    config = config if args.slice else stage_slice(config, "report")  # its frontiers: the sweeps' points
     out = Path(args.out_dir)
     accuracies = (read_json(args.value_metrics).get("pairwise_accuracy") if args.value_metrics else None,
                   read_json(args.implicit_metrics).get("heldout_accuracy") if args.implicit_metrics else None)
     run_report(args.reward_metrics, args.alpaca_metrics, out, task=config["task"],
                paper_names=config["evaluate"].get("paper_names") or None, reward_scores_path=args.reward_scores,
-               samples_path=args.samples, value_accuracies=accuracies, config_name=args.config_name)
+               samples_path=args.samples, value_accuracies=accuracies, config_name=args.config_name,
+               sweeps=config.get("frontiers") or [])
     run_summary(args.samples, args.world_summary, out / "summary.md", args.value_metrics, args.implicit_metrics,
                 config_name=args.config_name)
 

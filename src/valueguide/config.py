@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .frontiers import expand, frontier_summary, plan_sweeps
 from .hub import hub_ids
 from .specs import world_name
 
@@ -143,16 +144,27 @@ _Validator = jsonschema.validators.extend(
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
 
 
-def validate_config(config: dict) -> dict:
-    """Check the schema and the cross-references; return the config with top-level defaults filled."""
-    validator = _Validator(schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+def _check_schema(config: dict, rules: dict) -> None:
+    errors = sorted(_Validator(rules).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         lines = [f"  {_key_path(e)}: {_describe(e)}" for e in errors]
         raise ConfigError("invalid config:\n" + "\n".join(lines))
+
+
+def validate_config(config: dict) -> dict:
+    """Check the schema and the cross-references; return the config with top-level defaults filled and
+    the frontier sweeps expanded into methods (valueguide.frontiers)."""
+    rules = schema()
+    _check_schema(config, rules)
     config = _with_defaults(config)
     methods = config["generate"]["methods"]
     config["generate"]["methods"] = {name: m for name, m in methods.items() if m is not None}
+    sweeps, problems = plan_sweeps(config, rules)
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
+    if sweeps:
+        config = expand(config, sweeps)
+        _check_schema(config, rules)  # the settings each point gives its method or entry
     problems = list(_reference_problems(config))
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
@@ -353,7 +365,9 @@ def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
             out["evaluate"]["alpaca"]["gamed_path"] = gamed_path(config)
         return out
     if stage == "report":
-        return {"task": config["task"], "evaluate": {"paper_names": config["evaluate"].get("paper_names", {})}}
+        out = {"task": config["task"], "evaluate": {"paper_names": config["evaluate"].get("paper_names", {})}}
+        sweeps = frontier_summary(config, schema())  # which method runs each point of a sweep
+        return {**out, "frontiers": sweeps} if sweeps else out
     raise KeyError(f"no config slice for stage {stage!r}")
 
 

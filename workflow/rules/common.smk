@@ -96,3 +96,6 @@ EVALUATIONS = ([REWARD_METRICS, REWARD_SCORES] if config["evaluate"]["reward"] e
     [ALPACA_METRICS] if config["evaluate"].get("alpaca") else [])
 FIGURES = [f"{kind}_{plot}" for kind in (["reward"] if config["evaluate"]["reward"] else [])
            + (["alpaca"] if config["evaluate"].get("alpaca") else []) for plot in ("by_method", "vs_cost", "vs_tokens")]
+# With frontier sweeps (valueguide/frontiers.py) and gold reward: two plots per guided model, (file name, caption).
+FRONTIER_FIGURES = [(f"frontier_{axis}_{model}", f"frontier_{axis}") for axis in ("kl", "cost")
+                    for model in LARGE_MODELS] if config.get("frontiers") and config["evaluate"]["reward"] else []

@@ -16,7 +16,9 @@ rule report:
         tables=report(f"{R}/report/tables.md", caption="../report/tables.rst", category="Tables"),
         claims=f"{R}/report/claims.csv",
         figures=[report(f"{R}/report/{name}.png", caption=f"../report/{name}.rst", category="Figures")
-                 for name in FIGURES],
+                 for name in FIGURES]
+        + [report(f"{R}/report/{name}.png", caption=f"../report/{caption}.rst", category="Frontiers")
+           for name, caption in FRONTIER_FIGURES],
     params:
         world=f"--world-summary {shlex.quote(f'{R}/world_summary.json')}" if config.get("world") else "",
         reward=(f"--reward-metrics {shlex.quote(REWARD_METRICS)} --reward-scores {shlex.quote(REWARD_SCORES)}"

@@ -18,14 +18,17 @@ from ..artifacts import read_json, read_parquet
 from .paper import ordered
 
 IVG_PARTS = (("ivg", "eft"), ("ivg", "cbs_explicit"))
+# VAS's and IVG's case against fine-tuning, at the default settings (report/finetuning.py: on the frontier)
+AGAINST_FINETUNING = (("vas", "dpo"), ("vas", "rl"), ("ivg", "dpo"), ("ivg", "rl"))
 Z95 = 1.959963984540054
 
 
-def claim_pairs(methods) -> list[tuple[str, str]]:
-    """(method, other) for every claim these methods allow, in the paper's order."""
+def claim_pairs(methods, sweep_points=()) -> list[tuple[str, str]]:
+    """(method, other) for every claim these methods allow, in the paper's order; ``sweep_points``, the
+    methods a frontier sweep added, make no claim of their own against base (report/finetuning.py's do)."""
     present = ordered(methods)
-    pairs = [(m, "base") for m in present if m != "base" and "base" in present]
-    return pairs + [(a, b) for a, b in IVG_PARTS if a in present and b in present]
+    pairs = [(m, "base") for m in present if m != "base" and "base" in present and m not in sweep_points]
+    return pairs + [(a, b) for a, b in IVG_PARTS + AGAINST_FINETUNING if a in present and b in present]
 
 
 def verdict(mean: float, se: float) -> str:
@@ -34,16 +37,28 @@ def verdict(mean: float, se: float) -> str:
     return "holds" if mean - Z95 * se > 0 else "fails" if mean + Z95 * se < 0 else "not resolved"
 
 
-def paired_claims(values: pd.DataFrame) -> pd.DataFrame:
+def paired_difference(table: pd.DataFrame, method: str, other: str) -> dict:
+    """``table``: prompts × methods. n, mean and standard error of ``method`` minus ``other`` over the prompts
+    both have."""
+    diff = (table[method] - table[other]).dropna()
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+    return {"n": len(diff), "difference": float(diff.mean()), "se": se}
+
+
+def per_model(values: pd.DataFrame):
+    """(model, prompts × methods table) for each guided model of ``values``, in their order."""
+    for model in dict.fromkeys(values["model"]):
+        yield model, values[values["model"] == model].pivot(index="prompt_id", columns="method", values="value")
+
+
+def paired_claims(values: pd.DataFrame, sweep_points=()) -> pd.DataFrame:
     """``values``: one row per (model, method, prompt_id) with ``value``. One row per (model, claim)."""
     rows = []
-    for model in dict.fromkeys(values["model"]):
-        table = values[values["model"] == model].pivot(index="prompt_id", columns="method", values="value")
-        for method, other in claim_pairs(table.columns):
-            diff = (table[method] - table[other]).dropna()
-            se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
-            rows.append({"model": model, "claim": f"{method} > {other}", "n": len(diff),
-                         "difference": float(diff.mean()), "se": se, "verdict": verdict(float(diff.mean()), se)})
+    for model, table in per_model(values):
+        for method, other in claim_pairs(table.columns, sweep_points):
+            pair = paired_difference(table, method, other)
+            rows.append({"model": model, "claim": f"{method} > {other}", **pair,
+                         "verdict": verdict(pair["difference"], pair["se"])})
     return pd.DataFrame(rows, columns=["model", "claim", "n", "difference", "se", "verdict"])
 
 
@@ -92,7 +107,8 @@ def ivg_parts_note(claims: pd.DataFrame, explicit_accuracy: float | None, implic
 
 
 def claims_markdown(claims: pd.DataFrame, unit: str) -> str:
+    digits = 2 if unit == "reward" else 3
     lines = ["| model | claim | difference (mean ± s.e.) | verdict |", "|---|---|---|---|"]
-    lines += [f"| {r.model} | {r.claim} | {r.difference:+.{2 if unit == 'reward' else 3}f} ± "
-              f"{r.se:.{2 if unit == 'reward' else 3}f} | {r.verdict} |" for r in claims.itertuples()]
+    lines += [f"| {r.model} | {r.claim} | " + (f"{r.difference:+.{digits}f} ± {r.se:.{digits}f}" if r.n else "–")
+              + f" | {r.verdict} |" for r in claims.itertuples()]
     return "\n".join(lines)

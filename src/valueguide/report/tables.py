@@ -14,6 +14,8 @@ import pandas as pd
 from ..artifacts import write_text
 from ..evaluate import TOKENS_BY_ROLE, read_csv, write_csv
 from .claims import claims_markdown, ivg_parts_note, paired_claims, preference_values, reward_values
+from .finetuning import default_details, details_markdown, finetuning_claims, sweep_points
+from .frontier_plots import plot_frontiers
 from .headroom import SATURATED, headroom
 from . import name_heading
 from .paper import LEADERBOARD_ANNOTATOR, leaderboard_reference, ordered, paper_number
@@ -181,14 +183,24 @@ ALPACA_COLUMNS = ["model", "method", "judge", "glm", "difficulty", "length_contr
 
 def claims_section(reward_scores_path, alpaca: pd.DataFrame | None, alpaca_dir,
                    value_accuracies: tuple[float | None, float | None] = (None, None),
-                   world_scores: dict | None = None) -> tuple[str, pd.DataFrame]:
+                   world_scores: dict | None = None, reward: pd.DataFrame | None = None,
+                   sweeps: list[dict] = ()) -> tuple[str, pd.DataFrame]:
     """The paper's claims tested with paired differences over prompts, per setting present;
     ``value_accuracies``: the explicit and implicit values' held-out pairwise accuracies;
-    ``world_scores``: (model, method) -> the tiny world's own score of the outputs."""
+    ``world_scores``: (model, method) -> the tiny world's own score of the outputs; ``reward``: the
+    reward metrics, and ``sweeps``: the frontier sweeps, for the claims against fine-tuning."""
     blocks, frames = [], []
     if reward_scores_path:
-        claims = paired_claims(reward_values(reward_scores_path)).assign(metric="gold reward")
+        values, added = reward_values(reward_scores_path), sweep_points(sweeps)
+        claims = paired_claims(values, added)
+        if reward is not None:
+            claims = claims.assign(detail=default_details(claims, reward))
+            claims = pd.concat([claims, finetuning_claims(values, reward, list(sweeps))], ignore_index=True)
+            order = {m: i for i, m in enumerate(dict.fromkeys(claims["model"]))}
+            claims = claims.sort_values("model", key=lambda c: c.map(order), kind="stable", ignore_index=True)
+        claims = claims.assign(metric="gold reward")
         blocks += ["## Paper claims, gold reward paired over test prompts", claims_markdown(claims, "reward")]
+        blocks += [text] if (text := details_markdown(claims)) else []
         frames.append(claims)
     if alpaca is not None:
         claims = paired_claims(preference_values(alpaca, alpaca_dir)).assign(metric="judge preference")
@@ -200,7 +212,8 @@ def claims_section(reward_scores_path, alpaca: pd.DataFrame | None, alpaca_dir,
     if not blocks:
         return "", pd.DataFrame()
     blocks.append("Verdict: *holds* when the 95 % interval of the paired difference lies above 0, *fails* "
-                  "when it lies below, *not resolved* otherwise.")
+                  "when it lies below, *not resolved* otherwise; a claim *within … or above* holds when the "
+                  "interval reaches 0 or lies above it.")
     return "\n\n".join(blocks) + "\n", pd.concat(frames, ignore_index=True)
 
 
@@ -237,13 +250,15 @@ def headroom_markdown(table: pd.DataFrame) -> str:
 
 def run_report(reward_metrics_path, alpaca_metrics_path, out_dir, task: str | None = None,
                paper_names: dict[str, str] | None = None, reward_scores_path=None, samples_path=None,
-               value_accuracies: tuple[float | None, float | None] = (None, None), config_name: str | None = None) -> str:
+               value_accuracies: tuple[float | None, float | None] = (None, None), config_name: str | None = None,
+               sweeps: list[dict] = ()) -> str:
     """Write ``tables.md``, ``tables.csv``, ``claims.csv`` (with reward metrics and the base policy's
     samples, ``headroom.csv``) and the figures; return the main tables, the headroom and the claims, to print.
 
     Either metrics path may be None (a run evaluates reward tasks or AlpacaEval, or both). The claims
     read the per-prompt gold rewards (``reward_scores_path``) and the annotations beside the AlpacaEval
-    metrics (``<dir of metrics.csv>/<model>/<method>/annotations.json``).
+    metrics (``<dir of metrics.csv>/<model>/<method>/annotations.json``). ``sweeps``: the frontier sweeps
+    of the config (the report slice's ``frontiers``); with reward metrics, the frontier plots of each model.
     """
     reward = read_csv(reward_metrics_path, REWARD_COLUMNS) if reward_metrics_path else None
     alpaca = read_csv(alpaca_metrics_path, ALPACA_COLUMNS) if alpaca_metrics_path else None
@@ -251,7 +266,7 @@ def run_report(reward_metrics_path, alpaca_metrics_path, out_dir, task: str | No
     scores = world_scores(reward)
     claims_md, claims = claims_section(reward_scores_path, alpaca,
                                        Path(alpaca_metrics_path).parent if alpaca_metrics_path else None,
-                                       value_accuracies, scores)
+                                       value_accuracies, scores, reward, sweeps)
     out = Path(out_dir)
     room = headroom(reward, samples_path) if reward is not None and samples_path else None
     if room is not None:
@@ -271,6 +286,8 @@ def run_report(reward_metrics_path, alpaca_metrics_path, out_dir, task: str | No
                        else None)
         for name, costs in COST_FIGURES:
             plot_vs_cost(reward, "reward_mean", "gold reward", out / f"reward_{name}.png", se="reward_se", costs=costs)
+        if sweeps:
+            plot_frontiers(reward, list(sweeps), out)
     if alpaca is not None:
         plot_by_method(alpaca, "length_controlled_winrate", "lc_standard_error", "LC win rate (%)",
                        out / "alpaca_by_method.png", low="lc_low", high="lc_high",
