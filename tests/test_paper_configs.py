@@ -326,6 +326,23 @@ def test_a_hub_split_is_shuffled_deduplicated_cut_and_renamed(offline):
     assert len(load_prompt_split({**spec, "dedupe": False, "shuffle_seed": None}, 100)) == 10
 
 
+def test_an_hh_dialogue_is_cut_after_its_last_assistant_turn(offline):
+    """Anthropic/hh-rlhf stores whole dialogues: the prompt is every turn up to the final answer's
+    "\\n\\nAssistant:"; a row without one is dropped, and the cut comes before dedupe."""
+    rows = [{"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and?\n\nAssistant: fine"},
+            {"chosen": "\n\nHuman: no answer marker"},
+            {"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and?\n\nAssistant: other answer"},
+            {"chosen": "\n\nHuman: Assistant: is a word\n\nAssistant: yes"}]
+    data = offline / "hh.json"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    spec = {"name": "json", "data_files": str(data), "split": "train", "columns": {"prompt": "chosen"},
+            "prompt_through_last": "\n\nAssistant:", "dedupe": True}
+    frame = load_prompt_split(spec, 10)
+    assert frame.prompt.tolist() == ["\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and?\n\nAssistant:",
+                                     "\n\nHuman: Assistant: is a word\n\nAssistant:"]
+    assert frame.prompt_id.tolist() == [0, 1]
+
+
 def test_a_one_logit_reward_model_scores_its_logit():
     """The TL;DR and AlpacaEval configs score with a one-logit preference reward model."""
     tok = make_tokenizer()
