@@ -16,9 +16,10 @@ kept outputs cannot score (``CANDIDATE_FEED`` per candidate a step). Only the go
 texts, one pass per chunk. A method that samples a fine-tuned copy also streams the frozen guided model
 (its reference for the KL).
 
-Training costs ``TRAIN_FLOPS`` per parameter and token (a forward, and a backward of twice its cost: LoRA
-too, whose backward still runs through every frozen weight, recomputing the forward under gradient
-checkpointing) plus ``FROZEN_FLOPS`` for each frozen model read (targets, a reference, a reward model).
+Training costs ``TRAIN_FLOPS`` per parameter and token (a forward, and a backward of twice its cost; for
+LoRA an upper bound: its backward skips the frozen weights' gradients but still runs through them, and
+recomputes the forward under gradient checkpointing) plus ``FROZEN_FLOPS`` for each frozen model read
+(targets, a reference, a reward model).
 The fine-tuning baselines (``finetune``) are booked per entry and guided model: DPO over its pairs, RL
 (RLOO) per step as the generation of its rollouts plus their training pass; with LoRA only the frozen
 base weights sit in memory (adapters, their gradients and optimizer states are small), in full
