@@ -29,6 +29,7 @@ from valueguide.vocabularies import cache_root
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("imdb", "tldr", "alpaca_eval")
+SETTINGS = (*TASKS, "vas_hh")  # the IVG paper's tasks with the authors' values, and VAS's own setting
 GPU_RULES = {"sample", "fit_value", "diagnose_value", "fit_implicit", "generate", "evaluate_reward", "evaluate_alpaca"}
 
 
@@ -43,7 +44,7 @@ def chunks(config: dict) -> dict:
             for name, m in config["generate"]["methods"].items() if "chunk" in m}
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", SETTINGS)
 def test_a_paper_config_drops_the_tiny_world(task):
     config = paper(task)
     assert config["world"] is None and config["prompts"]["source"] == "hub"
@@ -124,6 +125,42 @@ def test_alpaca_eval_has_the_papers_settings():
     assert not config["evaluate"]["reward"]
 
 
+def test_vas_hh_has_the_authors_settings():
+    """What tinyllama_hh.py, vas_config.py and vas_trainer.py (idanshen/Value-Augmented-Sampling) run."""
+    config = paper("vas_hh")
+    models, fit, gen = config["models"], config["fit_value"], config["generate"]
+    assert [models[m]["path"] for m in gen["large_models"]] == ["hanseungwook/vas-llama-2-7b-hh-sft"]
+    assert models[config["sample"]["policy"]]["path"] == "hanseungwook/vas-llama-2-7b-hh-sft"  # the frozen guided model
+    assert config["reward_model"] == "OpenAssistant/reward-model-deberta-v3-large-v2"
+    assert (fit["mode"], fit["backbone"], fit["head"]) == ("train", "hanseungwook/vas-tiny-llama-1.1b-hh-sft", "scalar")
+    assert (fit["gamma"], fit["lam"], fit["lr"], fit["batch_size"], fit["passes_per_batch"]) == (1.0, 0.95, 1.41e-5, 32, 2)
+    assert (fit["lora"]["r"], fit["lora"]["alpha"], fit["warmup_ratio"], fit["max_grad_norm"]) == (16, 16, 0.0, None)
+    assert (fit["epochs"], fit["whiten_rewards"]) == (1, False)
+    sample, prompts = config["sample"], config["prompts"]
+    assert (sample["max_new_tokens"], sample["temperature"], sample["top_k"], sample["top_p"]) == (100, 1.0, 0, 1.0)
+    assert prompts["n_train"] * sample["n"] == 160800  # the samples of one pass over hh-rlhf's train split
+    for split in ("train", "test"):
+        hub = prompts["hub"][split]
+        assert (hub["name"], hub["split"], hub["prompt_through_last"]) == ("Anthropic/hh-rlhf", split, "\n\nAssistant:")
+    methods = gen["methods"]
+    assert methods["vas"] == {"token": {"kind": "explicit", "beta": 3.0, "top_k": 20}}
+    assert methods["dpo"] == {"finetuned": "dpo"} and methods["rl"] == {"finetuned": "rl"}
+    assert methods["fudge"]["token"]["kind"] == "fudge" and methods["bon"]["chunk"]["scorer"] == "gold"
+    tuned = config["finetune"]
+    assert (tuned["dpo"]["algorithm"], tuned["rl"]["algorithm"]) == ("dpo", "rl")
+    assert tuned["dpo"]["lora"] == tuned["rl"]["lora"] == {"r": 16, "alpha": 16}  # LoRA on the 7B
+    assert tuned["rl"]["steps"] * tuned["rl"]["batch_size"] <= prompts["n_train"]  # each prompt at most once
+
+
+def test_vas_hh_refit_changes_the_value_recipe_only():
+    config, refit = paper("vas_hh"), paper("vas_hh", refit=True)
+    assert refit["results_dir"] == "results/vas_hh_refit"
+    for key in set(config) - {"results_dir", "fit_value"}:
+        assert refit[key] == config[key], key
+    changed = {k for k in config["fit_value"] if refit["fit_value"][k] != config["fit_value"][k]}
+    assert changed == {"epochs", "warmup_ratio", "max_grad_norm"}
+
+
 def test_without_a_world_only_the_world_models_left_unused_are_allowed():
     config = paper("imdb")
     assert config["models"]["mistral"]["path"] == "world:mistral"  # config.yaml's stand-in, never loaded
@@ -190,7 +227,7 @@ def _job_blocks(output: str) -> list[tuple[str, dict, str]]:
     return jobs
 
 
-@pytest.fixture(scope="module", params=[(task, refit) for task in TASKS for refit in (False, True)],
+@pytest.fixture(scope="module", params=[(task, refit) for task in SETTINGS for refit in (False, True)],
                 ids=lambda p: p[0] + ("_refit" if p[1] else ""))
 def planned(request, tmp_path_factory):
     """Each paper config planned with the GPU profile, its jobs in the conda environment."""
@@ -216,7 +253,7 @@ def test_the_tiny_worlds_run_plans_under_conda_too(tmp_path):
     assert f"Conda environment {ROOT / 'envs' / 'valueguide.yaml'} will be created." in output
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", SETTINGS)
 def test_snakemake_refuses_an_overlay_without_its_base(task, tmp_path):
     """Alone, the refit overlay once planned 32 tiny-world jobs into results/<task>_refit."""
     proc = subprocess.run(
@@ -237,11 +274,19 @@ def test_the_conda_environment_installs_what_the_package_declares():
     assert f"python={requires.removeprefix('>=')}" in environment["dependencies"]
 
 
+def _has_rules(*names: str) -> bool:
+    text = "".join(path.read_text() for path in (ROOT / "workflow" / "rules").glob("*.smk"))
+    return all(f"rule {name}:" in text for name in names)
+
+
 def test_snakemake_plans_the_jobs_the_plan_command_counts(planned):
     task, refit, jobs, _ = planned
+    if task == "vas_hh" and not _has_rules("finetune", "fit_classifier"):
+        pytest.skip("VAS's setting needs the rules finetune and fit_classifier (issue 31's other parts)")
     counts = pd.Series([rule for rule, _ in jobs]).value_counts().to_dict()
     assert counts == jobs_per_stage(paper(task, refit))
-    expected_generate = {"imdb": 3 * 7, "tldr": 3 * 7, "alpaca_eval": 2 * 7 * 4}[task]  # models x methods x shards
+    # models x methods x shards
+    expected_generate = {"imdb": 3 * 7, "tldr": 3 * 7, "alpaca_eval": 2 * 7 * 4, "vas_hh": 1 * 10}[task]
     assert counts["generate"] == expected_generate and counts["fetch"] == 1
     assert not [rule for rule in counts if rule.startswith("world")]
 
@@ -285,11 +330,8 @@ def offline(monkeypatch, tmp_path):
 
 def test_offline_fetch_names_every_missing_model_and_file(offline, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    snapshot = offline / "hub" / "models--org--cached" / "snapshots" / "abc"
-    snapshot.mkdir(parents=True)
+    snapshot = _hub_snapshot(offline / "hub", "org/cached")
     (snapshot / "config.json").write_text("{}")
-    (offline / "hub" / "models--org--cached" / "refs").mkdir()
-    (offline / "hub" / "models--org--cached" / "refs" / "main").write_text("abc")
     sliced = stage_slice(paper("alpaca_eval"), "fetch")
     assert sliced["hub_models"] == sorted({"mistralai/Mistral-7B-Instruct-v0.2", "mistralai/Mixtral-8x7B-Instruct-v0.1",
                                            "allenai/tulu-2-7b", "allenai/tulu-2-dpo-7b", "chadlzx/llama-ultrafeedback-token-rm",
@@ -324,6 +366,60 @@ def test_a_hub_split_is_shuffled_deduplicated_cut_and_renamed(offline):
     assert frame.prompt.tolist() == expected["info.post"].tolist()
     assert frame.reference.tolist() == expected["summary"].tolist()
     assert len(load_prompt_split({**spec, "dedupe": False, "shuffle_seed": None}, 100)) == 10
+
+
+def test_an_hh_dialogue_is_cut_after_its_last_assistant_turn(offline):
+    """Anthropic/hh-rlhf stores whole dialogues: the prompt is every turn up to the final answer's
+    "\\n\\nAssistant:"; a row without one is dropped, and the cut comes before dedupe."""
+    rows = [{"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and?\n\nAssistant: fine"},
+            {"chosen": "\n\nHuman: no answer marker"},
+            {"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and?\n\nAssistant: other answer"},
+            {"chosen": "\n\nHuman: Assistant: is a word\n\nAssistant: yes"}]
+    data = offline / "hh.json"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    spec = {"name": "json", "data_files": str(data), "split": "train", "columns": {"prompt": "chosen"},
+            "prompt_through_last": "\n\nAssistant:", "dedupe": True}
+    frame = load_prompt_split(spec, 10)
+    assert frame.prompt.tolist() == ["\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and?\n\nAssistant:",
+                                     "\n\nHuman: Assistant: is a word\n\nAssistant:"]
+    assert frame.prompt_id.tolist() == [0, 1]
+
+
+def _hub_snapshot(cache: Path, repo: str) -> Path:
+    """An empty snapshot folder of ``repo`` in a hub cache, as a download leaves it."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("0" * 40)
+    (folder / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    return folder / "snapshots" / ("0" * 40)
+
+
+def test_a_deberta_reward_model_loads_from_the_hub_cache_by_its_id(offline):
+    """The VAS, TL;DR and AlpacaEval configs' reward model: a DeBERTa-v2 sequence classifier with one logit and a
+    sentencepiece tokenizer (spm.model, converted on load), named by its hub id and read offline from the cache."""
+    import io
+
+    import sentencepiece
+    from transformers import AutoTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification
+
+    repo = "OpenAssistant/reward-model-deberta-v3-large-v2"
+    snapshot = _hub_snapshot(offline / "hub", repo)
+    spm = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(["Human: is the film good? Assistant: the film was good", "it was bad"] * 50),
+        model_writer=spm, vocab_size=30, minloglevel=2, character_coverage=1.0, pad_id=0, bos_id=1, eos_id=2, unk_id=3,
+        pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]", unk_piece="[UNK]")
+    (snapshot / "spm.model").write_bytes(spm.getvalue())
+    (snapshot / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "DebertaV2Tokenizer"}))
+    torch.manual_seed(0)
+    config = DebertaV2Config(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=32, max_position_embeddings=64, num_labels=1, pad_token_id=0)
+    DebertaV2ForSequenceClassification(config).eval().save_pretrained(snapshot)
+    texts = ["Human: is the film good? Assistant: the film was good", "it was bad"]
+    reward = RewardModel.load(repo)
+    tok, model = AutoTokenizer.from_pretrained(str(snapshot)), DebertaV2ForSequenceClassification.from_pretrained(snapshot)
+    alone = [model(**tok(t, return_tensors="pt")).logits[0, 0].item() for t in texts]
+    assert reward.score(texts) == pytest.approx(alone, abs=1e-5) and alone[0] != pytest.approx(alone[1])
 
 
 def test_a_one_logit_reward_model_scores_its_logit():

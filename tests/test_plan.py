@@ -13,7 +13,7 @@ from valueguide.config import load_config
 from valueguide.generate import run_generate
 from valueguide.model_size import WORLD_VOCAB, model_params
 from valueguide.plan import (CANDIDATE_FEED, HARDWARE, JUDGE_TEMPLATE_TOKENS, PASS_OVERHEAD, TEXT_FEED, Planner,
-                             _duration, jobs_per_stage, memory_warnings, pass_seconds, render_plan)
+                             _duration, finetune_warnings, jobs_per_stage, memory_warnings, pass_seconds, render_plan)
 
 ROOT = Path(__file__).resolve().parents[1]
 H100 = HARDWARE["h100"]
@@ -188,14 +188,100 @@ def test_the_documented_budget_table_is_what_the_plan_command_prints(capsys):
     readme = (ROOT / "docs" / "REPRODUCE.md").read_text()
     table = readme.split("**Expected GPU time**", 1)[1].split("\n\n", 2)[1].splitlines()[2:]
     cells = {row.split(" | ")[0].strip("| "): [c.strip(" |") for c in row.split(" | ")[1:]] for row in table}
-    for column, task in enumerate(["imdb", "tldr", "alpaca_eval"]):
+    for column, task in enumerate(["imdb", "tldr", "alpaca_eval", "vas_hh"]):
         for overlay, part in ((), 0), ((f"{task}_refit.yaml",), 1):
             config = load_config(ROOT / "config.yaml", ROOT / "config" / f"{task}.yaml",
                                  *(ROOT / "config" / name for name in overlay))
             stages = Planner(config, H100, prompt_tokens=128).stages()
             for row, stage in (("sample", "sample"), ("fit_value (the authors' values; `_refit`)", "fit_value"),
+                               ("fit_classifier (FUDGE)", "fit_classifier"),
+                               ("finetune (the DPO and RL baselines)", "finetune"),
                                ("generate (sum over jobs)", "generate")):
                 cell = cells[row][column].split("; ")
                 if stage == "fit_value" or not overlay:
-                    expected = "0" if stages[stage] == 0 else _duration(stages[stage])
+                    expected = "—" if stage not in stages else "0" if stages[stage] == 0 else _duration(stages[stage])
                     assert cell[part if stage == "fit_value" else 0].split(" (")[0] == expected, (task, row)
+
+
+def _tuned_config() -> dict:
+    """The tiny world's config with a gpt2-large guided (774 M parameters), distilbert-imdb as reward (67 M), a gpt2
+    FUDGE classifier (124 M), 100 training prompts x 3 samples of 10 tokens, and three finetune entries, two sampled."""
+    config = load_config(ROOT / "config.yaml")
+    config["models"]["gpt2-large"]["path"] = "openai-community/gpt2-large"
+    config["reward_model"] = "lvwerra/distilbert-imdb"
+    config["prompts"]["n_train"] = 100
+    config["sample"].update(n=3, max_new_tokens=10)
+    config["generate"]["large_models"] = ["gpt2-large"]
+    config["finetune"] = {
+        "dpo": {"algorithm": "dpo", "beta": 0.1, "epochs": 2, "pairs": {"per_prompt": 2}, "lora": {"r": 8, "alpha": 8}},
+        "rl": {"algorithm": "rl", "kl_coef": 0.05, "steps": 5, "batch_size": 4, "generations_per_prompt": 3,
+               "lora": None},
+        "unsampled": {"algorithm": "dpo", "epochs": 1, "lora": None}}
+    config["generate"]["methods"] = {"base": {}, "dpo": {"finetuned": "dpo"}, "rl": {"finetuned": "rl"},
+                                     "fudge": {"token": {"kind": "fudge", "beta": 1.0, "top_k": 20}}}
+    config["fit_classifier"] = {"backbone": "openai-community/gpt2", "template": "{prompt}", "lr": 1e-3, "batch_size": 8,
+                                "epochs": 2}
+    return config
+
+
+def test_the_plan_books_fine_tuning_as_computed_by_hand():
+    """DPO: 100 prompts x min(2, C(3, 2)) = 200 pairs, 2 sequences of 6 + 10 tokens, 2 epochs, each token a training
+    pass (6 P) and a reference forward (2 P). RL: 5 steps of 4 prompts x 3 rollouts = 12 rows, each step a prefill
+    of the 12 prompts and 10 one-token decode passes, then 12 x 16 tokens trained (6 P) beside the reference's and
+    the reward model's forwards (2 P, 2 R). LoRA holds the bf16 base only; full tuning 16 bytes a parameter + bf16."""
+    config, P, R = _tuned_config(), 774e6, 67e6
+    planner = Planner(config, H100, prompt_tokens=6)
+    entries = config["finetune"]
+    dpo_tokens = 2 * 200 * 16 * 2
+    assert planner.finetune(entries["dpo"], "gpt2-large") == (dpo_tokens, pytest.approx(8 * P * dpo_tokens / H100.flops))
+    rollouts = 5 * (pass_seconds((P, P), 12 * 6, H100) + 10 * pass_seconds((P, P), 12, H100))
+    train = (6 * P + 2 * P + 2 * R) * 5 * 12 * 16 / H100.flops
+    assert planner.finetune(entries["rl"], "gpt2-large") == (5 * 12 * 16, pytest.approx(rollouts + train))
+    assert planner.stages()["finetune"] == pytest.approx(8 * P * dpo_tokens / H100.flops + rollouts + train)
+    assert planner.finetune_weights(entries["dpo"], "gpt2-large") == 2 * P
+    assert planner.finetune_weights(entries["rl"], "gpt2-large") == 18 * P + 2 * R
+    jobs = jobs_per_stage(config)
+    assert (jobs["finetune"], jobs["fit_classifier"]) == (2, 1)  # the entry no method samples has no job
+    assert planner.stages()["fit_classifier"] == pytest.approx(6 * 124e6 * 300 * 16 * 2 / H100.flops)  # no frozen pass
+
+
+def test_a_tuned_copy_streams_its_reference_and_fudge_its_classifier():
+    """Sampling a fine-tuned copy also reads the frozen guided model at every step (the KL's reference); FUDGE's
+    classifier, a token head in the guided vocabulary, is read like the guided model (no candidate fed)."""
+    planner = Planner(_tuned_config(), H100, prompt_tokens=6)
+    base, _ = planner.generate("gpt2-large", "base", 40)
+    for method, role in (("dpo", "reference"), ("rl", "reference"), ("fudge", "classifier")):
+        cost, _ = planner.generate("gpt2-large", method, 40)
+        assert set(cost.passes) == {"guided", role}
+        assert (cost.passes[role], cost.tokens[role]) == (base.passes["guided"], base.tokens["guided"])
+    assert set(planner.job_weights("gpt2-large", "dpo")) == {"guided", "reference"}
+
+
+def test_a_mixtral_with_lora_does_not_fit_an_h100_to_fine_tune():
+    config = load_config(ROOT / "config.yaml", ROOT / "config" / "alpaca_eval.yaml")
+    config["finetune"] = {"dpo": {"algorithm": "dpo", "epochs": 1, "lora": {"r": 16, "alpha": 16}}}
+    config["generate"]["methods"] = {"base": {}, "dpo": {"finetuned": "dpo"}}
+    [warning] = finetune_warnings(Planner(config, H100, prompt_tokens=128))
+    assert warning.startswith("warning: finetune dpo of mixtral does not fit one H100 SXM 80 GB: LoRA on the frozen "
+                              "bf16 weights holds 93.4 GB")
+    assert "one H200 141 GB (--gpu h200)" in warning and "2 × H100 SXM 80 GB with device_map: auto" in warning
+    assert not finetune_warnings(Planner(config, HARDWARE["h200"], prompt_tokens=128))
+
+
+def test_the_plan_command_prints_vas_hh_with_its_fine_tuning(capsys):
+    """VAS's own setting: LoRA DPO and RL of the 7B guided model, booked beside the decoding, on one H100."""
+    files = [ROOT / "config.yaml", ROOT / "config" / "vas_hh.yaml"]
+    assert cli.main(["plan", "--config", *map(str, files)]) == 0
+    out = capsys.readouterr().out
+    assert "Fine-tuning (stage finetune; prompts of 128 tokens assumed)" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("  dpo/", "  rl/"))]
+    assert [row[:5] for row in rows] == [["dpo/llama-2-7b-hh", "dpo", "LoRA", "36.7M", "80.4k"],
+                                         ["rl/llama-2-7b-hh", "rl", "LoRA", "36.7M", "2512"]]
+    planner = Planner(load_config(*files), H100, prompt_tokens=128)
+    stages = planner.stages()
+    config = planner.config
+    assert stages["finetune"] == pytest.approx(sum(planner.finetune(config["finetune"][name], "llama-2-7b-hh")[1]
+                                                   for name in ("dpo", "rl")))
+    for stage in ("fit_value", "fit_classifier", "fit_implicit", "finetune", "generate"):
+        assert f"  {stage:<16}{_duration(stages[stage]):>10}" in out
+    assert "warning" not in out and "unknown" not in out  # a 7B with LoRA fits one 80 GB card

@@ -58,9 +58,10 @@ def load_prompt_split(spec: dict, n: int) -> pd.DataFrame:
     """``n`` prompts (``prompt_id``, ``prompt``, optional ``reference``) from a hub dataset.
 
     Order: the split as stored, shuffled with ``shuffle_seed`` (datasets' own permutation, so a seed
-    selects the same prompts as the authors' ``Dataset.shuffle(seed)``), repeats dropped when
-    ``dedupe``, then the first ``n``. ``prompt_id`` is the position in that order: for AlpacaEval
-    (no shuffle) it is the instruction's index, which the length-controlled GLM looks up.
+    selects the same prompts as the authors' ``Dataset.shuffle(seed)``), cut after the last
+    ``prompt_through_last`` (a dialogue up to its final answer), repeats dropped when ``dedupe``, then
+    the first ``n``. ``prompt_id`` is the position in that order: for AlpacaEval (no shuffle) it is the
+    instruction's index, which the length-controlled GLM looks up.
     """
     import datasets
     import pandas as pd
@@ -89,6 +90,8 @@ def load_prompt_split(spec: dict, n: int) -> pd.DataFrame:
     if spec.get("shuffle_seed") is not None:
         ds = ds.shuffle(seed=spec["shuffle_seed"])
     frame = pd.DataFrame({ours: ds[theirs] for ours, theirs in columns.items()})
+    if spec.get("prompt_through_last"):
+        frame = _through_last(frame, spec["prompt_through_last"], spec)
     if spec.get("dedupe"):
         frame = frame.drop_duplicates("prompt")
     if len(frame) < n:
@@ -96,6 +99,18 @@ def load_prompt_split(spec: dict, n: int) -> pd.DataFrame:
     frame = frame.head(n).reset_index(drop=True)
     frame.insert(0, "prompt_id", range(len(frame)))
     return frame
+
+
+def _through_last(frame: pd.DataFrame, marker: str, spec: dict) -> pd.DataFrame:
+    """Each prompt up to and including the last ``marker`` (Anthropic HH: the dialogue before its final
+    answer, ``marker`` = "\\n\\nAssistant:"); rows without the marker are dropped, and counted in the log."""
+    cut = frame.prompt.str.rfind(marker)
+    kept = frame[cut >= 0].copy()
+    kept["prompt"] = [text[:end + len(marker)] for text, end in zip(kept.prompt, cut[cut >= 0])]
+    if len(kept) < len(frame):
+        log.warning("%s: %d of %d prompts hold no %r: dropped", _describe(spec), len(frame) - len(kept), len(frame),
+                    marker)
+    return kept
 
 
 # --- model snapshots and other files a run reads ------------------------------------------------

@@ -33,6 +33,8 @@ PARAMS = {
     "allenai/tulu-2-dpo-7b": (6.74e9, 6.74e9),
     "mistralai/Mistral-7B-Instruct-v0.2": (7.24e9, 7.24e9),
     "mistralai/Mixtral-8x7B-Instruct-v0.1": (46.7e9, 12.9e9),
+    "hanseungwook/vas-llama-2-7b-hh-sft": (6.74e9, 6.74e9),  # Llama-2-7b, SFT on Anthropic HH (VAS)
+    "hanseungwook/vas-tiny-llama-1.1b-hh-sft": (1.10e9, 1.10e9),  # TinyLlama-1.1B, SFT on Anthropic HH (VAS)
 }
 # Tokens of the real vocabularies the world's models speak (len() of the tokenizers make env builds).
 WORLD_VOCAB = {"gpt2": 50257, "llama2": 32000, "mistral": 32000}

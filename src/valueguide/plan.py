@@ -13,7 +13,18 @@ guides, after each chunk for a chunk scorer (at most ``MAX_BLOCK`` tokens a pass
 another vocabulary reads the text in its own tokens (``aligned.TextStream``): ``TEXT_FEED`` of them per
 guided token, roll-backs included, and for token-level guidance the top-k candidates' tokens that its
 kept outputs cannot score (``CANDIDATE_FEED`` per candidate a step). Only the gold reward re-reads whole
-texts, one pass per chunk.
+texts, one pass per chunk. A method that samples a fine-tuned copy also streams the frozen guided model
+(its reference for the KL).
+
+Training costs ``TRAIN_FLOPS`` per parameter and token (a forward, and a backward of twice its cost; for
+LoRA an upper bound: its backward skips the frozen weights' gradients but still runs through them, and
+recomputes the forward under gradient checkpointing) plus ``FROZEN_FLOPS`` for each frozen model read
+(targets, a reference, a reward model).
+The fine-tuning baselines (``finetune``) are booked per entry and guided model: DPO over its pairs, RL
+(RLOO) per step as the generation of its rollouts plus their training pass; with LoRA only the frozen
+base weights sit in memory (adapters, their gradients and optimizer states are small), in full
+fine-tuning float32 weights, gradients and Adam's two moments (16 bytes per parameter) beside a bf16
+reference.
 """
 
 from __future__ import annotations
@@ -45,6 +56,17 @@ HARDWARE = {
     "a100": Hardware("A100 80 GB", BANDWIDTH_SHARE * 2.0e12, 0.4 * 312e12, 80e9),
 }
 
+
+def parse_method(section: dict | None) -> Method:
+    return Method.from_config(section or {})
+
+
+def finetune_entries(config: dict) -> dict[str, dict]:
+    """The ``finetune`` entries some method samples from (``finetuned: NAME``): one job per guided model each."""
+    named = {parse_method(m).finetuned for m in config["generate"]["methods"].values()}
+    return {name: entry for name, entry in (config.get("finetune") or {}).items() if entry and name in named}
+
+
 def jobs_per_stage(config: dict) -> dict[str, int]:
     """The jobs a fresh run has, per Snakemake rule (what ``snakemake -n`` lists on empty results)."""
     gen = config["generate"]
@@ -56,6 +78,7 @@ def jobs_per_stage(config: dict) -> dict[str, int]:
         "world_reward": int(bool(world)), "world_summary": int(bool(world)),
         "prompts": len(prompt_splits(config)), "sample": 1, "fit_value": int(not value_is_pretrained(config)),
         "diagnose_value": 1, "fit_classifier": int(needs_classifier(config)), "fit_implicit": 1,
+        "finetune": len(finetune_entries(config)) * len(gen["large_models"]),
         "generate": generations * shards, "merge_shards": generations if shards > 1 else 0,
         "evaluate_reward": int(config["evaluate"]["reward"]),
         "evaluate_alpaca": int(bool(config["evaluate"].get("alpaca"))),
@@ -80,6 +103,9 @@ class Cost:
 
 
 BF16_BYTES = 2
+FULL_TRAINING_BYTES = 16  # per parameter trained in full: float32 weights, gradients, Adam's two moments
+TRAIN_FLOPS = 6  # per parameter and token trained: forward 2, backward 4
+FROZEN_FLOPS = 2  # per parameter and token of a frozen model's forward
 # Seconds per forward pass of an eager transformers model (kernel launches, Python), whatever its size: what
 # the same H200 runs imply (18.7 ms; the gpt2-large shape's decode took 20.9 ms, gpt2-xl's 43.1 ms).
 PASS_OVERHEAD = 0.019
@@ -111,14 +137,20 @@ class Planner:
 
     def job_weights(self, model: str, method_name: str) -> dict[str, float | None]:
         """Bytes of weights (bf16) of every model a generate job loads, per role (None: unknown size)."""
-        method = Method.from_config(self.config["generate"]["methods"][method_name] or {})
-        sizes = {role: self.params(self.spec(role, model)) for role in ["guided", *sorted(method.roles())]}
+        sizes = {role: self.params(self.spec(role, model)) for role in ["guided", *sorted(self.roles(method_name))]}
         return {role: None if size is None else BF16_BYTES * size[0] for role, size in sizes.items()}
+
+    def roles(self, method_name: str) -> set[str]:
+        """The models a generate job loads besides the guided one: a fine-tuned copy's is the frozen reference."""
+        method = parse_method(self.config["generate"]["methods"][method_name])
+        return method.roles() | ({"reference"} if method.finetuned else set())
 
     def spec(self, role: str, model: str) -> str:
         fit = self.config["fit_implicit"]
-        if role == "guided":
+        if role in ("guided", "reference"):  # a fine-tuned copy has the guided model's size
             return self.config["models"][model]["path"]
+        if role == "classifier":
+            return self.config["fit_classifier"]["backbone"]
         if role == "untuned" or (role == "tuned" and fit["mode"] == "train"):
             return self.config["models"][fit["untuned"]]["path"]  # the tuned copy has the untuned size
         if role == "tuned":
@@ -153,13 +185,13 @@ class Planner:
     def generate(self, model: str, method_name: str, n_prompts: int) -> tuple[Cost, float]:
         """Cost of one (model, method) over ``n_prompts`` prompts, and the tokens it samples."""
         gen = self.config["generate"]
-        method = Method.from_config(gen["methods"][method_name] or {})
+        method = parse_method(gen["methods"][method_name])
         rows_per_prompt, steps = method.chunk.W * method.chunk.K, gen["max_new_tokens"]
         batches, size = math.ceil(n_prompts / gen["batch_size"]), min(gen["batch_size"], n_prompts)
         rows, cost, chunk = size * rows_per_prompt, Cost(), method.chunk.L or steps
-        token_roles = {"implicit": {"tuned", "untuned"}, "explicit": {"value"}, "fudge": {"classifier"}}.get(
-            method.token.kind, set())
-        every_step = {"guided"} | token_roles
+        token_roles = {"implicit": {"tuned", "untuned"}, "explicit": {"value"},
+                       "fudge": {"classifier"}}.get(method.token.kind, set())
+        every_step = {"guided"} | token_roles | ({"reference"} if method.finetuned else set())
         scorer = {"implicit": ("tuned", "untuned"), "explicit": ("value",), "gold": ("reward",)}.get(
             method.chunk.scorer, ())
         k = EXPLICIT_TOP_K if method.token.top_k is None else method.token.top_k
@@ -168,7 +200,7 @@ class Planner:
             if role == "reward":
                 self.rescore(cost, role, params, batches, rows, steps, chunk)
                 continue
-            text = role != "guided" and not self.shares_vocabulary(model, role)
+            text = role not in ("guided", "reference") and not self.shares_vocabulary(model, role)
             per_token = TEXT_FEED if text else 1.0
             if role in every_step:
                 head = {"value": self.config["fit_value"]["head"], "classifier": "token"}.get(role, "lm")
@@ -179,10 +211,41 @@ class Planner:
                 self.stream(cost, role, params, batches, size, rows, steps, every=chunk, per_token=per_token)
         return cost, n_prompts * rows_per_prompt * steps
 
-    def training_seconds(self, spec: str, tokens: float) -> float | None:
-        """Forward + backward (6 P per token) plus a frozen forward (2 P: targets, or DPO's reference)."""
-        params = self.params(spec)
-        return None if params is None else 8 * params[1] * tokens / self.hw.flops
+    def training_seconds(self, spec: str, tokens: float, frozen: tuple[str, ...] | None = None) -> float | None:
+        """Training ``spec`` on ``tokens`` tokens, with a frozen forward of each of ``frozen`` (default: one of
+        ``spec`` itself: the value's targets, DPO's reference)."""
+        sizes = [self.params(s) for s in (spec, *((spec,) if frozen is None else frozen))]
+        if None in sizes:
+            return None
+        flops = TRAIN_FLOPS * sizes[0][1] + FROZEN_FLOPS * sum(size[1] for size in sizes[1:])
+        return flops * tokens / self.hw.flops
+
+    def finetune(self, entry: dict, model: str) -> tuple[float, float | None]:
+        """Tokens trained and seconds of one ``finetune`` entry on one guided model: DPO, epochs over the
+        pairs of the samples (chosen and rejected, policy and reference); RL, ``steps`` of ``batch_size``
+        prompts x ``generations_per_prompt`` rollouts, each generated by the policy, then scored by the
+        reward model and trained on beside the reference's forward."""
+        c, spec = self.config, self.config["models"][model]["path"]
+        length = self.prompt + c["sample"]["max_new_tokens"]
+        if entry["algorithm"] == "dpo":
+            tokens = 2 * _pairs(c, entry.get("pairs", {})) * length * entry.get("epochs", 1)
+            return tokens, self.training_seconds(spec, tokens)
+        rows = entry["batch_size"] * entry.get("generations_per_prompt", 1)
+        rollouts = Cost()
+        self.stream(rollouts, "policy", self.params(spec), entry["steps"], rows, rows, c["sample"]["max_new_tokens"])
+        tokens = entry["steps"] * rows * length
+        train = self.training_seconds(spec, tokens, frozen=(spec, c["reward_model"]))
+        return tokens, _total([rollouts.seconds["policy"], train])
+
+    def finetune_weights(self, entry: dict, model: str) -> float | None:
+        """Bytes a fine-tuning job holds: the frozen bf16 base with LoRA (its reference: the adapters off),
+        else float32 training state beside a bf16 reference; RL also the reward model."""
+        base = self.params(self.config["models"][model]["path"])
+        reward = self.params(self.config["reward_model"]) if entry["algorithm"] == "rl" else (0, 0)
+        if base is None or reward is None:
+            return None
+        per_param = BF16_BYTES if entry.get("lora") else FULL_TRAINING_BYTES + BF16_BYTES
+        return per_param * base[0] + BF16_BYTES * reward[0]
 
     def stages(self) -> dict[str, float | None]:
         """Seconds per stage on one GPU (None where a model size is unknown)."""
@@ -196,15 +259,16 @@ class Planner:
         cost.add("reward", 1, n_samples * length, pass_seconds(reward, n_samples * length, self.hw))
         fv, fi = c["fit_value"], c["fit_implicit"]
         value_tokens = n_samples * length * fv["epochs"] * fv.get("passes_per_batch", 1)
-        pairs = c["prompts"]["n_train"] * min(fi.get("pairs", {}).get("per_prompt", 1), math.comb(s["n"], 2))
-        dpo_tokens = 2 * pairs * length * fi.get("epochs", 1) if fi["mode"] == "train" else 0
+        dpo_tokens = 2 * _pairs(c, fi.get("pairs", {})) * length * fi.get("epochs", 1) if fi["mode"] == "train" else 0
         out = {"sample": _total(cost.seconds.values()),
-               "fit_value": 0.0 if value_is_pretrained(c) else self.training_seconds(fv["backbone"], value_tokens),
-               "fit_implicit": self.training_seconds(self.spec("untuned", ""), dpo_tokens)}
-        if needs_classifier(c):  # a forward and backward (6 P per token) and no target pass: 6/8 of a value fit's
+               "fit_value": 0.0 if value_is_pretrained(c) else self.training_seconds(fv["backbone"], value_tokens)}
+        if needs_classifier(c):  # labels are fixed: no frozen forward
             fc = c["fit_classifier"]
-            seconds = self.training_seconds(fc["backbone"], n_samples * length * fc["epochs"])
-            out["fit_classifier"] = seconds and 0.75 * seconds
+            out["fit_classifier"] = self.training_seconds(fc["backbone"], n_samples * length * fc["epochs"], frozen=())
+        out["fit_implicit"] = self.training_seconds(self.spec("untuned", ""), dpo_tokens)
+        if finetune_entries(c):
+            out["finetune"] = _total(self.finetune(entry, model)[1] for entry in finetune_entries(c).values()
+                                     for model in c["generate"]["large_models"])
         gen_seconds = []
         for split in splits[1:]:
             for model in c["generate"]["large_models"]:
@@ -224,12 +288,17 @@ class Planner:
 
 # Repositories whose tokenizers are one vocabulary, by name prefix (the tiny world has one tokenizer).
 VOCABULARIES = (("world:",), ("openai-community/gpt2", "lvwerra/gpt2", "chadlzx/gpt2"),
-                ("meta-llama/Llama-2", "allenai/tulu-2", "chadlzx/llama-ultrafeedback"),
+                ("meta-llama/Llama-2", "allenai/tulu-2", "chadlzx/llama-ultrafeedback", "hanseungwook/vas-"),
                 ("mistralai/Mistral-7B", "mistralai/Mixtral-8x7B"))
 
 
 def _vocabulary(spec: str):
     return next((i for i, prefixes in enumerate(VOCABULARIES) if spec.startswith(prefixes)), spec)
+
+
+def _pairs(config: dict, pairs: dict) -> int:
+    """DPO pairs drawn from the samples: ``per_prompt`` of each prompt's ``sample.n`` choose 2."""
+    return config["prompts"]["n_train"] * min(pairs.get("per_prompt", 1), math.comb(config["sample"]["n"], 2))
 
 
 def _total(seconds) -> float | None:
@@ -270,11 +339,12 @@ def render_plan(config: dict, hw: Hardware = HARDWARE["h100"], prompt_tokens: in
                 total = _total(cost.seconds.values())
                 if total is not None:
                     slowest.append((total, f"{split}/{model}/{method}"))
-                chunk = Method.from_config(gen["methods"][method] or {}).chunk
+                chunk = parse_method(gen["methods"][method]).chunk
                 roles = "; ".join(f"{role} {_count(cost.passes[role])} / {_count(cost.tokens[role])} / "
                                   f"{_duration(cost.seconds[role])}" for role in sorted(cost.passes))
                 name = f"{split}/{model}/{method}"
                 lines.append(f"  {name:<34}{chunk.W * chunk.K:>5}{_count(sampled):>9}  {roles}")
+    lines += finetune_lines(planner)
     lines += ["", f"GPU time per stage on one {hw.name} (sum over its jobs):"]
     stages = planner.stages()
     lines += [f"  {stage:<16}{_duration(seconds):>10}" for stage, seconds in stages.items()]
@@ -289,7 +359,51 @@ def render_plan(config: dict, hw: Hardware = HARDWARE["h100"], prompt_tokens: in
     if unknown:
         lines.append(f"  unknown = model size unknown: not in valueguide.model_size.PARAMS and no config.json in "
                      f"the hub cache (`valueguide fetch` caches it): {', '.join(unknown)}")
-    return "\n".join(lines + memory_warnings(planner, gpus))
+    return "\n".join(lines + memory_warnings(planner, gpus) + finetune_warnings(planner, gpus))
+
+
+def finetune_lines(planner: Planner) -> list[str]:
+    """A row per (finetune entry, guided model): what it trains on, the tokens trained, its GPU time."""
+    config, entries = planner.config, finetune_entries(planner.config)
+    if not entries:
+        return []
+    lines = ["", f"Fine-tuning (stage finetune; prompts of {planner.prompt} tokens assumed); GPU time on one "
+                 f"{planner.hw.name}:", f"  {'entry/model':<34}{'algorithm':<11}{'trained':>9}  data / GPU time"]
+    for name, entry in entries.items():
+        if entry["algorithm"] == "dpo":
+            data = f"{_count(_pairs(config, entry.get('pairs', {})))} pairs x {entry.get('epochs', 1)} epoch(s)"
+        else:
+            rows = entry["batch_size"] * entry.get("generations_per_prompt", 1)
+            data = f"{entry['steps']} steps x {rows} rollouts"
+        tuning = "LoRA" if entry.get("lora") else "full"
+        for model in config["generate"]["large_models"]:
+            tokens, seconds = planner.finetune(entry, model)
+            lines.append(f"  {f'{name}/{model}':<34}{entry['algorithm'] + ' ' + tuning:<11}{_count(tokens):>9}  "
+                         f"{data} / {_duration(seconds)}")
+    return lines
+
+
+def finetune_warnings(planner: Planner, gpus: int = 1) -> list[str]:
+    """A line per fine-tuning job whose weights (and training state) do not fit the memory it gets."""
+    config, hw, lines = planner.config, planner.hw, []
+    spread = gpus if config.get("device_map") == "auto" else 1
+    for name, entry in finetune_entries(config).items():
+        for model in config["generate"]["large_models"]:
+            need = planner.finetune_weights(entry, model)
+            if need is None or need <= spread * hw.memory:
+                continue
+            held = f"{gpus} × {hw.name}" if spread > 1 else f"one {hw.name}"
+            how = "LoRA on the frozen bf16 weights" if entry.get("lora") else "full fine-tuning (float32 state)"
+            lines.append(f"warning: finetune {name} of {model} does not fit {held}: {how} holds {need / 1e9:.1f} GB "
+                         f"(activations come on top); it fits {_cards_for(need, hw)}.")
+    return lines
+
+
+def _cards_for(need: float, hw: Hardware) -> str:
+    """The cards that hold ``need`` bytes: one of a larger kind, or enough of ``hw`` under device_map: auto."""
+    cards = [f"one {other.name} (--gpu {key})" for key, other in HARDWARE.items() if need <= other.memory]
+    n = math.ceil(need / hw.memory)
+    return " or ".join([*cards, f"{n} × {hw.name} with device_map: auto (--gpus {n})"])
 
 
 def memory_warnings(planner: Planner, gpus: int = 1) -> list[str]:
@@ -306,13 +420,10 @@ def memory_warnings(planner: Planner, gpus: int = 1) -> list[str]:
             continue
         need, method, weights = max(over, key=lambda job: job[0])
         parts = ", ".join(f"{role} {size / 1e9:.1f}" for role, size in weights.items())
-        cards = [f"one {other.name} (--gpu {key})" for key, other in HARDWARE.items() if need <= other.memory]
-        n = math.ceil(need / hw.memory)
-        cards.append(f"{n} × {hw.name} with device_map: auto (--gpus {n})")
         lines.append(f"warning: {len(over)} generate job(s) of {model} do not fit {held}: "
                      f"{', '.join(job[1] for job in over)}. The largest, {method}, loads {need / 1e9:.1f} GB of "
                      f"weights in bf16 ({parts} GB; the KV cache and activations come on top); "
-                     f"it fits {' or '.join(cards)}.")
+                     f"it fits {_cards_for(need, hw)}.")
     return lines
 
 

@@ -82,14 +82,15 @@ class ChunkSpec:
 class Method:
     token: TokenSpec = TokenSpec()
     chunk: ChunkSpec = ChunkSpec()
+    finetuned: str | None = None  # a finetune entry: the guided model is its tuned copy
 
     @classmethod
     def from_config(cls, method: dict) -> "Method":
-        unknown = set(method) - {"token", "chunk"}
+        unknown = set(method) - {"token", "chunk", "finetuned"}
         if unknown:
-            raise ValueError(f"a method has sections 'token' and 'chunk'; got unknown {sorted(unknown)}")
+            raise ValueError(f"a method has sections 'token', 'chunk' and 'finetuned'; got unknown {sorted(unknown)}")
         return cls(_parse(TokenSpec, method.get("token"), "token-level"),
-                   _parse(ChunkSpec, method.get("chunk"), "chunk-level"))
+                   _parse(ChunkSpec, method.get("chunk"), "chunk-level"), method.get("finetuned"))
 
     def roles(self) -> set[str]:
         """The models this method needs besides the guided one (``reward`` for the gold scorer)."""
