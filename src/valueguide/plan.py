@@ -45,6 +45,11 @@ HARDWARE = {
     "a100": Hardware("A100 80 GB", BANDWIDTH_SHARE * 2.0e12, 0.4 * 312e12, 80e9),
 }
 
+def finetuned_entries(config: dict) -> set[str]:
+    """The finetune entries some method samples (each tunes every guided model; the others are inert)."""
+    return {Method.from_config(m or {}).finetuned for m in config["generate"]["methods"].values()} - {None}
+
+
 def jobs_per_stage(config: dict) -> dict[str, int]:
     """The jobs a fresh run has, per Snakemake rule (what ``snakemake -n`` lists on empty results)."""
     gen = config["generate"]
@@ -55,7 +60,7 @@ def jobs_per_stage(config: dict) -> dict[str, int]:
         "world_corpus": int(bool(world)), "world_lm": len(world["models"]) if world else 0,
         "world_reward": int(bool(world)), "world_summary": int(bool(world)),
         "prompts": len(prompt_splits(config)), "sample": 1, "fit_value": int(not value_is_pretrained(config)),
-        "diagnose_value": 1, "fit_implicit": 1,
+        "diagnose_value": 1, "fit_implicit": 1, "finetune": len(finetuned_entries(config)) * len(gen["large_models"]),
         "generate": generations * shards, "merge_shards": generations if shards > 1 else 0,
         "evaluate_reward": int(config["evaluate"]["reward"]),
         "evaluate_alpaca": int(bool(config["evaluate"].get("alpaca"))),
