@@ -29,7 +29,8 @@ from valueguide.vocabularies import cache_root
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("imdb", "tldr", "alpaca_eval")
-GPU_RULES = {"sample", "fit_value", "diagnose_value", "fit_implicit", "generate", "evaluate_reward", "evaluate_alpaca"}
+GPU_RULES = {"sample", "fit_value", "diagnose_value", "fit_implicit", "finetune", "generate", "evaluate_reward",
+             "evaluate_alpaca"}
 
 
 def paper(task: str, refit: bool = False) -> dict:
