@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -120,34 +121,65 @@ def test_rl_with_lora_saves_a_plain_model_with_only_the_adapted_weights_changed(
     assert changed and all(".attn.c_attn." in name for name in changed)  # peft's gpt2 default target
 
 
-@pytest.mark.slow
-def test_a_killed_job_leaves_no_model_and_the_rerun_completes(toy, tmp_path):
-    """Killed mid-training (SIGKILL, as a lost node): nothing at the output counts as done; the same command
-    again removes the dead job's temporary folder and writes a model that loads."""
-    root, _ = toy
-    config = _config(root, dpo={"epochs": 40})  # 320 steps: long enough to be killed in training
+def _finetune_command(tmp_path: Path, root: Path, config: dict, out: Path) -> list[str]:
+    """``valueguide finetune`` of the toy's DPO entry on ``config``, as the rule runs it (from a slice)."""
     (tmp_path / "slice.json").write_text(json.dumps(config))
-    out = tmp_path / "finetuned" / "dpo" / "toy"
-    command = [sys.executable, "-m", "valueguide.cli", "finetune", "--slice", str(tmp_path / "slice.json"),
-               "--name", "dpo", "--model", "toy", "--samples", str(root / "samples.parquet"), "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    with open(tmp_path / "killed.log", "w") as log:
-        job = subprocess.Popen(command, stderr=log, stdout=subprocess.DEVNULL, env=env)
+    return [sys.executable, "-m", "valueguide.cli", "finetune", "--slice", str(tmp_path / "slice.json"),
+            "--name", "dpo", "--model", "toy", "--samples", str(root / "samples.parquet"), "--out", str(out)]
+
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+
+def _kill_when(command: list[str], ready, log: Path) -> None:
+    """Run ``command`` and SIGKILL it (as a lost node) once ``ready()`` holds, before it ends by itself."""
+    with open(log, "w") as stream:
+        job = subprocess.Popen(command, stderr=stream, stdout=subprocess.DEVNULL, env=ENV)
         deadline = time.monotonic() + 300
-        while "/320 [" not in (tmp_path / "killed.log").read_text() and job.poll() is None:
-            assert time.monotonic() < deadline, "training did not start"
-            time.sleep(0.2)
+        while not ready() and job.poll() is None:
+            assert time.monotonic() < deadline, "the job never got there"
+            time.sleep(0.1)
         os.kill(job.pid, signal.SIGKILL)
         job.wait()
-    assert job.returncode == -signal.SIGKILL
+    assert job.returncode == -signal.SIGKILL, log.read_text()[-3000:]
+
+
+@pytest.mark.slow
+def test_a_killed_job_leaves_no_model_and_the_rerun_completes(toy, tmp_path):
+    """Killed mid-training: nothing at the output counts as done; the same command again removes the dead
+    job's temporary folder and writes a model that loads."""
+    root, _ = toy
+    out = tmp_path / "finetuned" / "dpo" / "toy"
+    config = _config(root, dpo={"epochs": 40})  # 320 steps: long enough to be killed in training
+    log = tmp_path / "killed.log"
+    _kill_when(_finetune_command(tmp_path, root, config, out), lambda: "/320 [" in log.read_text(), log)
     assert not (out / "metrics.json").exists() and list(out.parent.glob(".toy.tmp-*"))
 
     config["finetune"]["dpo"]["epochs"] = 2  # the rerun need not be long: the same code path
-    (tmp_path / "slice.json").write_text(json.dumps(config))
-    subprocess.run(command, check=True, capture_output=True, env=env)
+    subprocess.run(_finetune_command(tmp_path, root, config, out), check=True, capture_output=True, env=ENV)
     assert json.loads((out / "metrics.json").read_text())["train_steps"] == 16
     assert AutoModelForCausalLM.from_pretrained(out) is not None
     assert not list(out.parent.glob(".toy.tmp-*"))
+
+
+@pytest.mark.slow
+def test_with_checkpoints_the_rerun_goes_on_from_the_last_and_ends_where_an_unbroken_run_does(toy, tmp_path):
+    root, _ = toy
+    config = _config(root, dpo={"epochs": 40, "checkpoint_steps": 20})  # 320 steps, a checkpoint every 20
+    unbroken = tmp_path / "unbroken" / "toy"
+    subprocess.run(_finetune_command(tmp_path, root, config, unbroken), check=True, capture_output=True, env=ENV)
+
+    out = tmp_path / "finetuned" / "dpo" / "toy"
+    command = _finetune_command(tmp_path, root, config, out)
+    _kill_when(command, lambda: any(out.parent.glob(".toy.checkpoints-*/checkpoint-*/trainer_state.json")),
+               tmp_path / "killed.log")
+    assert not (out / "metrics.json").exists()
+    rerun = subprocess.run(command, check=True, capture_output=True, text=True, env=ENV)
+    assert re.search(r"Loading model from \S+/checkpoint-\d+", rerun.stderr), rerun.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["train_steps"] == 320
+    assert not list(out.parent.glob(".toy.*"))  # no temporary folder, no checkpoints left
+    tuned, reference = (AutoModelForCausalLM.from_pretrained(d).state_dict() for d in (out, unbroken))
+    assert all(torch.allclose(tuned[k], reference[k], atol=1e-6) for k in reference)
 
 
 # --- generation from a tuned model ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -108,11 +109,29 @@ def lora_config(lora: dict):
                       lora_dropout=lora.get("dropout", 0.0), target_modules=lora.get("target_modules"))
 
 
+@contextmanager
+def trainer_folder(checkpoints: tuple[Path, int] | None):
+    """A trl trainer's output folder and save settings, and the checkpoint it resumes from: a scratch
+    folder that keeps nothing, or (``checkpoints = (folder, every)``) ``folder``, which keeps the last
+    of the checkpoints saved every ``every`` steps, for a rerun after a kill to go on from."""
+    if checkpoints is None:
+        with tempfile.TemporaryDirectory() as scratch:
+            yield {"output_dir": scratch, "save_strategy": "no"}, None
+        return
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder, every = checkpoints
+    folder.mkdir(parents=True, exist_ok=True)
+    yield ({"output_dir": str(folder), "save_strategy": "steps", "save_steps": every, "save_total_limit": 1},
+           get_last_checkpoint(str(folder)))
+
+
 def train_dpo(pairs: pd.DataFrame, tokenizer, untuned: dict, fic: dict, seed: int, save_dir: Path, world_dir,
-              options: LoadOptions, progress: bool = False) -> dict:
+              options: LoadOptions, progress: bool = False, checkpoints: tuple[Path, int] | None = None) -> dict:
     """DPO with trl on token ids of the model ``untuned`` (a `models` entry): saves the (merged) tuned model
     and tokenizer into ``save_dir``. ``fic`` holds beta, lr, epochs, batch_size and lora (fit_implicit's, or a
-    finetune entry's); ``progress`` shows trl's progress bar and loss logs (on stderr: the job's log)."""
+    finetune entry's); ``progress`` shows trl's progress bar and loss logs (on stderr: the job's log);
+    ``checkpoints``: see ``trainer_folder``."""
     # trl is slow to import; scoring and decoding import this package without needing it
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
@@ -148,17 +167,18 @@ def train_dpo(pairs: pd.DataFrame, tokenizer, untuned: dict, fic: dict, seed: in
         model.config.pad_token_id = pad
         collator = DataCollatorForPreference(pad_token_id=pad)
     dataset = Dataset.from_dict(columns)
-    with tempfile.TemporaryDirectory() as scratch:
+    with trainer_folder(checkpoints) as (saving, resume):
         args = DPOConfig(
-            output_dir=scratch, beta=fic["beta"], learning_rate=fic["lr"], num_train_epochs=fic["epochs"],
+            **saving, beta=fic["beta"], learning_rate=fic["lr"], num_train_epochs=fic["epochs"],
             per_device_train_batch_size=fic["batch_size"], seed=seed, data_seed=seed, bf16=cuda, use_cpu=not cuda,
-            max_length=None, activation_checkpointing=bool(fic["lora"]), report_to="none", save_strategy="no",
-            disable_tqdm=not progress, log_level="info" if progress else "warning", dataloader_num_workers=0, optim="adamw_torch_fused",
+            max_length=None, activation_checkpointing=bool(fic["lora"]), report_to="none",
+            disable_tqdm=not progress, log_level="info" if progress else "warning", dataloader_num_workers=0,
+            optim="adamw_torch_fused",
         )
         trainer = TokenizedDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                                       processing_class=tokenizer, data_collator=collator,
                                       peft_config=lora_config(fic["lora"]) if fic["lora"] else None)
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=resume)
     tuned = trainer.model.merge_and_unload() if fic["lora"] else trainer.model
     if pooling is not None:
         tuned = expand_like(tuned, full_config, pooling)
