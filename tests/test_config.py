@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from valueguide.config import ConfigError, deep_merge, load_config, stage_slice, validate_config
+from valueguide.config import ConfigError, deep_merge, load_config, load_setting, stage_slice, validate_config
+from valueguide.decoding.method_spec import Method
+from valueguide.plan import jobs_per_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,3 +202,76 @@ def test_a_slice_is_named_by_its_content_and_an_earlier_flat_one_is_kept(tmp_pat
     (tmp_path / "sample.json").write_text(text)
     assert slice_location(tmp_path, "sample", {"sample": {"n": 4}})[0] == str(tmp_path / "sample.json")
     assert slice_location(tmp_path, "sample", {"sample": {"n": 5}})[0] == second
+
+
+# --- finetune entries and the methods that sample them (issue 31) ---------------------------------
+
+def test_an_entry_of_the_wrong_algorithm_keys_is_named(config):
+    config["finetune"]["dpo"]["kl_coef"] = 0.1
+    del config["finetune"]["rl"]["steps"]
+    message = _error(config)
+    assert "finetune.dpo: unknown key(s) ['kl_coef']" in message
+    assert "finetune.rl: 'steps' is missing" in message
+
+
+def test_an_unknown_algorithm_is_named(config):
+    config["finetune"]["ppo"] = {"algorithm": "ppo", "lr": 1e-5}
+    assert "finetune.ppo.algorithm: 'ppo' is not one of ['dpo', 'rl']" in _error(config)
+
+
+def test_a_method_naming_no_entry_is_refused(config):
+    config["generate"]["methods"]["sft"] = {"finetuned": "sft"}
+    assert "generate.methods.sft.finetuned: 'sft' names no finetune entry (has ['dpo', 'rl'])" in _error(config)
+
+
+def test_rl_groups_must_fill_the_batch(config):
+    config["finetune"]["rl"].update(batch_size=10, generations_per_prompt=4)
+    assert "finetune.rl.batch_size: 10 completions per step do not make whole groups" in _error(config)
+
+
+def test_a_null_entry_is_dropped_and_its_method_must_go_too(config):
+    config["finetune"]["rl"] = None
+    assert "generate.methods.rl.finetuned: 'rl' names no finetune entry (has ['dpo'])" in _error(config)
+    config["generate"]["methods"]["rl"] = None
+    assert set(validate_config(config)["finetune"]) == {"dpo"}
+
+
+def test_a_lora_entry_is_validated_like_the_fits(config):
+    config["finetune"]["dpo"]["lora"] = {"r": 8}
+    assert "finetune.dpo.lora" in _error(config)
+    config["finetune"]["dpo"]["lora"] = {"r": 8, "alpha": 16, "target_modules": ["c_attn"]}
+    assert validate_config(config)["finetune"]["dpo"]["lora"]["r"] == 8
+
+
+def test_a_method_reads_its_finetuned_entry_without_a_new_role():
+    method = Method.from_config({"finetuned": "dpo", "token": {"kind": "explicit"}})
+    assert method.finetuned == "dpo" and method.roles() == {"value"}
+    assert Method.from_config({}).finetuned is None
+    with pytest.raises(ValueError, match="finetuned names a finetune entry"):
+        Method.from_config({"finetuned": ""})
+
+
+def test_each_entry_slice_holds_what_its_algorithm_reads(config):
+    config = validate_config(config)
+    dpo = stage_slice(config, "finetune", name="dpo", model="gpt2-large")
+    rl = stage_slice(config, "finetune", name="rl", model="gpt2-large")
+    assert dpo["finetune"] == {"dpo": config["finetune"]["dpo"]} and set(dpo["models"]) == {"gpt2-large", "gpt2-small"}
+    assert dpo["sample"] == {"policy": "gpt2-small"} and "reward_model" not in dpo
+    assert rl["finetune"] == {"rl": config["finetune"]["rl"]} and set(rl["models"]) == {"gpt2-large"}
+    assert rl["reward_model"] == "world:reward" and rl["sample"] == {"max_new_tokens": 24}
+    changed = copy.deepcopy(config)
+    changed["finetune"]["rl"]["steps"] += 1
+    changed["sample"]["temperature"] = 0.5  # the samples change: DPO's input file, not its slice
+    assert stage_slice(changed, "finetune", name="dpo", model="gpt2-large") == dpo
+    assert stage_slice(changed, "finetune", name="rl", model="gpt2-large") != rl
+
+
+def test_the_plan_counts_a_job_per_sampled_entry_and_guided_model(config):
+    config["finetune"]["unused"] = {"algorithm": "rl", "kl_coef": 0.1, "lr": 1e-3, "steps": 1, "batch_size": 4,
+                                    "generations_per_prompt": 2}
+    assert jobs_per_stage(validate_config(config))["finetune"] == 2 * 2  # dpo, rl x gpt2-large, gpt2-xl
+
+
+def test_the_instruction_setting_has_no_finetuned_rows():
+    config = load_setting(ROOT / "config" / "tiny_instruction.yaml")
+    assert not {"dpo", "rl"} & set(config["generate"]["methods"]) and "finetune" not in jobs_per_stage(config)

@@ -30,7 +30,8 @@ from valueguide.vocabularies import cache_root
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("imdb", "tldr", "alpaca_eval")
 SETTINGS = (*TASKS, "vas_hh")  # the IVG paper's tasks with the authors' values, and VAS's own setting
-GPU_RULES = {"sample", "fit_value", "diagnose_value", "fit_implicit", "generate", "evaluate_reward", "evaluate_alpaca"}
+GPU_RULES = {"sample", "fit_value", "diagnose_value", "fit_classifier", "fit_implicit", "finetune", "generate",
+             "evaluate_reward", "evaluate_alpaca"}
 
 
 def paper(task: str, refit: bool = False) -> dict:

@@ -29,13 +29,15 @@ def test_the_dag_writes_every_artifact(workdir):
                  "report/summary.md", "report/tables.md", "report/reward_by_method.png",
                  "world/models/mixtral/model.safetensors", "world/models/tulu/pooled_vocabulary.json",
                  "value/metrics.json", "implicit/metrics.json", "generations/test/gpt2-large/ivg.parquet",
-                 "scores/reward_metrics.csv"]:
+                 "finetuned/dpo/gpt2-large/model.safetensors", "finetuned/rl/gpt2-large/metrics.json",
+                 "generations/test/gpt2-large/rl.parquet", "scores/reward_metrics.csv"]:
         assert (results / path).exists(), path
     summary = (results / "report" / "summary.md").read_text()
     assert "reward mean" in summary and "Gold reward model" in summary
     tables = (results / "report" / "tables.md").read_text()
     assert "ivg" in tables and "gpt2-large" in tables
-    for stage in ["sample", "world", "prompts", "fit_value", "fit_implicit", "generate", "evaluate", "report"]:
+    for stage in ["sample", "world", "prompts", "fit_value", "fit_implicit", "finetune", "generate", "evaluate",
+                  "report"]:
         assert list((results / "logs" / stage).glob("*.log")), stage
         assert list((results / "benchmarks" / stage).glob("*.tsv")), stage
 
@@ -73,6 +75,7 @@ def _started(log: str):
 KILL_POINTS = {  # what: when the run is killed
     "the world build": lambda results, since: (results / "world" / "corpus.parquet").exists(),
     "the value fit": _started("logs/fit_value/*.log"),
+    "the fine-tuning": _started("logs/finetune/*.log"),
     "generation": _started("logs/generate/*.log"),
 }
 
@@ -105,9 +108,12 @@ def test_a_sampling_change_reruns_exactly_sample_and_downstream(workdir):
     assert planned.get("sample") == 1
     assert not UPSTREAM_OF_SAMPLE & set(planned)
     assert set(planned) == {"config_slice", "sample", "world_summary", "fit_value", "diagnose_value", "fit_implicit",
-                            "fit_classifier", "generate", "evaluate_reward", "report", "all"}
+                            "fit_classifier", "finetune", "generate", "evaluate_reward", "report", "all"}
     assert planned["config_slice"] == 1 + 2  # sample's slice, fit_value's and diagnose_value's (they copy sample)
-    # every method of the tiny config reads a fitted model except base, whose generations stay cached
+    # DPO's baseline trains on the samples; RL's on prompts, online: it stays cached
+    assert planned["finetune"] == 1
+    # every method of the tiny config reads a fitted value or the samples except base and rl, whose
+    # generations stay cached
     assert planned["generate"] == 7
 
 

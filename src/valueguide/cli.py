@@ -146,6 +146,21 @@ def cmd_fit_implicit(args) -> None:
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=2))
 
 
+def cmd_finetune(args) -> None:
+    from .finetune import run_finetune
+
+    config = _config(args)
+    _known(args.name, config.get("finetune") or {}, "--name", "finetune")
+    _known(args.model, config["models"], "--model", "models")
+    algorithm = config["finetune"][args.name]["algorithm"]
+    flag, data = ("--samples", args.samples) if algorithm == "dpo" else ("--prompts", args.prompts)
+    if data is None:
+        raise ConfigError(f"finetune: entry {args.name!r} ({algorithm}) trains on {flag}: give it")
+    _threads(args, config)
+    metrics = run_finetune(config, args.name, args.model, data, args.out, _world(args, config))
+    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=2))
+
+
 def cmd_generate(args) -> None:
     from .generate import run_generate
     from .implicit.dpo import tuned_spec
@@ -158,7 +173,8 @@ def cmd_generate(args) -> None:
     _threads(args, config)
     tuned = tuned_spec(args.tuned) if args.tuned else None
     run_generate(config, args.model, args.method, list(zip(args.prompts, args.out)), _world(args, config),
-                 value_path=args.value, tuned_path=tuned, shard=tuple(args.shard), classifier_path=args.classifier)
+                 value_path=args.value, tuned_path=tuned, finetuned_path=args.finetuned, shard=tuple(args.shard),
+                 classifier_path=args.classifier)
 
 
 def _known(key: str, keys, flag: str, where: str) -> None:
@@ -350,6 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (tuned model, tuned.json, metrics.json)")
     p.set_defaults(func=cmd_fit_implicit)
 
+    p = _command(sub, "finetune", "tune a guided model by a finetune entry: DPO on the samples' pairs, or RL "
+                                  "(RLOO) against the reward model")
+    _add_config(p)
+    p.add_argument("--name", required=True, help="a key of finetune")
+    p.add_argument("--model", required=True, help="a key of models: the guided model to tune")
+    p.add_argument("--samples", help=SAMPLES_HELP + " (algorithm dpo)")
+    p.add_argument("--prompts", help="the train split's prompts (algorithm rl)")
+    p.add_argument("--out", required=True, help="output folder (tuned model, tokenizer, metrics.json)")
+    p.set_defaults(func=cmd_finetune)
+
     p = _command(sub, "generate", "guided generation of one (large model, method)")
     _add_config(p)
     p.add_argument("--model", required=True, help="a key of models")
@@ -358,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--value", help="fit-value output folder (methods with an explicit value)")
     p.add_argument("--tuned", help="fit-implicit output folder (methods with an implicit value)")
     p.add_argument("--classifier", help="fit-classifier output folder (method kind fudge)")
+    p.add_argument("--finetuned", help="finetune output folder: the tuned guided model (methods with finetuned:)")
     p.add_argument("--out", required=True, nargs="+", help="one output parquet per prompt file")
     p.add_argument("--shard", type=int, nargs=2, default=(0, 1), metavar=("I", "N"),
                    help="generate only shard I of N (contiguous whole batches; default: everything)")

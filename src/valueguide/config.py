@@ -159,6 +159,7 @@ def validate_config(config: dict) -> dict:
     config = _with_defaults(config)
     methods = config["generate"]["methods"]
     config["generate"]["methods"] = {name: m for name, m in methods.items() if m is not None}
+    config["finetune"] = {name: entry for name, entry in config["finetune"].items() if entry is not None}
     sweeps, problems = plan_sweeps(config, rules)
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
@@ -248,6 +249,7 @@ def _reference_problems(config: dict):
                 yield f"generate.methods.{name}: token kind fudge needs FUDGE's classifier: add a fit_classifier section"
     if config["fit_implicit"]["mode"] == "pretrained" and not config["fit_implicit"].get("tuned"):
         yield "fit_implicit.tuned: mode 'pretrained' needs the spec of the tuned model"
+    yield from _finetune_problems(config)
     if value_is_pretrained(config) and not config["fit_value"].get("pretrained"):
         yield "fit_value.pretrained: mode 'pretrained' needs the spec of the value checkpoint"
     if config["evaluate"].get("alpaca") and not config["prompts"].get("n_alpaca"):
@@ -263,6 +265,18 @@ def _reference_problems(config: dict):
         for split in prompt_splits(config):
             if split not in config["prompts"].get("hub", {}):
                 yield f"prompts.hub.{split}: source 'hub' needs the dataset of every split the run uses"
+
+
+def _finetune_problems(config: dict):
+    entries = config["finetune"]
+    for name, method in config["generate"]["methods"].items():
+        if method.get("finetuned") is not None and method["finetuned"] not in entries:
+            yield (f"generate.methods.{name}.finetuned: {method['finetuned']!r} names no finetune entry "
+                   f"(has {sorted(entries) or 'none'})")
+    for name, entry in entries.items():
+        if entry["algorithm"] == "rl" and entry["batch_size"] % entry["generations_per_prompt"]:
+            yield (f"finetune.{name}.batch_size: {entry['batch_size']} completions per step do not make whole groups "
+                   f"of generations_per_prompt {entry['generations_per_prompt']}")
 
 
 def prompt_splits(config: dict) -> list[str]:
@@ -337,6 +351,20 @@ def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
         out = _pick(config, "fit_implicit")
         out["sample"] = {"policy": config["sample"]["policy"]}  # the vocabulary the samples' ids are in
         out["models"] = {k: models[k] for k in (config["fit_implicit"]["untuned"], config["sample"]["policy"])}
+        return out
+    if stage == "finetune":  # one entry on one guided model; DPO reads the samples, RL the reward model
+        name, model = wildcards["name"], wildcards["model"]
+        entry = config["finetune"][name]
+        out = _pick(config)
+        out["finetune"] = {name: copy.deepcopy(entry)}
+        if entry["algorithm"] == "dpo":
+            policy = config["sample"]["policy"]
+            out["sample"] = {"policy": policy}  # the vocabulary the samples' ids are in
+            out["models"] = {k: models[k] for k in (model, policy)}
+        else:
+            out["reward_model"] = config["reward_model"]
+            out["sample"] = {"max_new_tokens": config["sample"]["max_new_tokens"]}
+            out["models"] = {model: models[model]}
         return out
     if stage == "generate":
         model, method = wildcards["model"], wildcards["method"]

@@ -31,11 +31,21 @@ from .value.source import load_value
 
 log = logging.getLogger(__name__)
 
-def _members(config: dict, model_name: str, method: Method, world_dir, value_path, tuned_path, options,
-             classifier_path=None):
+def _members(config: dict, model_name: str, method: Method, world_dir, value_path, tuned_path, finetuned_path,
+             options, classifier_path=None):
     entry = config["models"][model_name]
-    members = {"guided": Member(load_causal_lm(entry["path"], world_dir, options),
-                                load_tokenizer(entry["path"], world_dir, options), entry["template"])}
+    frozen = Member(load_causal_lm(entry["path"], world_dir, options), load_tokenizer(entry["path"], world_dir, options),
+                    entry["template"])
+    members = {"guided": frozen}
+    if method.finetuned is not None:
+        if finetuned_path is None:
+            raise ValueError(f"this method samples the model tuned by finetune entry {method.finetuned!r}: pass "
+                             "finetuned_path (stage finetune's output for this model)")
+        # the tuned copy is guided; the frozen model stays as the reference the KL is measured from
+        members = {"guided": Member(load_causal_lm(str(finetuned_path), world_dir, options),
+                                    load_own_tokenizer(str(finetuned_path), entry["path"], world_dir, options),
+                                    entry["template"]),
+                   "reference": frozen}
     roles = method.roles()
     if roles & {"tuned", "untuned"}:
         fit = config["fit_implicit"]
@@ -59,11 +69,13 @@ def _members(config: dict, model_name: str, method: Method, world_dir, value_pat
 
 
 def run_generate(config: dict, model_name: str, method_name: str, jobs: list[tuple[str, str]], world_dir=None,
-                 value_path=None, tuned_path=None, shard: tuple[int, int] = (0, 1),
+                 value_path=None, tuned_path=None, finetuned_path=None, shard: tuple[int, int] = (0, 1),
                  classifier_path=None) -> dict[str, pd.DataFrame]:
     """Generate with ``config["generate"]["methods"][method_name]`` for each (prompts, output) job.
 
-    Models load once for all jobs (e.g. the test split and the AlpacaEval instructions).
+    Models load once for all jobs (e.g. the test split and the AlpacaEval instructions). A method with
+    ``finetuned`` guides the model in ``finetuned_path`` (stage finetune's), with the frozen model as
+    the decoder's ``reference`` member.
     ``batch_size`` counts prompts: each batch decodes ``batch_size * W * K`` rows together. Batch
     ``b`` draws from a generator seeded ``derive_seed(seed, "generate", b)``, shared by all methods
     (common random numbers make method comparisons less noisy). ``shard=(i, n)`` generates only the
@@ -84,7 +96,8 @@ def run_generate(config: dict, model_name: str, method_name: str, jobs: list[tup
         rows, first_batch = shard_rows(len(prompts), gen["batch_size"], *shard)
         prompt_sets.append((prompts.iloc[rows], first_batch, out_path))
     options = load_options(config)
-    members = _members(config, model_name, method, world_dir, value_path, tuned_path, options, classifier_path)
+    members = _members(config, model_name, method, world_dir, value_path, tuned_path, finetuned_path, options,
+                       classifier_path)
     reward = RewardModel.load(config["reward_model"], world_dir, options) if "reward" in method.roles() else None
     decoder = build_decoder(
         method, members, reward=reward.score if reward else None, reward_tokenizer=reward.tokenizer if reward else None,

@@ -42,7 +42,7 @@ ENV = "VALUEGUIDE_WARM"
 # Every stage a job may run, with the model classes of the world: imported once, before the first fork.
 PRELOAD = ("valueguide.cli", "valueguide.world.build", "valueguide.world.lm", "valueguide.world.summary",
            "valueguide.prompts", "valueguide.sampling", "valueguide.value.fit", "valueguide.value.classifier",
-           "valueguide.implicit.dpo",
+           "valueguide.implicit.dpo", "valueguide.finetune",
            "valueguide.generate", "valueguide.evaluate.reward_task", "valueguide.evaluate.alpaca",
            "valueguide.report.summary", "valueguide.report.tables")
 CODE = struct.Struct("!i")

@@ -42,6 +42,26 @@ IMPLICIT_DIR = f"{R}/implicit"
 CLASSIFIER_DIR = f"{R}/classifier"
 NEEDS_CLASSIFIER = needs_classifier(config)
 
+# --- the fine-tuned baselines (finetune.smk): one job per (finetune entry, guided model) ---
+FINETUNE = config["finetune"]
+FINETUNED_DIR = f"{R}/finetuned"
+
+
+def finetune_inputs(wc):
+    """DPO reads the base policy's samples (ids in the policy's vocabulary), RL the train prompts and the reward."""
+    entry = FINETUNE[wc.name]
+    specs = [config["models"][wc.model]["path"]]
+    inputs = {"cfg": slice_path("finetune", name=wc.name, model=wc.model)}
+    if entry["algorithm"] == "dpo":
+        inputs["samples"] = SAMPLES
+        specs.append(config["models"][POLICY]["path"])
+    else:
+        inputs["prompts"] = f"{R}/prompts/train.parquet"
+        specs.append(config["reward_model"])
+    inputs["models"] = world_inputs(*specs)
+    return inputs
+
+
 # --- guided generation (generate.smk) ---
 LARGE_MODELS = config["generate"]["large_models"]
 METHODS = config["generate"]["methods"]
@@ -57,6 +77,11 @@ def method_roles(method):
     return Method.from_config(METHODS[method] or {}).roles()
 
 
+def finetuned_by(method):
+    """The finetune entry whose tuned model the method guides, or None."""
+    return Method.from_config(METHODS[method] or {}).finetuned
+
+
 def generate_inputs(wc):
     inputs = {"cfg": slice_path("generate", model=wc.model, method=wc.method),
               "prompts": [f"{R}/prompts/{split}.parquet" for split in GEN_SETS],
@@ -69,6 +94,8 @@ def generate_inputs(wc):
         inputs["tuned"] = rules.fit_implicit.output[0]
     if "classifier" in roles:
         inputs["classifier"] = rules.fit_classifier.output[0]
+    if finetuned_by(wc.method):
+        inputs["finetuned"] = f"{FINETUNED_DIR}/{finetuned_by(wc.method)}/{wc.model}/metrics.json"
     return inputs
 
 
@@ -80,6 +107,8 @@ def generate_flags(wc, input):
         flags.append(f"--tuned {shlex.quote(IMPLICIT_DIR)}")
     if "classifier" in input.keys():
         flags.append(f"--classifier {shlex.quote(CLASSIFIER_DIR)}")
+    if "finetuned" in input.keys():
+        flags.append(f"--finetuned {shlex.quote(os.path.dirname(input.finetuned))}")
     return " ".join(flags)
 
 

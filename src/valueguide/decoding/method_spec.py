@@ -1,7 +1,8 @@
 """What a method is, as parsed from its config section, without loading anything.
 
 A method is ``{token: none|implicit|explicit|fudge} x {chunk: none|implicit|explicit|gold}`` with a beam
-shape ``Search(W, K, L)``. The Snakefile's preflight and ``valueguide plan`` read methods through
+shape ``Search(W, K, L)``, applied to the guided model or (``finetuned: NAME``) to its copy tuned by the
+finetune entry NAME. The Snakefile's preflight and ``valueguide plan`` read methods through
 this module, which imports neither torch nor transformers; ``method.build_decoder`` turns one into
 a decoder.
 """
@@ -82,7 +83,13 @@ class ChunkSpec:
 class Method:
     token: TokenSpec = TokenSpec()
     chunk: ChunkSpec = ChunkSpec()
-    finetuned: str | None = None  # a finetune entry: the guided model is its tuned copy
+    # a finetune entry's name: the guided model is its tuned copy (results/finetuned/NAME/MODEL), the
+    # frozen model stays beside it as the reference the KL is measured from
+    finetuned: str | None = None
+
+    def __post_init__(self):
+        if self.finetuned is not None and (not isinstance(self.finetuned, str) or not self.finetuned):
+            raise ValueError(f"finetuned names a finetune entry; got {self.finetuned!r}")
 
     @classmethod
     def from_config(cls, method: dict) -> "Method":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def run_fit_implicit(config: dict, samples_path, out_dir, world_dir=None) -> dic
         _check_vocabulary(tokenizer, load_tokenizer(fic["tuned"], world_dir, options), fic)
 
     samples = read_parquet(samples_path, required=SAMPLE_COLUMNS)
-    samples = _in_vocabulary_of(tokenizer, samples, config, world_dir, options)
+    samples = in_vocabulary_of(tokenizer, samples, config, world_dir, options, "fit_implicit")
     rng = np.random.default_rng(derive_seed(config["seed"], "fit_implicit", "pairs"))
     train, heldout = train_and_heldout_pairs(samples, fic["pairs"]["per_prompt"], fic["pairs"]["selection"],
                                              fic["heldout_fraction"], rng)
@@ -60,7 +61,7 @@ def run_fit_implicit(config: dict, samples_path, out_dir, world_dir=None) -> dic
                    "n_heldout_pairs": len(heldout)}
         if fic["mode"] == "train":
             start = time.perf_counter()
-            metrics.update(_train(train, tokenizer, untuned, fic, seed, tmp, world_dir, options))
+            metrics.update(train_dpo(train, tokenizer, untuned, fic, seed, tmp, world_dir, options))
             metrics["train_time_s"] = time.perf_counter() - start
             tuned = str(tmp)
         else:
@@ -86,11 +87,11 @@ def _check_vocabulary(untuned_tokenizer, tuned_tokenizer, fic: dict) -> None:
         )
 
 
-def _in_vocabulary_of(tokenizer, samples: pd.DataFrame, config: dict, world_dir, options) -> pd.DataFrame:
+def in_vocabulary_of(tokenizer, samples: pd.DataFrame, config: dict, world_dir, options, stage: str) -> pd.DataFrame:
     """Samples whose ``response_ids`` are in ``tokenizer``'s vocabulary, re-tokenising the text when needed."""
     policy_key = config.get("sample", {}).get("policy")
     if policy_key not in config["models"]:
-        raise ValueError("fit_implicit needs sample.policy and its `models` entry: the samples' token ids are in "
+        raise ValueError(f"{stage} needs sample.policy and its `models` entry: the samples' token ids are in "
                          "the vocabulary of the model that drew them")
     policy = config["models"][policy_key]
     policy_tokenizer = load_tokenizer(policy["path"], world_dir, options)
@@ -101,16 +102,36 @@ def _in_vocabulary_of(tokenizer, samples: pd.DataFrame, config: dict, world_dir,
     return samples.assign(response_ids=encode_responses(tokenizer, samples["response"].tolist(), ended))
 
 
-def _lora_config(lora: dict):
+def lora_config(lora: dict):
     from peft import LoraConfig
 
     return LoraConfig(task_type="CAUSAL_LM", r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32),
                       lora_dropout=lora.get("dropout", 0.0), target_modules=lora.get("target_modules"))
 
 
-def _train(pairs: pd.DataFrame, tokenizer, untuned: dict, fic: dict, seed: int, save_dir: Path, world_dir,
-           options: LoadOptions) -> dict:
-    """DPO with trl on token ids; saves the (merged) tuned model and tokenizer into ``save_dir``."""
+@contextmanager
+def trainer_folder(checkpoints: tuple[Path, int] | None):
+    """A trl trainer's output folder and save settings, and the checkpoint it resumes from: a scratch
+    folder that keeps nothing, or (``checkpoints = (folder, every)``) ``folder``, which keeps the last
+    of the checkpoints saved every ``every`` steps, for a rerun after a kill to go on from."""
+    if checkpoints is None:
+        with tempfile.TemporaryDirectory() as scratch:
+            yield {"output_dir": scratch, "save_strategy": "no"}, None
+        return
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder, every = checkpoints
+    folder.mkdir(parents=True, exist_ok=True)
+    yield ({"output_dir": str(folder), "save_strategy": "steps", "save_steps": every, "save_total_limit": 1},
+           get_last_checkpoint(str(folder)))
+
+
+def train_dpo(pairs: pd.DataFrame, tokenizer, untuned: dict, fic: dict, seed: int, save_dir: Path, world_dir,
+              options: LoadOptions, progress: bool = False, checkpoints: tuple[Path, int] | None = None) -> dict:
+    """DPO with trl on token ids of the model ``untuned`` (a `models` entry): saves the (merged) tuned model
+    and tokenizer into ``save_dir``. ``fic`` holds beta, lr, epochs, batch_size and lora (fit_implicit's, or a
+    finetune entry's); ``progress`` shows trl's progress bar and loss logs (on stderr: the job's log);
+    ``checkpoints``: see ``trainer_folder``."""
     # trl is slow to import; scoring and decoding import this package without needing it
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
@@ -146,17 +167,18 @@ def _train(pairs: pd.DataFrame, tokenizer, untuned: dict, fic: dict, seed: int, 
         model.config.pad_token_id = pad
         collator = DataCollatorForPreference(pad_token_id=pad)
     dataset = Dataset.from_dict(columns)
-    with tempfile.TemporaryDirectory() as scratch:
+    with trainer_folder(checkpoints) as (saving, resume):
         args = DPOConfig(
-            output_dir=scratch, beta=fic["beta"], learning_rate=fic["lr"], num_train_epochs=fic["epochs"],
+            **saving, beta=fic["beta"], learning_rate=fic["lr"], num_train_epochs=fic["epochs"],
             per_device_train_batch_size=fic["batch_size"], seed=seed, data_seed=seed, bf16=cuda, use_cpu=not cuda,
-            max_length=None, activation_checkpointing=bool(fic["lora"]), report_to="none", save_strategy="no",
-            disable_tqdm=True, log_level="warning", dataloader_num_workers=0, optim="adamw_torch_fused",
+            max_length=None, activation_checkpointing=bool(fic["lora"]), report_to="none",
+            disable_tqdm=not progress, log_level="info" if progress else "warning", dataloader_num_workers=0,
+            optim="adamw_torch_fused",
         )
         trainer = TokenizedDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                                       processing_class=tokenizer, data_collator=collator,
-                                      peft_config=_lora_config(fic["lora"]) if fic["lora"] else None)
-        result = trainer.train()
+                                      peft_config=lora_config(fic["lora"]) if fic["lora"] else None)
+        result = trainer.train(resume_from_checkpoint=resume)
     tuned = trainer.model.merge_and_unload() if fic["lora"] else trainer.model
     if pooling is not None:
         tuned = expand_like(tuned, full_config, pooling)
