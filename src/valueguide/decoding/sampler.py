@@ -34,18 +34,51 @@ class Sampling:
         logits = logits.float()
         if self.temperature == 0:
             return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+        p = torch.softmax(self._top_k(logits), -1)
+        if self.top_p < 1:
+            p = p.masked_fill(self._outside_nucleus(p), 0.0)
+            p = p / p.sum(-1, keepdim=True)
+        return p
+
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """``log probs(logits)`` in float64, from a log-softmax (no underflow to 0 on the support): the
+        same support as ``probs``, -inf off it: what ``kl_rows`` reads."""
+        logits = logits.float()
+        if self.temperature == 0:
+            return self.probs(logits).double().log()
+        z = self._top_k(logits)
+        if self.top_p < 1:
+            z = z.masked_fill(self._outside_nucleus(torch.softmax(z, -1)), float("-inf"))
+        return torch.log_softmax(z.double(), -1)
+
+    def _top_k(self, logits: torch.Tensor) -> torch.Tensor:
+        """``z / temperature``, -inf below the k-th largest."""
         z = logits / self.temperature
         if self.top_k and self.top_k < z.shape[-1]:
             kth = z.topk(self.top_k, dim=-1).values[:, -1:]
             z = z.masked_fill(z < kth, float("-inf"))
-        p = torch.softmax(z, -1)
-        if self.top_p < 1:
-            sorted_p, order = p.sort(-1, descending=True)
-            before = sorted_p.cumsum(-1) - sorted_p  # mass strictly above each token
-            drop = torch.zeros_like(p, dtype=torch.bool).scatter(-1, order, before >= self.top_p)
-            p = p.masked_fill(drop, 0.0)
-            p = p / p.sum(-1, keepdim=True)
-        return p
+        return z
+
+    def _outside_nucleus(self, p: torch.Tensor) -> torch.Tensor:
+        """The tokens past the top-p nucleus of ``p``: the mass strictly above them is ``top_p`` or more."""
+        sorted_p, order = p.sort(-1, descending=True)
+        before = sorted_p.cumsum(-1) - sorted_p  # mass strictly above each token
+        return torch.zeros_like(p, dtype=torch.bool).scatter(-1, order, before >= self.top_p)
+
+
+def kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """``KL(p || q) = sum_a p(a) (log p(a) - log q(a))`` per row, [N] float64, from float64 log-probabilities
+    (``Sampling.log_probs``). A token with ``p(a) = 0`` adds 0; one with ``p(a) > 0 = q(a)`` makes the row's
+    KL infinite, as it is. ``q`` may be wider than ``p`` (a model padding its embedding beyond the width the
+    guides cut ``p`` to): its own mass there is kept in its normalisation, and ``p`` has none there; where
+    ``q`` is narrower, ``q`` is 0 past its width."""
+    log_q = log_q.to(log_p.device)
+    short = log_p.shape[-1] - log_q.shape[-1]
+    if short > 0:
+        log_q = torch.nn.functional.pad(log_q, (0, short), value=float("-inf"))
+    log_q = log_q[:, :log_p.shape[-1]]
+    terms = log_p.exp() * (log_p - log_q)
+    return torch.where(log_p > float("-inf"), terms, 0.0).sum(-1)
 
 
 BLOCK = 1024  # tokens per block of the two-level inverse CDF
