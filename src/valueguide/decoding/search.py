@@ -191,8 +191,9 @@ class Decoder:
 
     ``members`` maps roles to models: ``guided`` always; ``tuned``/``untuned``/``value`` as the
     guides and the scorer need them; ``reference``, optionally, the frozen model the KL is measured from
-    (a fine-tuned guided model's original: same tokenizer; its passes are no cost of the method). The roles in ``text_roles`` read the rows as text in their own
-    tokens (``aligned.TextStream``: guidance across vocabularies); the others share the guided model's
+    (a fine-tuned guided model's original: same tokenizer; its passes are no cost of the method, though
+    they take wall time). The roles in ``text_roles`` read the rows as text in their own tokens
+    (``aligned.TextStream``: guidance across vocabularies); the others share the guided model's
     tokens. ``use_cache=False`` re-encodes every sequence at every step (the slow reference for tests
     and benchmarks; same outputs). ``pair_small=True`` runs the tuned and untuned models as one paired
     model (one pass for both, see ``paired.py``) where they can be.
