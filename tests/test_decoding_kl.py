@@ -19,7 +19,6 @@ from tests.test_decoding_distributions import PROMPTS, RESPONSES, TEMPLATES, TOK
 from tests.test_decoding_toys import TableScorer, TabularLM, best_of_n_probs, random_logits, responses, tokenizer
 from tests.helpers.toy_models import make_gpt2, make_tokenizer
 from valueguide.decoding import Decoder, ImplicitGuide, Member, Method, Sampling, Search, build_decoder
-from valueguide.decoding.sampler import kl_rows
 from valueguide.decoding.tokenizer_fit import VocabularyMismatch
 
 
@@ -36,14 +35,27 @@ def assert_kl(got: float, want: float, tol: float = 1e-5) -> None:
     assert (math.isinf(got) and math.isinf(want)) or abs(got - want) < tol, (got, want)
 
 
-def test_kl_rows_adds_nothing_where_p_is_zero_and_is_infinite_where_q_alone_is():
-    p = torch.tensor([[0.5, 0.5, 0.0], [0.25, 0.75, 0.0], [0.5, 0.0, 0.5]], dtype=torch.float64)
-    q = torch.tensor([[0.25, 0.25, 0.5], [0.25, 0.75, 0.0], [0.5, 0.5, 0.0]], dtype=torch.float64)
-    got = kl_rows(p.log(), q.log())
-    assert got[0].item() == pytest.approx(math.log(2)) and got[1].item() == 0.0 and math.isinf(got[2].item())
+def sampling_kl(sampling: Sampling, logits: list, frozen: list) -> float:
+    z = torch.tensor([logits])
+    return sampling.kl(sampling.probs(z), z, torch.tensor([frozen])).item()
+
+
+def test_sampling_kl_adds_nothing_where_p_is_zero_and_is_infinite_where_q_alone_is():
+    inf, log2 = float("inf"), math.log(2)
+    plain = Sampling(1.0)
+    assert sampling_kl(plain, [0.0, 0.0, -inf], [0.0, 0.0, log2]) == pytest.approx(log2)  # p: 1/2, 1/2, 0
+    assert sampling_kl(plain, [0.0, 0.0, log2], [0.0, 0.0, log2]) == 0.0
     # a wider q keeps its own mass past p's width; past a narrower q's width, q is 0
-    assert kl_rows(p[:1, :2].log(), q[:1].log()).item() == pytest.approx(math.log(2))
-    assert math.isinf(kl_rows(p[2:].log(), q[2:, :2].log()).item())
+    assert sampling_kl(plain, [0.0, 0.0], [0.0, 0.0, log2]) == pytest.approx(log2)
+    assert sampling_kl(plain, [0.0, 0.0, 0.0], [0.0, 0.0]) == inf
+    # the same top-k, top-p and temperature on both sides: supports that differ make it infinite
+    assert sampling_kl(Sampling(1.0, 2), [2.0, 1.0, 0.0], [2.0, 0.0, 1.0]) == inf
+    assert sampling_kl(Sampling(0.5, 2), [2.0, 1.0, 0.0], [1.0, 2.0, 0.0]) == pytest.approx(
+        brute_kl(torch.tensor([0.5 + 0.5 * math.tanh(1.0), 0.5 - 0.5 * math.tanh(1.0)]),
+                 torch.tensor([0.5 - 0.5 * math.tanh(1.0), 0.5 + 0.5 * math.tanh(1.0)])))
+    assert sampling_kl(Sampling(1.0, 0, 0.5), [3.0, 0.0, 0.0], [0.0, 3.0, 0.0]) == inf
+    assert sampling_kl(Sampling(0.0), [1.0, 0.0], [2.0, 0.0]) == 0.0
+    assert sampling_kl(Sampling(0.0), [1.0, 0.0], [0.0, 2.0]) == inf
 
 
 # --- per step, against the formulas of docs/ALGORITHMS.md §4.2 ----------------------------------------------

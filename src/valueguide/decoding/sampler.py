@@ -40,16 +40,31 @@ class Sampling:
             p = p / p.sum(-1, keepdim=True)
         return p
 
-    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """``log probs(logits)`` in float64, from a log-softmax (no underflow to 0 on the support): the
-        same support as ``probs``, -inf off it: what ``kl_rows`` reads."""
-        logits = logits.float()
+    def kl(self, probs: torch.Tensor, logits: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
+        """``KL(p || q) = sum_a p(a) (log p(a) - log q(a))`` per row, [N] float64 (docs/ALGORITHMS.md §5.4), for
+        ``p = probs`` (``self.probs(logits)``, what the token is drawn from) and ``q = self.probs(frozen)``.
+
+        On their supports ``log p = z - lse(z)`` and ``log q = r - lse(r)`` (``z``, ``r`` the tempered logits,
+        -inf off the top-k and the nucleus), so ``KL = sum_{p > 0} p (z - r) - lse(z) + lse(r)``: two
+        log-sum-exps and one weighted sum, with no [N, V] log-probabilities. A token with ``p = 0`` adds 0;
+        one with ``p > 0 = q`` makes the KL infinite, as it is. ``frozen`` may be wider than ``logits`` (a
+        model padding its embedding beyond the width the guides cut ``logits`` to): ``q`` keeps its own mass
+        there, where ``p`` has none; where it is narrower, ``q`` is 0 past its width."""
+        frozen = frozen.to(logits.device)
         if self.temperature == 0:
-            return self.probs(logits).double().log()
+            same = logits.float().argmax(-1) == frozen.float().argmax(-1)
+            return torch.where(same, 0.0, float("inf")).double()
+        z, r = self._support(logits.float()), self._support(frozen.float())
+        short = z.shape[-1] - r.shape[-1]
+        r_at = torch.nn.functional.pad(r, (0, short), value=float("-inf")) if short > 0 else r[:, :z.shape[-1]]
+        cross = torch.where(probs > 0, probs * (z - r_at), 0.0).sum(-1, dtype=torch.float64)
+        # rounding may leave a KL of equal distributions a hair below 0
+        return (cross - torch.logsumexp(z, -1).double() + torch.logsumexp(r, -1).double()).clamp(min=0.0)
+
+    def _support(self, logits: torch.Tensor) -> torch.Tensor:
+        """``z / temperature`` on the tokens ``probs`` keeps, -inf elsewhere."""
         z = self._top_k(logits)
-        if self.top_p < 1:
-            z = z.masked_fill(self._outside_nucleus(torch.softmax(z, -1)), float("-inf"))
-        return torch.log_softmax(z.double(), -1)
+        return z.masked_fill(self._outside_nucleus(torch.softmax(z, -1)), float("-inf")) if self.top_p < 1 else z
 
     def _top_k(self, logits: torch.Tensor) -> torch.Tensor:
         """``z / temperature``, -inf below the k-th largest."""
@@ -64,21 +79,6 @@ class Sampling:
         sorted_p, order = p.sort(-1, descending=True)
         before = sorted_p.cumsum(-1) - sorted_p  # mass strictly above each token
         return torch.zeros_like(p, dtype=torch.bool).scatter(-1, order, before >= self.top_p)
-
-
-def kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """``KL(p || q) = sum_a p(a) (log p(a) - log q(a))`` per row, [N] float64, from float64 log-probabilities
-    (``Sampling.log_probs``). A token with ``p(a) = 0`` adds 0; one with ``p(a) > 0 = q(a)`` makes the row's
-    KL infinite, as it is. ``q`` may be wider than ``p`` (a model padding its embedding beyond the width the
-    guides cut ``p`` to): its own mass there is kept in its normalisation, and ``p`` has none there; where
-    ``q`` is narrower, ``q`` is 0 past its width."""
-    log_q = log_q.to(log_p.device)
-    short = log_p.shape[-1] - log_q.shape[-1]
-    if short > 0:
-        log_q = torch.nn.functional.pad(log_q, (0, short), value=float("-inf"))
-    log_q = log_q[:, :log_p.shape[-1]]
-    terms = log_p.exp() * (log_p - log_q)
-    return torch.where(log_p > float("-inf"), terms, 0.0).sum(-1)
 
 
 BLOCK = 1024  # tokens per block of the two-level inverse CDF

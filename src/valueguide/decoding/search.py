@@ -9,7 +9,8 @@ follows by one index select. A prompt is done when its best ``W`` rows have all 
 
 Every row also sums, along its response, the KL of each token's distribution from the frozen model's
 (the ``reference`` member's, else the guided model's own unguided one): ``Generation.kl``
-(docs/ALGORITHMS.md §5.4).
+(docs/ALGORITHMS.md §5.4), unless ``measure_kl`` is false (``build_decoder`` turns it off where the sum
+is not the method's KL: chunk-level search, whose 16 or more rows a step would pay for it).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .aligned import Feed, ReencodedTextStream, TextStream
 from .retokenize import OneTokenAppends, Retokenizer
 from .detokenize import Pieces, ResponseText
 from .paired import PairingError, pair_models
-from .sampler import Sampling, draw, kl_rows
+from .sampler import Sampling, draw
 from .method_spec import Search
 from .streams import LM, Meter, PairedStream, Stream, pad_id
 from .tokenizer_fit import VocabularyMismatch
@@ -57,7 +58,7 @@ class Generation:
     text: str
     ids: list[int]
     finished: bool
-    kl: float = 0.0  # nats: the per-token KL from the frozen model, summed along the response
+    kl: float = 0.0  # nats: the per-token KL from the frozen model, summed along the response (NaN: not measured)
 
 
 @dataclass
@@ -196,19 +197,20 @@ class Decoder:
     (``aligned.TextStream``: guidance across vocabularies); the others share the guided model's
     tokens. ``use_cache=False`` re-encodes every sequence at every step (the slow reference for tests
     and benchmarks; same outputs). ``pair_small=True`` runs the tuned and untuned models as one paired
-    model (one pass for both, see ``paired.py``) where they can be.
+    model (one pass for both, see ``paired.py``) where they can be. ``measure_kl=False`` leaves
+    ``Generation.kl`` NaN and spares the KL's two log-sum-exps over the vocabulary per row and step.
     """
 
     def __init__(self, members: dict[str, Member], *, token_guides=(), scorer=None, search: Search = Search(),
                  sampling: Sampling = Sampling(), max_new_tokens: int = 32, stop=(), use_cache: bool = True,
-                 pair_small: bool = True, text_roles=frozenset()):
+                 pair_small: bool = True, text_roles=frozenset(), measure_kl: bool = True):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if search.rows > 1 and scorer is None:
             raise ValueError(f"CBS with W*K = {search.rows} rows needs a scorer")
         self.members, self.token_guides, self.scorer, self.search = members, tuple(token_guides), scorer, search
         self.sampling, self.max_new_tokens, self.stop, self.use_cache = sampling, max_new_tokens, tuple(stop), use_cache
-        self.text_roles = frozenset(text_roles)
+        self.text_roles, self.measure_kl = frozenset(text_roles), measure_kl
         if self.text_roles & set(members):
             log.info("across vocabularies, read as text in their own tokens: %s",
                      ", ".join(sorted(self.text_roles & set(members))))
@@ -282,17 +284,18 @@ class Decoder:
         return Rows(prompts, per_prompt, streams, meter, guided.tokenizer, streams["guided"].device, self.stop,
                     self._pieces)
 
-    def _step(self, rows: Rows) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The distribution each row's next token is drawn from ([N, V]) and its KL from the frozen model's
-        ([N] float64; None where it is 0 by construction: no guide and no reference)."""
+    def _step(self, rows: Rows, measure_kl: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The distribution each row's next token is drawn from ([N, V]) and, with ``measure_kl``, its KL
+        from the frozen model's ([N] float64; None where it is not measured, or is 0 by construction: no guide
+        and no reference)."""
         logits = base = rows.last("guided")
         for guide in self.token_guides:
             logits = guide.adjust(logits, base, rows)
         probs = self.sampling.probs(logits)
-        if not self.token_guides and REFERENCE not in self.members:
+        if not measure_kl or (not self.token_guides and REFERENCE not in self.members):
             return probs, None
         frozen = rows.last(REFERENCE) if REFERENCE in self.members else base
-        return probs, kl_rows(self.sampling.log_probs(logits), self.sampling.log_probs(frozen))
+        return probs, self.sampling.kl(probs, logits, frozen)
 
     def _inspected(self, prompts: list[str], responses: list[list[int]]) -> Rows:
         if len({len(r) for r in responses}) > 1:
@@ -305,20 +308,20 @@ class Decoder:
     def next_token_probs(self, prompts: list[str], responses: list[list[int]]) -> torch.Tensor:
         """The distributions the next tokens are drawn from after each prompt + response ([N, V]);
         responses must have one length. For inspecting a method, and for exactness tests."""
-        return self._step(self._inspected(prompts, responses))[0]
+        return self._step(self._inspected(prompts, responses), measure_kl=False)[0]
 
     @torch.no_grad()
     def next_token_kl(self, prompts: list[str], responses: list[list[int]]) -> torch.Tensor:
         """``KL(p_method || p_ref)`` of the next token after each prompt + response ([N] float64), the terms
         ``Generation.kl`` sums (docs/ALGORITHMS.md §5.4)."""
-        kl = self._step(self._inspected(prompts, responses))[1]
+        kl = self._step(self._inspected(prompts, responses), measure_kl=True)[1]
         return kl if kl is not None else torch.zeros(len(prompts), dtype=torch.float64)
 
     def _chunk(self, rows: Rows, generator) -> None:
         steps = 0
         while ((self.search.L is None or steps < self.search.L) and rows.t < self.max_new_tokens
                and not bool(rows.finished.all())):
-            probs, kl = self._step(rows)
+            probs, kl = self._step(rows, self.measure_kl)
             rows.append(draw(probs, generator), kl)
             steps += 1
 
@@ -327,6 +330,8 @@ class Decoder:
         """One generation per prompt, all prompts in one batch of ``len(prompts) * W * K`` rows."""
         W, K, R = self.search.W, self.search.K, self.search.rows
         rows = self._start(prompts, R)
+        if not self.measure_kl:
+            rows.kl.fill_(float("nan"))
         done: list[Generation | None] = [None] * len(prompts)
         while rows.alive:
             self._chunk(rows, generator)
