@@ -1,6 +1,7 @@
 """Stage generate on a tiny world written to disk, and the one-call Python API."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -15,7 +16,7 @@ from valueguide.value.model import ValueModel
 TOK = make_tokenizer()
 V = len(TOK)
 COLUMNS = ["prompt_id", "prompt", "output", "output_ids", "n_tokens", "forward_passes", "tokens_encoded",
-           "candidate_tokens", "wall_time"]
+           "candidate_tokens", "wall_time", "kl"]
 CBS = {"W": 2, "K": 2, "L": 3, "beta": 1.0}
 METHODS = {
     "base": {},
@@ -92,6 +93,13 @@ def test_run_generate_writes_the_contract_columns_with_costs(world, method):
     assert set(passes) == expected and all(v > 0 for v in passes.values())
     assert set(json.loads(back.tokens_encoded[0])) == expected
     assert json.loads(back.candidate_tokens[0]) == {}  # a token head scores candidates from one output
+    assert back.kl.dtype == "float64"  # nats from the guided model's own distribution, summed per response
+    if method == "base":  # sampled from the guided model itself: 0 token by token
+        assert (back.kl == 0).all()
+    elif method in ("eft", "vas"):
+        assert (back.kl > 0).all() and back.kl.map(math.isfinite).all()
+    else:  # chunk-level search: the sum along the returned row is not the method's KL, and is not measured
+        assert back.kl.isna().all()
     again, _ = run(world, method, out=world / "again.parquet")
     assert again.output_ids.map(list).tolist() == df.output_ids.map(list).tolist()
 
@@ -194,7 +202,7 @@ def test_each_batch_draws_from_its_own_seed_whatever_the_shard():
     def generate(prompts, generator):
         seeds.append(generator.initial_seed())
         meter = SimpleNamespace(passes={}, tokens={}, candidates={})
-        return SimpleNamespace(meter=meter, generations=[SimpleNamespace(text="t", ids=[1]) for _ in prompts])
+        return SimpleNamespace(meter=meter, generations=[SimpleNamespace(text="t", ids=[1], kl=0.0) for _ in prompts])
 
     decoder = SimpleNamespace(generate=generate)
     prompts = pd.DataFrame({"prompt_id": range(5), "prompt": [f"p{i}" for i in range(5)]})

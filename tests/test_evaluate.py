@@ -11,6 +11,7 @@ from alpaca_eval.metrics import glm_winrate
 from scipy.special import expit
 
 from valueguide.artifacts import ArtifactError, read_json, read_parquet, write_parquet
+from valueguide.decoding.method_spec import Method
 from valueguide.evaluate import read_csv
 from valueguide.evaluate.alpaca import (
     alpaca_settings,
@@ -26,6 +27,9 @@ from valueguide.prompts import world_instruction_prompts
 from valueguide.reward import RewardModel
 
 
+VAS = {"token": {"kind": "explicit", "top_k": 20}}
+
+
 class WordReward:
     """A stub gold reward: +1 per "good", -1 per "bad" in the text."""
 
@@ -34,12 +38,12 @@ class WordReward:
 
 
 def _generations(prompts: list[str], outputs: list[str], passes: dict, tokens: dict, wall: float = 0.5,
-                 ids=None, candidates: dict | None = None) -> pd.DataFrame:
+                 ids=None, candidates: dict | None = None, kl=0.0) -> pd.DataFrame:
     return pd.DataFrame({
         "prompt_id": ids if ids is not None else np.arange(len(prompts)), "prompt": prompts, "output": outputs,
         "output_ids": [[1] * len(o.split()) for o in outputs], "n_tokens": [len(o.split()) for o in outputs],
         "forward_passes": json.dumps(passes), "tokens_encoded": json.dumps(tokens),
-        "candidate_tokens": json.dumps(candidates or {}), "wall_time": wall})
+        "candidate_tokens": json.dumps(candidates or {}), "wall_time": wall, "kl": kl})
 
 
 def test_rewards_score_prompt_plus_output_and_summaries_carry_cost(tmp_path):
@@ -53,7 +57,7 @@ def test_rewards_score_prompt_plus_output_and_summaries_carry_cost(tmp_path):
     # prompt + output is what is scored: "good film" + " good" -> 2, "bad film" + " good good" -> 1, ...
     assert base["reward"].tolist() == [2.0, 1.0, -1.0, 1.0]
 
-    table = summarize_rewards([base, vas]).set_index("method")
+    table = summarize_rewards([base, vas], {"base": Method(), "vas": Method.from_config(VAS)}).set_index("method")
     assert "world_score_mean" not in table  # not the tiny world's gold reward: no world score
     assert table.loc["base", "reward_mean"] == pytest.approx(0.75)
     assert table.loc["base", "reward_se"] == pytest.approx(np.std([2, 1, -1, 1], ddof=1) / 2)
@@ -66,12 +70,35 @@ def test_rewards_score_prompt_plus_output_and_summaries_carry_cost(tmp_path):
     assert table.loc["vas", "tokens_encoded"] == 124.0 and table.loc["vas", "wall_time"] == 5.0
 
 
+@pytest.mark.parametrize("config,kind,mean,se", [
+    (VAS, "exact", 0.5, np.std([0.2, 0.4, 0.6, 0.8], ddof=1) / 2),
+    ({"chunk": {"scorer": "explicit", "W": 1, "K": 16}}, "upper_bound", math.log(16) - 15 / 16, math.nan),
+    ({"chunk": {"scorer": "explicit", "W": 4, "K": 4, "L": 5}}, "undefined", math.nan, math.nan),
+])
+def test_the_kl_of_each_method_is_its_generations_mean_its_bound_or_not_defined(tmp_path, config, kind, mean, se):
+    prompts = ["good film", "bad film", "the film", "a film"]
+    write_parquet(_generations(prompts, [" good"] * 4, {"guided": 1.0}, {"guided": 4.0}, kl=[0.2, 0.4, 0.6, 0.8]),
+                  tmp_path / "g.parquet")
+    scored = evaluate_reward(tmp_path / "g.parquet", WordReward(), "gpt2-large", "m")
+    assert scored["kl"].tolist() == [0.2, 0.4, 0.6, 0.8]  # each generation's, beside its reward
+    row = summarize_rewards([scored], {"m": Method.from_config(config)}).iloc[0]
+    assert row.kl_kind == kind
+    for got, want in ((row.kl_mean, mean), (row.kl_se, se)):
+        assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want)
+    # generations written before the kl column: the exact KL is unknown, not 0
+    old = scored.drop(columns="kl")
+    assert math.isnan(summarize_rewards([old], {"m": Method.from_config(VAS)}).iloc[0].kl_mean)
+
+
 def test_reward_stage_uses_the_gold_reward_and_writes_scores_and_metrics(tiny_config, tiny_world, tmp_path):
     prompts = ["a good film", "the film was"]
     write_parquet(_generations(prompts, [" superb and fun", " bad"], {"guided": 1.0}, {"guided": 4.0}),
                   tmp_path / "g.parquet")
     with pytest.raises(ValueError, match="model/method"):
         run_evaluate_reward(tiny_config, {"gpt2-large": str(tmp_path / "g.parquet")}, tmp_path / "s.parquet",
+                            tmp_path / "m.csv", world_dir=tiny_world)
+    with pytest.raises(ValueError, match=r"methods \['nameless'\], which the config's generate.methods does not name"):
+        run_evaluate_reward(tiny_config, {"gpt2-large/nameless": str(tmp_path / "g.parquet")}, tmp_path / "s.parquet",
                             tmp_path / "m.csv", world_dir=tiny_world)
     metrics = run_evaluate_reward(tiny_config, {"gpt2-large/base": str(tmp_path / "g.parquet")},
                                   tmp_path / "s.parquet", tmp_path / "m.csv", world_dir=tiny_world)
@@ -200,7 +227,8 @@ def test_alpaca_stage_scores_a_generator_that_returns_the_references(tiny_config
     write_parquet(_generations(list(prompts.prompt), list(prompts.reference), {"guided": 1.0}, {"guided": 5.0}),
                   tmp_path / "copy.parquet")
     paths["mistral/copy"] = str(tmp_path / "copy.parquet")
-    config = {**tiny_config, "evaluate": {"alpaca": {"bootstrap": 5}}}
+    config = {**tiny_config, "evaluate": {"alpaca": {"bootstrap": 5}},
+              "generate": {"methods": {**tiny_config["generate"]["methods"], "copy": {}}}}
     table = run_evaluate_alpaca(config, paths, prompts_path, tmp_path / "alpaca", world_dir=tiny_world)
     table = table.set_index("method")
     assert table.loc["copy", "length_controlled_winrate"] == 50.0 and table.loc["copy", "win_rate"] == 50.0
@@ -320,6 +348,8 @@ def test_alpaca_stage_with_the_local_judge(tiny_config, tiny_world, tmp_path):
         assert math.isfinite(table.loc[method, "length_controlled_winrate"])
         assert read_json(out / "mistral" / method / "model_outputs.json")[0]["generator"] == f"mistral_{method}"
     assert table.loc["ivg", "avg_length"] == len(" a good good film") and table.loc["ivg", "passes"] == 12.0
+    assert table.loc["base", "kl_kind"] == "exact" and table.loc["base", "kl_mean"] == 0.0
+    assert table.loc["ivg", "kl_kind"] == "undefined" and math.isnan(table.loc["ivg", "kl_mean"])
     assert read_csv(out / "metrics.csv")["judge"].tolist() == ["valueguide_local_reward"] * 2
 
 
@@ -351,7 +381,8 @@ def test_gpt4_judge_passes_the_key_to_alpaca_eval_but_never_writes_it(tmp_path, 
     prompts_path, paths = _instruction_run(tmp_path)
     out = tmp_path / "alpaca"
     with caplog.at_level("DEBUG"):
-        table = run_evaluate_alpaca({"reward_model": "unused", "seed": 1}, paths, prompts_path, out, judge="gpt4_turbo")
+        table = run_evaluate_alpaca({"reward_model": "unused", "seed": 1, "generate": {"methods": {"base": {}, "ivg": {}}}},
+                                    paths, prompts_path, out, judge="gpt4_turbo")
     assert keys_seen and all(k == [secret] for k in keys_seen)
     assert set(table["judge"]) == {"weighted_alpaca_eval_gpt4_turbo"} and table["n"].tolist() == [6, 6]
     # alpaca_eval randomises which output the judge sees first; it maps "M" back to each side.

@@ -7,10 +7,14 @@ import pandas as pd
 import pytest
 
 from valueguide.artifacts import ArtifactError
+from valueguide.decoding.method_spec import Method
 from valueguide.evaluate import write_csv
 from valueguide.report.paper import leaderboard_reference, ordered
 from valueguide.report.tables import run_report
 
+# method -> its KL from the frozen model as the evaluate stage writes it (docs/ALGORITHMS.md §5.4)
+KL = {"base": ("exact", 0.0, 0.0), "mine": ("exact", 0.4213, 0.0312), "cbs_explicit": ("upper_bound", 2.0794, np.nan),
+      "ivg": ("undefined", np.nan, np.nan)}
 COST = {"tokens_mean": 20.0, "passes": 40.0, "passes_guided": 40.0, "tokens_encoded": 400.0, "wall_time": 2.0}
 
 
@@ -19,7 +23,7 @@ def _reward_metrics() -> pd.DataFrame:
     for i, (model, method) in enumerate([("gpt2-large", "ivg"), ("gpt2-large", "base"), ("gpt2-large", "mine"),
                                          ("gpt2-large", "cbs_explicit"), ("gpt2-xl", "base"), ("gpt2-xl", "ivg")]):
         rows.append({"model": model, "method": method, "n": 4, "reward_mean": 0.123456 * i - 0.4,
-                     "reward_se": 0.01 + 0.001 * i, **COST, "passes_value": 8.0 * i, "passes": 40.0 + 8.0 * i})
+                     "reward_se": 0.01 + 0.001 * i, **dict(zip(("kl_kind", "kl_mean", "kl_se"), KL[method])), **COST, "passes_value": 8.0 * i, "passes": 40.0 + 8.0 * i})
     return pd.DataFrame(rows)
 
 
@@ -61,7 +65,7 @@ def test_report_renders_the_inputs_numbers_in_paper_order_beside_the_papers(tmp_
     main = run_report(tmp_path / "reward.csv", tmp_path / "alpaca.csv", out, task="summarization")
 
     reward_md = main.split("## AlpacaEval")[0]
-    assert _header(reward_md) == ["method", "gpt2-large", "gpt2-large (paper)", "gpt2-xl"]
+    assert _header(reward_md) == ["method", "gpt2-large", "gpt2-large (paper)", "gpt2-large KL", "gpt2-xl", "gpt2-xl KL"]
     methods = [line.split("|")[1].strip() for line in reward_md.splitlines() if line.startswith("| ")][1:]
     assert methods == ["base", "cbs_explicit", "ivg", "mine"]  # the paper's order, then others
     for r in reward.itertuples():
@@ -70,11 +74,15 @@ def test_report_renders_the_inputs_numbers_in_paper_order_beside_the_papers(tmp_
         assert cells[column] == f"{r.reward_mean:.2f} ± {r.reward_se:.2f}"
     assert _row(reward_md, "base")[2] == "-1.84" and _row(reward_md, "cbs_explicit")[2] == "1.42"
     assert _row(reward_md, "ivg")[2] == ""
+    kl = {method: _row(reward_md, method)[3] for method in KL}
+    assert kl == {"base": "0.00 ± 0.00", "mine": "0.42 ± 0.03", "cbs_explicit": "≤ 2.08 (bound)", "ivg": "n/d"}
+    assert _row(reward_md, "ivg")[5] == "n/d" and "\"n/d\": not defined for chunk-level search" in reward_md
 
     alpaca_md = main.split("## AlpacaEval")[1]
-    assert _header(alpaca_md) == ["method", "mistral", "mistral (paper LC)"]
-    assert _row(alpaca_md, "base")[1:] == ["31.2 ± 2.2 [27.2, 36.2] / 40.5 ± 3.5", "19.51"]
-    assert _row(alpaca_md, "ivg")[1:] == ["55.0 ± 2.2 [51.0, 60.0] / 61.8 ± 3.5", "26.51"]
+    assert _header(alpaca_md) == ["method", "mistral", "mistral (paper LC)", "mistral KL"]
+    # metrics written before the KL was measured: a dash
+    assert _row(alpaca_md, "base")[1:] == ["31.2 ± 2.2 [27.2, 36.2] / 40.5 ± 3.5", "19.51", "—"]
+    assert _row(alpaca_md, "ivg")[1:] == ["55.0 ± 2.2 [51.0, 60.0] / 61.8 ± 3.5", "26.51", "—"]
     assert _row(alpaca_md, "Mistral-7B-Instruct-v0.2")[1:3] == ["17.11", "14.72"]
 
     numbers = pd.read_csv(out / "tables.csv")
@@ -83,12 +91,15 @@ def test_report_renders_the_inputs_numbers_in_paper_order_beside_the_papers(tmp_
         assert got.loc[(r.model, r.method), "value"] == r.reward_mean
         assert got.loc[(r.model, r.method), "se"] == r.reward_se
         assert got.loc[(r.model, r.method), "passes_per_prompt"] == r.passes / r.n
+        assert got.loc[(r.model, r.method), "kl_kind"] == r.kl_kind
+        assert got.loc[(r.model, r.method), ["kl_mean", "kl_se"]].tolist() == pytest.approx([r.kl_mean, r.kl_se],
+                                                                                             nan_ok=True)
     got = numbers[numbers.kind == "alpaca"].set_index("method")
     assert got.loc["ivg", ["value", "win_rate", "win_rate_se", "paper"]].tolist() == [55.0, 61.75, 3.5, 26.51]
 
     document = (out / "tables.md").read_text()
     assert main in document and "## Cost per prompt" in document
-    assert "| gpt2-large | mine | 4 | 20.0 | 14.0 (guided 10.0, value 4.0) | 100 | 0.500 |" in document
+    assert "| gpt2-large | mine | 4 | 20.0 | 14.0 (guided 10.0, value 4.0) | 100 | 0.500 | 0.42 ± 0.03 |" in document
     claims = pd.read_csv(out / "claims.csv")  # AlpacaEval's: the judge's preference, ivg minus base per instruction
     assert claims[["claim", "difference", "verdict"]].values.tolist() == [["ivg > base", pytest.approx(0.1), "holds"]]
     assert "## Paper claims" in main
@@ -102,7 +113,7 @@ def test_an_lc_that_is_not_alpaca_evals_stands_beside_neither_the_paper_nor_the_
                                                                                              difficulty):
     _write_alpaca(tmp_path, _alpaca_metrics(judge, difficulty))
     main = run_report(None, tmp_path / "alpaca.csv", tmp_path / "report")
-    assert _header(main) == ["method", "mistral"]
+    assert _header(main) == ["method", "mistral", "mistral KL"]
     assert "Mistral-7B-Instruct-v0.2" not in main and "19.51" not in main
     assert "compare the methods of this run with each other only" in main
 
@@ -276,7 +287,7 @@ def _generation_rows(method: str, reward: float, passes: dict, tokens: dict, can
     return pd.DataFrame({"model": "mistral", "method": method, "prompt_id": [0, 1], "prompt": ["p", "q"],
                          "output": ["a", "b"], "n_tokens": [8, 10], "reward": [reward, reward + 1.0],
                          "forward_passes": json.dumps(passes), "tokens_encoded": json.dumps(tokens),
-                         "candidate_tokens": json.dumps(candidates), "wall_time": 0.25})
+                         "candidate_tokens": json.dumps(candidates), "wall_time": 0.25, "kl": [0.0, 0.0]})
 
 
 def test_cost_per_prompt_is_the_tokens_each_model_processed_and_quality_is_plotted_against_it(tmp_path, monkeypatch):
@@ -290,7 +301,8 @@ def test_cost_per_prompt_is_the_tokens_each_model_processed_and_quality_is_plott
         # token-level guidance: the pair reads the rows and scores 20 candidates a step
         _generation_rows("eft", 2.0, {"guided": 1.5, "tuned": 1.5, "untuned": 1.5},
                          {"guided": 30.0, "tuned": 12.0, "untuned": 12.0}, {"tuned": 40.0, "untuned": 40.0}),
-    ])
+    ], {"base": Method(), "bon": Method.from_config({"chunk": {"scorer": "gold", "W": 1, "K": 4}}),
+        "eft": Method.from_config({"token": {"kind": "implicit"}})})
     write_csv(metrics, tmp_path / "reward.csv")
     figures = {}
     monkeypatch.setattr(plots, "_save", lambda fig, path: figures.__setitem__(path.name, fig))
@@ -302,6 +314,7 @@ def test_cost_per_prompt_is_the_tokens_each_model_processed_and_quality_is_plott
     assert by_method["base"][5] == "30 (guided 30)"
     assert by_method["bon"][4:6] == ["1.7 (guided 1.6, reward 0.1)", "220 (guided 120, reward 100)"]
     assert by_method["eft"][5] == "134 (guided 30, tuned 52, untuned 52)"
+    assert [by_method[m][7] for m in ("base", "bon", "eft")] == ["0.00 ± 0.00", "≤ 0.64 (bound)", "0.00 ± 0.00"]
     numbers = pd.read_csv(tmp_path / "report" / "tables.csv").set_index("method")
     assert numbers.loc["eft", ["tokens_encoded_per_prompt", "tokens_encoded_tuned_per_prompt",
                                "tokens_encoded_reward_per_prompt"]].tolist() == [134.0, 52.0, 0.0]

@@ -117,23 +117,29 @@ def responses_for(tok) -> list[list[int]]:
 @pytest.mark.parametrize("k,masked", [(6, None), (6, True)])
 def test_cross_vocabulary_eft_is_the_text_log_ratio_on_the_top_k(pair, k, masked):
     models = members(pair)
-    tok = models["guided"].tokenizer
-    responses = responses_for(tok)
+    responses = responses_for(models["guided"].tokenizer)
     w, temperature = 0.7, 0.9
     method = {"token": {"kind": "implicit", "w": w, "top_k": k, "mask_outside_topk": masked}}
     decoder = build_decoder(method, models, sampling=Sampling(temperature))
     assert decoder.text_roles == {"tuned", "untuned"}
     got = decoder.next_token_probs(PROMPTS, responses)
     for i, (prompt, response) in enumerate(zip(PROMPTS, responses)):
-        z = guided_logits(models, prompt, response)
-        u = text_so_far(tok, response)
-        now = reference_R(models, prompt, u)
-        want = torch.full_like(z, float("-inf"))  # across vocabularies nothing outside C, masked or unset
-        for a in z.topk(k).indices.tolist():
-            after = (reference_R(models, prompt, decode(tok, response), eos=True) if a == tok.eos_token_id
-                     else reference_R(models, prompt, candidate_text(tok, response, a)))
-            want[a] = z[a] + w * (after - now)
+        want = text_eft_logits(models, prompt, response, w, k)
         torch.testing.assert_close(got[i], reference_probs(want, temperature), atol=2e-5, rtol=0)
+
+
+def text_eft_logits(models: dict, prompt: str, response: list[int], w: float, k: int) -> torch.Tensor:
+    """EFT across vocabularies from scratch: ``z(a) + w (R(u + text(a)) - R(u))`` on ``C = top-k(z)``, -inf
+    elsewhere (nothing outside C, masked or unset)."""
+    tok = models["guided"].tokenizer
+    z = guided_logits(models, prompt, response)
+    now = reference_R(models, prompt, text_so_far(tok, response))
+    want = torch.full_like(z, float("-inf"))
+    for a in z.topk(k).indices.tolist():
+        after = (reference_R(models, prompt, decode(tok, response), eos=True) if a == tok.eos_token_id
+                 else reference_R(models, prompt, candidate_text(tok, response, a)))
+        want[a] = z[a] + w * (after - now)
+    return want
 
 
 @pytest.mark.parametrize("pair", list(PAIRS))

@@ -385,10 +385,11 @@ def stage_slice(config: dict, stage: str, **wildcards: str) -> dict:
         alpaca = config["evaluate"].get("alpaca") or {}
         return {"hub_models": hub_ids(model_specs(config)), "gamed_path": gamed_path(config),
                 "judge": alpaca.get("judge"), "allow_bin_weights": config.get("allow_bin_weights", False)}
-    if stage == "evaluate_reward":
-        return _pick(config, "reward_model")
+    if stage == "evaluate_reward":  # the methods: how each one's KL from the frozen model is known
+        return {**_pick(config, "reward_model"), "generate": {"methods": config["generate"]["methods"]}}
     if stage == "evaluate_alpaca":
         out = _pick(config, "reward_model", "evaluate")
+        out["generate"] = {"methods": config["generate"]["methods"]}
         if (out["evaluate"].get("alpaca") or {}).get("gamed_path"):
             out["evaluate"]["alpaca"]["gamed_path"] = gamed_path(config)
         return out

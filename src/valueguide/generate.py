@@ -1,7 +1,8 @@
 """Stage generate: one (large model, method) pair over the test prompts.
 
 Loads only what the method needs, checks vocabularies before the first token, and writes
-``generations/{model}/{method}.parquet`` with the cost of every row (its share of its batch).
+``generations/{model}/{method}.parquet`` with the cost of every row (its share of its batch) and its KL
+from the frozen model (``kl``: nats, the per-token KLs summed along the response, docs/ALGORITHMS.md §5.4).
 """
 
 from __future__ import annotations
@@ -132,5 +133,5 @@ def _generate_all(decoder, prompts: pd.DataFrame, size: int, seed: int, desc: st
         for pid, prompt, g in zip(chunk.prompt_id, chunk.prompt, result.generations):
             records.append({"prompt_id": int(pid), "prompt": prompt, "output": g.text, "output_ids": g.ids,
                             "n_tokens": len(g.ids), "forward_passes": passes, "tokens_encoded": tokens,
-                            "candidate_tokens": candidates, "wall_time": wall})
+                            "candidate_tokens": candidates, "wall_time": wall, "kl": g.kl})
     return pd.DataFrame(records)

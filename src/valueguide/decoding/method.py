@@ -70,7 +70,8 @@ def build_decoder(method: Method | dict, members: dict[str, Member], *, reward: 
 
     ``read_text``: whether the guiding models read the response as text in their own tokens; None
     (the default) decides per model, by whether its vocabulary differs from the guided model's.
-    True takes the text path even for a shared vocabulary (to compare the two)."""
+    True takes the text path even for a shared vocabulary (to compare the two). The decoder sums the per-token
+    KL from the frozen model only where that sum is the method's KL (``Method.kl_kind`` exact)."""
     method = Method.from_config(method) if isinstance(method, dict) else method
     have = set(members) | ({"reward"} if reward is not None else set())
     missing = sorted(method.roles() - have)
@@ -124,4 +125,4 @@ def build_decoder(method: Method | dict, members: dict[str, Member], *, reward: 
         scorer = RewardScorer(reward, reward_tokenizer)
     return Decoder(members, token_guides=guides, scorer=scorer, search=Search(chunk.W, chunk.K, chunk.L),
                    sampling=sampling, max_new_tokens=max_new_tokens, stop=stop, use_cache=use_cache,
-                   pair_small=pair_small, text_roles=text)
+                   pair_small=pair_small, text_roles=text, measure_kl=method.kl_kind() == "exact")

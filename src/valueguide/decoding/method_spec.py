@@ -9,6 +9,7 @@ a decoder.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 TOKEN_KINDS = ("none", "implicit", "explicit", "fudge")
@@ -104,3 +105,20 @@ class Method:
         need = {"implicit": {"tuned", "untuned"}, "explicit": {"value"}, "fudge": {"classifier"}, "gold": {"reward"},
                 "none": set()}
         return need[self.token.kind] | need[self.chunk.scorer]
+
+    def kl_kind(self) -> str:
+        """How this method's KL from the frozen model is known (docs/ALGORITHMS.md §5.4): ``exact`` with one
+        row per prompt (the per-token KLs summed along it estimate the sequence KL without bias);
+        ``upper_bound`` for best-of-N of plain samples (``kl_bound``); ``undefined`` for other chunk-level
+        search, whose output is chosen among rows by a scorer."""
+        chunk = self.chunk
+        if chunk.W * chunk.K == 1:
+            return "exact"
+        if self.token.kind == "none" and chunk.W == 1 and chunk.L is None:
+            return "upper_bound"
+        return "undefined"
+
+    def kl_bound(self) -> float | None:
+        """Best-of-N's ``log N - (N - 1) / N`` (an upper bound on its KL from the sampled model), else None."""
+        n = self.chunk.K
+        return math.log(n) - (n - 1) / n if self.kl_kind() == "upper_bound" else None

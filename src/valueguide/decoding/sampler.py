@@ -34,18 +34,51 @@ class Sampling:
         logits = logits.float()
         if self.temperature == 0:
             return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+        p = torch.softmax(self._top_k(logits), -1)
+        if self.top_p < 1:
+            p = p.masked_fill(self._outside_nucleus(p), 0.0)
+            p = p / p.sum(-1, keepdim=True)
+        return p
+
+    def kl(self, probs: torch.Tensor, logits: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
+        """``KL(p || q) = sum_a p(a) (log p(a) - log q(a))`` per row, [N] float64 (docs/ALGORITHMS.md §5.4), for
+        ``p = probs`` (``self.probs(logits)``, what the token is drawn from) and ``q = self.probs(frozen)``.
+
+        On their supports ``log p = z - lse(z)`` and ``log q = r - lse(r)`` (``z``, ``r`` the tempered logits,
+        -inf off the top-k and the nucleus), so ``KL = sum_{p > 0} p (z - r) - lse(z) + lse(r)``: two
+        log-sum-exps and one weighted sum, with no [N, V] log-probabilities. A token with ``p = 0`` adds 0;
+        one with ``p > 0 = q`` makes the KL infinite, as it is. ``frozen`` may be wider than ``logits`` (a
+        model padding its embedding beyond the width the guides cut ``logits`` to): ``q`` keeps its own mass
+        there, where ``p`` has none; where it is narrower, ``q`` is 0 past its width."""
+        frozen = frozen.to(logits.device)
+        if self.temperature == 0:
+            same = logits.float().argmax(-1) == frozen.float().argmax(-1)
+            return torch.where(same, 0.0, float("inf")).double()
+        z, r = self._support(logits.float()), self._support(frozen.float())
+        short = z.shape[-1] - r.shape[-1]
+        r_at = torch.nn.functional.pad(r, (0, short), value=float("-inf")) if short > 0 else r[:, :z.shape[-1]]
+        cross = torch.where(probs > 0, probs * (z - r_at), 0.0).sum(-1, dtype=torch.float64)
+        # rounding may leave a KL of equal distributions a hair below 0
+        return (cross - torch.logsumexp(z, -1).double() + torch.logsumexp(r, -1).double()).clamp(min=0.0)
+
+    def _support(self, logits: torch.Tensor) -> torch.Tensor:
+        """``z / temperature`` on the tokens ``probs`` keeps, -inf elsewhere."""
+        z = self._top_k(logits)
+        return z.masked_fill(self._outside_nucleus(torch.softmax(z, -1)), float("-inf")) if self.top_p < 1 else z
+
+    def _top_k(self, logits: torch.Tensor) -> torch.Tensor:
+        """``z / temperature``, -inf below the k-th largest."""
         z = logits / self.temperature
         if self.top_k and self.top_k < z.shape[-1]:
             kth = z.topk(self.top_k, dim=-1).values[:, -1:]
             z = z.masked_fill(z < kth, float("-inf"))
-        p = torch.softmax(z, -1)
-        if self.top_p < 1:
-            sorted_p, order = p.sort(-1, descending=True)
-            before = sorted_p.cumsum(-1) - sorted_p  # mass strictly above each token
-            drop = torch.zeros_like(p, dtype=torch.bool).scatter(-1, order, before >= self.top_p)
-            p = p.masked_fill(drop, 0.0)
-            p = p / p.sum(-1, keepdim=True)
-        return p
+        return z
+
+    def _outside_nucleus(self, p: torch.Tensor) -> torch.Tensor:
+        """The tokens past the top-p nucleus of ``p``: the mass strictly above them is ``top_p`` or more."""
+        sorted_p, order = p.sort(-1, descending=True)
+        before = sorted_p.cumsum(-1) - sorted_p  # mass strictly above each token
+        return torch.zeros_like(p, dtype=torch.bool).scatter(-1, order, before >= self.top_p)
 
 
 BLOCK = 1024  # tokens per block of the two-level inverse CDF

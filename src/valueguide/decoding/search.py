@@ -6,6 +6,11 @@ advance together, one forward pass per model per step; after each chunk the best
 each prompt (stable sort: ties by row order) are copied ``K`` times, and every model's cache
 follows by one index select. A prompt is done when its best ``W`` rows have all finished or
 ``max_new_tokens`` is reached; its rows then leave the batch.
+
+Every row also sums, along its response, the KL of each token's distribution from the frozen model's
+(the ``reference`` member's, else the guided model's own unguided one): ``Generation.kl``
+(docs/ALGORITHMS.md §5.4), unless ``measure_kl`` is false (``build_decoder`` turns it off where the sum
+is not the method's KL: chunk-level search, whose 16 or more rows a step would pay for it).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models import same_vocabulary
 from ..templates import render_for
 from .aligned import Feed, ReencodedTextStream, TextStream
 from .retokenize import OneTokenAppends, Retokenizer
@@ -23,9 +29,11 @@ from .paired import PairingError, pair_models
 from .sampler import Sampling, draw
 from .method_spec import Search
 from .streams import LM, Meter, PairedStream, Stream, pad_id
+from .tokenizer_fit import VocabularyMismatch
 
 log = logging.getLogger(__name__)
 PAIR = ("tuned", "untuned")
+REFERENCE = "reference"  # the frozen model a fine-tuned guided model started from: the KL's reference
 
 
 @dataclass
@@ -50,6 +58,7 @@ class Generation:
     text: str
     ids: list[int]
     finished: bool
+    kl: float = 0.0  # nats: the per-token KL from the frozen model, summed along the response (NaN: not measured)
 
 
 @dataclass
@@ -76,6 +85,7 @@ class Rows:
         self.finished = torch.zeros(n, dtype=torch.bool, device=device)
         self.ended_eos = torch.zeros(n, dtype=torch.bool, device=device)
         self.sampled = 0
+        self.kl = torch.zeros(n, dtype=torch.float64, device=device)  # summed along each row's response
         self.response_texts = ResponseText(tokenizer, n, pieces)
 
     @property
@@ -129,9 +139,12 @@ class Rows:
 
     # --- growing and selecting rows --------------------------------------------------------------
 
-    def append(self, tokens: torch.Tensor) -> None:
-        """Add one token to every unfinished row; a finished row gets padding and stays as it is."""
+    def append(self, tokens: torch.Tensor, kl: torch.Tensor | None = None) -> None:
+        """Add one token to every unfinished row, and ``kl`` (the KL of the distribution it was drawn from,
+        [N]; None: 0) to its sum; a finished row gets padding and stays as it is."""
         active = ~self.finished
+        if kl is not None:
+            self.kl = self.kl + torch.where(active, kl.to(self.device), 0.0)
         tokens = torch.where(active, tokens.to(self.device), self.pad_id)
         self.ids = torch.cat([self.ids, tokens[:, None]], 1)
         self.mask = torch.cat([self.mask, active[:, None]], 1)
@@ -147,7 +160,7 @@ class Rows:
 
     def select(self, index: torch.Tensor) -> None:
         index = index.to(self.device)
-        for name in ("ids", "mask", "finished", "ended_eos"):
+        for name in ("ids", "mask", "finished", "ended_eos", "kl"):
             setattr(self, name, getattr(self, name)[index])
         self.response_texts.select(index.tolist())
         for source in {id(s.source): s.source for s in self.streams.values()}.values():
@@ -170,7 +183,7 @@ class Rows:
         return [self.text(row) for row in range(self.n)]
 
     def generation(self, row: int) -> Generation:
-        return Generation(self.text(row), self.response(row), bool(self.finished[row]))
+        return Generation(self.text(row), self.response(row), bool(self.finished[row]), float(self.kl[row]))
 
 
 class Decoder:
@@ -178,29 +191,36 @@ class Decoder:
     the unguided logits), inside CBS with one chunk scorer (or none, for one row per prompt).
 
     ``members`` maps roles to models: ``guided`` always; ``tuned``/``untuned``/``value`` as the
-    guides and the scorer need them. The roles in ``text_roles`` read the rows as text in their own
-    tokens (``aligned.TextStream``: guidance across vocabularies); the others share the guided model's
+    guides and the scorer need them; ``reference``, optionally, the frozen model the KL is measured from
+    (a fine-tuned guided model's original: same tokenizer; its passes are no cost of the method, though
+    they take wall time). The roles in ``text_roles`` read the rows as text in their own tokens
+    (``aligned.TextStream``: guidance across vocabularies); the others share the guided model's
     tokens. ``use_cache=False`` re-encodes every sequence at every step (the slow reference for tests
     and benchmarks; same outputs). ``pair_small=True`` runs the tuned and untuned models as one paired
-    model (one pass for both, see ``paired.py``) where they can be.
+    model (one pass for both, see ``paired.py``) where they can be. ``measure_kl=False`` leaves
+    ``Generation.kl`` NaN and spares the KL's two log-sum-exps over the vocabulary per row and step.
     """
 
     def __init__(self, members: dict[str, Member], *, token_guides=(), scorer=None, search: Search = Search(),
                  sampling: Sampling = Sampling(), max_new_tokens: int = 32, stop=(), use_cache: bool = True,
-                 pair_small: bool = True, text_roles=frozenset()):
+                 pair_small: bool = True, text_roles=frozenset(), measure_kl: bool = True):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if search.rows > 1 and scorer is None:
             raise ValueError(f"CBS with W*K = {search.rows} rows needs a scorer")
         self.members, self.token_guides, self.scorer, self.search = members, tuple(token_guides), scorer, search
         self.sampling, self.max_new_tokens, self.stop, self.use_cache = sampling, max_new_tokens, tuple(stop), use_cache
-        self.text_roles = frozenset(text_roles)
+        self.text_roles, self.measure_kl = frozenset(text_roles), measure_kl
         if self.text_roles & set(members):
             log.info("across vocabularies, read as text in their own tokens: %s",
                      ", ".join(sorted(self.text_roles & set(members))))
         missing = set(self._roles()) - set(members)
         if missing:
             raise ValueError(f"the method needs models for roles {sorted(missing)}")
+        if REFERENCE in members and not same_vocabulary(members["guided"].tokenizer, members[REFERENCE].tokenizer):
+            raise VocabularyMismatch("the reference model (the frozen model the KL is measured from) must share the "
+                                     "guided model's tokenizer: the KL compares their next-token distributions token "
+                                     "by token")
         self._pieces = Pieces(members["guided"].tokenizer)  # what the guided tokens append, kept across calls
         self._retokenizers = {role: Retokenizer(members[role].tokenizer) for role in self.text_roles
                               if role in members and use_cache}
@@ -219,7 +239,7 @@ class Decoder:
 
     def _roles(self) -> dict[str, bool]:
         """Roles whose streams this decoder feeds, and whether each must track taken-token scores."""
-        roles = {"guided": False}
+        roles = {"guided": False, **({REFERENCE: False} if REFERENCE in self.members else {})}
         for part in (*self.token_guides, self.scorer):
             for role, track in (part.roles if part is not None else {}).items():
                 roles[role] = roles.get(role, False) or track
@@ -256,35 +276,53 @@ class Decoder:
             streams.update({role: pair.half(i) for i, role in enumerate(PAIR)})
         for role, track in roles.items():
             member = self.members[role]
-            stream = Stream(role, member.model, member.kind, meter, use_cache=self.use_cache, track=track,
-                            pad_id=pad_id(member.tokenizer))
+            stream = Stream(role, member.model, member.kind, meter if role != REFERENCE else Meter(),
+                            use_cache=self.use_cache, track=track, pad_id=pad_id(member.tokenizer))
             stream.start([member.encode_prompt(p) for p in prompts], per_prompt)
             streams[role] = stream
         guided = self.members["guided"]
         return Rows(prompts, per_prompt, streams, meter, guided.tokenizer, streams["guided"].device, self.stop,
                     self._pieces)
 
-    def _probs(self, rows: Rows) -> torch.Tensor:
+    def _step(self, rows: Rows, measure_kl: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The distribution each row's next token is drawn from ([N, V]) and, with ``measure_kl``, its KL
+        from the frozen model's ([N] float64; None where it is not measured, or is 0 by construction: no guide
+        and no reference)."""
         logits = base = rows.last("guided")
         for guide in self.token_guides:
             logits = guide.adjust(logits, base, rows)
-        return self.sampling.probs(logits)
+        probs = self.sampling.probs(logits)
+        if not measure_kl or (not self.token_guides and REFERENCE not in self.members):
+            return probs, None
+        frozen = rows.last(REFERENCE) if REFERENCE in self.members else base
+        return probs, self.sampling.kl(probs, logits, frozen)
+
+    def _inspected(self, prompts: list[str], responses: list[list[int]]) -> Rows:
+        if len({len(r) for r in responses}) > 1:
+            raise ValueError("responses must all have the same length")
+        rows = self._start(prompts, 1)
+        rows.set_responses(responses)
+        return rows
 
     @torch.no_grad()
     def next_token_probs(self, prompts: list[str], responses: list[list[int]]) -> torch.Tensor:
         """The distributions the next tokens are drawn from after each prompt + response ([N, V]);
         responses must have one length. For inspecting a method, and for exactness tests."""
-        if len({len(r) for r in responses}) > 1:
-            raise ValueError("responses must all have the same length")
-        rows = self._start(prompts, 1)
-        rows.set_responses(responses)
-        return self._probs(rows)
+        return self._step(self._inspected(prompts, responses), measure_kl=False)[0]
+
+    @torch.no_grad()
+    def next_token_kl(self, prompts: list[str], responses: list[list[int]]) -> torch.Tensor:
+        """``KL(p_method || p_ref)`` of the next token after each prompt + response ([N] float64), the terms
+        ``Generation.kl`` sums (docs/ALGORITHMS.md §5.4)."""
+        kl = self._step(self._inspected(prompts, responses), measure_kl=True)[1]
+        return kl if kl is not None else torch.zeros(len(prompts), dtype=torch.float64)
 
     def _chunk(self, rows: Rows, generator) -> None:
         steps = 0
         while ((self.search.L is None or steps < self.search.L) and rows.t < self.max_new_tokens
                and not bool(rows.finished.all())):
-            rows.append(draw(self._probs(rows), generator))
+            probs, kl = self._step(rows, self.measure_kl)
+            rows.append(draw(probs, generator), kl)
             steps += 1
 
     @torch.no_grad()
@@ -292,6 +330,8 @@ class Decoder:
         """One generation per prompt, all prompts in one batch of ``len(prompts) * W * K`` rows."""
         W, K, R = self.search.W, self.search.K, self.search.rows
         rows = self._start(prompts, R)
+        if not self.measure_kl:
+            rows.kl.fill_(float("nan"))
         done: list[Generation | None] = [None] * len(prompts)
         while rows.alive:
             self._chunk(rows, generator)

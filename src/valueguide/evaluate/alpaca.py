@@ -33,7 +33,7 @@ from . import keep_root_log_level, split_key, write_csv
 from .gamed import check_instruction_index, fit_difficulty, gamed_frame, gamed_outputs, write_gamed
 from .judges import make_judge
 from .lc import lc_of_each
-from .reward_task import cost_frame, cost_summary, read_generations
+from .reward_task import configured_methods, cost_frame, cost_summary, kl_summary, read_generations
 
 with keep_root_log_level():
     from alpaca_eval.metrics import glm_winrate
@@ -103,7 +103,8 @@ def run_evaluate_alpaca(config: dict, generation_paths: dict[str, str], prompts_
     ``df_gamed.csv`` (made here unless ``gamed_path`` is given) and ``metrics.csv`` (one row per (model,
     method): win rates, standard errors, LC's bootstrap interval, ``lc_note`` where the LC is alpaca_eval's
     baseline's or missing (``lc.win_rates``), average length in characters, and the cost columns of the
-    generations). ``workers`` processes compute the LC bootstraps.
+    generations, and their KL from the frozen model, ``reward_task.kl_summary``). ``workers`` processes compute
+    the LC bootstraps.
     """
     if not generation_paths:
         raise ValueError("no generations to evaluate")
@@ -112,6 +113,7 @@ def run_evaluate_alpaca(config: dict, generation_paths: dict[str, str], prompts_
     out_dir = Path(out_dir)
     cache = settings["judge_cache"] or out_dir / "judge_cache.json"
     judge_ = make_judge(judge, config["reward_model"], world_dir, load_options(config), cache)
+    methods = configured_methods(config, keys.values())
 
     prompts = read_parquet(prompts_path, required=["prompt_id", "prompt", "reference"])
     if prompts.empty:
@@ -157,7 +159,7 @@ def run_evaluate_alpaca(config: dict, generation_paths: dict[str, str], prompts_
                      "difficulty": difficulty, "n": int(metrics["n_total"]), **{k: float(metrics[k]) for k in RATES},
                      **spread, **{k: int(metrics[k]) for k in COUNTS}, "lc_note": metrics.get("lc_note", ""),
                      "avg_length": float(np.mean([len(r["output"]) for r in outputs_by_key[key]])),
-                     **cost_summary(gens)})
+                     **kl_summary(gens, methods[method]), **cost_summary(gens)})
         log.info("%s: LC %.2f [%.2f, %.2f], WR %.2f ± %.2f", key, metrics["length_controlled_winrate"],
                  spread["lc_low"], spread["lc_high"], metrics["win_rate"], metrics["standard_error"])
     table = cost_frame(rows)

@@ -4,6 +4,7 @@ The text scored is prompt + output, the convention of stage sample, so that the 
 was fitted on and the rewards it is judged by mean the same thing. With the tiny world's gold reward,
 each text also gets the world's own score (``world.corpus.text_score``), the quantity that reward
 model was trained to predict: where the two part, a method has found what the reward model misjudges.
+Every (model, method) also gets its KL from the frozen model (``kl_summary``, docs/ALGORITHMS.md §5.4).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..artifacts import ArtifactError, read_parquet, write_parquet
+from ..decoding.method_spec import Method
 from ..reward import RewardModel
 from ..models import load_options
 from ..specs import world_name
@@ -63,6 +65,30 @@ def cost_summary(gens: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def configured_methods(config: dict, keys) -> dict[str, Method]:
+    """The methods ``generate.methods`` of the config that the ``(model, method)`` keys name: how a method's
+    KL is known depends on it."""
+    methods = (config.get("generate") or {}).get("methods") or {}
+    unknown = sorted({name for _, name in keys} - set(methods))
+    if unknown:
+        raise ValueError(f"generations of methods {unknown}, which the config's generate.methods does not name: "
+                         "how a method's KL from the frozen model is known depends on it (docs/ALGORITHMS.md §5.4)")
+    return {name: Method.from_config(methods[name] or {}) for _, name in keys}
+
+
+def kl_summary(gens: pd.DataFrame, method: Method) -> dict:
+    """The KL from the frozen model of one (model, method) (docs/ALGORITHMS.md §5.4): ``kl_kind``, and
+    ``kl_mean``/``kl_se`` the mean and standard error of the generations' ``kl`` (exact), the analytic bound
+    and NaN (upper_bound), NaN and NaN (undefined; and generations written before the ``kl`` column)."""
+    kind = method.kl_kind()
+    mean = se = float("nan")
+    if kind == "upper_bound":
+        mean = method.kl_bound()
+    elif kind == "exact" and "kl" in gens:
+        mean, se = _mean_se(gens["kl"])
+    return {"kl_kind": kind, "kl_mean": mean, "kl_se": se}
+
+
 def cost_frame(rows: list[dict]) -> pd.DataFrame:
     """A metrics table from rows that carry ``cost_summary``: a role a method lacks costs 0 there."""
     table = pd.DataFrame(rows)
@@ -80,6 +106,8 @@ def evaluate_reward(generations_path: str | Path, reward_model: RewardModel, mod
     out.insert(0, "model", model)
     out.insert(1, "method", method)
     texts = [p + o for p, o in zip(out["prompt"], out["output"])]
+    if "kl" in gens:
+        out["kl"] = gens["kl"]
     out["reward"] = reward_model.score(texts)
     if world_score:
         out["world_score"] = [text_score(t) for t in texts]
@@ -91,8 +119,9 @@ def _mean_se(values: pd.Series) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
 
 
-def summarize_rewards(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """One row per (model, method): mean gold reward, its standard error, n, and the cost columns."""
+def summarize_rewards(frames: list[pd.DataFrame], methods: dict[str, Method]) -> pd.DataFrame:
+    """One row per (model, method): mean gold reward, its standard error, n, the KL from the frozen model
+    (``kl_summary``, ``methods`` by name) and the cost columns."""
     rows = []
     for frame in frames:
         for (model, method), g in frame.groupby(["model", "method"], sort=False):
@@ -100,7 +129,7 @@ def summarize_rewards(frames: list[pd.DataFrame]) -> pd.DataFrame:
             row = {"model": model, "method": method, "n": len(g), "reward_mean": mean, "reward_se": se}
             if "world_score" in g:
                 row["world_score_mean"], row["world_score_se"] = _mean_se(g["world_score"])
-            rows.append({**row, **cost_summary(g)})
+            rows.append({**row, **kl_summary(g, methods[method]), **cost_summary(g)})
     return cost_frame(rows)
 
 
@@ -113,11 +142,12 @@ def run_evaluate_reward(config: dict, generation_paths: dict[str, str], out_scor
     if not generation_paths:
         raise ValueError("no generations to evaluate")
     keys = {key: split_key(key) for key in generation_paths}
+    methods = configured_methods(config, keys.values())
     reward_model = RewardModel.load(config["reward_model"], world_dir, load_options(config))
     in_world = world_name(config["reward_model"]) is not None
     frames = [evaluate_reward(path, reward_model, *keys[key], world_score=in_world)
               for key, path in generation_paths.items()]
-    metrics = summarize_rewards(frames)
+    metrics = summarize_rewards(frames, methods)
     write_parquet(pd.concat(frames, ignore_index=True), out_scores_path)
     write_csv(metrics, out_metrics_path)
     for row in metrics.itertuples():

@@ -1,7 +1,8 @@
 """Paper-shaped tables: methods as rows, large models as columns, the paper's numbers beside ours.
 
 Two kinds of quality table (gold reward for the reward tasks, "LC / WR" for AlpacaEval) and one
-cost table, as markdown for people and one numeric CSV (``tables.csv``) for everything else.
+cost table, as markdown for people and one numeric CSV (``tables.csv``) for everything else. Each
+shows every method's KL from the frozen model beside it (``kl_cell``, docs/ALGORITHMS.md §5.4).
 """
 
 from __future__ import annotations
@@ -30,6 +31,25 @@ KINDS = {
 
 def _num(x: float, digits: int) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+KL_LEGEND = ("KL: nats from the frozen guided model, the exact per-token KL summed along each response (mean ± "
+             "s.e.); \"≤ x (bound)\": best-of-N's analytic upper bound log N − (N−1)/N; \"n/d\": not defined for "
+             "chunk-level search, whose output a scorer picks among rows; \"∞\": the method draws tokens the frozen "
+             "model's sampling never does; \"—\": generations written before the KL was measured "
+             "(docs/ALGORITHMS.md §5.4).")
+
+
+def kl_cell(row) -> str:
+    """A method's KL from the frozen model as ``KL_LEGEND`` says (metrics without KL columns: "—")."""
+    kind, mean = getattr(row, "kl_kind", None), getattr(row, "kl_mean", float("nan"))
+    if kind == "undefined":
+        return "n/d"
+    if kind not in ("exact", "upper_bound") or math.isnan(mean):
+        return "—"
+    if kind == "upper_bound":
+        return f"≤ {mean:.2f} (bound)"
+    return "∞" if math.isinf(mean) else f"{mean:.2f} ± {_num(row.kl_se, 2)}"
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -64,6 +84,7 @@ def quality_table(kind: str, metrics: pd.DataFrame, task: str | None, names=None
         header.append(model)
         if any(refs[model, meth] for meth in methods):
             header.append(f"{model} (paper{' LC' if kind == 'alpaca' else ''})")
+        header.append(f"{model} KL")
     rows = []
     for meth in methods:
         row = [meth]
@@ -74,6 +95,7 @@ def quality_table(kind: str, metrics: pd.DataFrame, task: str | None, names=None
                 row.append(f"{ref.value:.2f}" if ref else "")
                 if ref and ref.source not in sources:
                     sources.append(ref.source)
+            row.append(kl_cell(cells[model, meth]) if (model, meth) in cells else "")
         rows.append(row)
     return markdown(header, rows), sources
 
@@ -97,9 +119,9 @@ def cost_table(metrics: pd.DataFrame) -> str:
             r = sub[sub["method"] == method].iloc[0]
             rows.append([model, method, str(int(r.n)), _num(r.tokens_mean, 1),
                          _per_prompt(r, "passes", "passes_", 1), _per_prompt(r, "tokens_encoded", TOKENS_BY_ROLE, 0),
-                         _num(r.wall_time / r.n, 3)])
+                         _num(r.wall_time / r.n, 3), kl_cell(r)])
     return markdown(["model", "method", "prompts", "tokens generated", "forward passes (by role)",
-                     "tokens processed (by role)", "wall time (s)"], rows)
+                     "tokens processed (by role)", "wall time (s)", "KL"], rows)
 
 
 def leaderboard_table() -> str:
@@ -121,6 +143,8 @@ def numeric_table(kind: str, metrics: pd.DataFrame, task: str | None, names=None
             "value": getattr(r, metric), "se": getattr(r, se),
             "win_rate": getattr(r, "win_rate", float("nan")), "win_rate_se": getattr(r, "standard_error", float("nan")),
             "paper": ref.value if ref else float("nan"), "paper_source": ref.source if ref else "",
+            "kl_kind": getattr(r, "kl_kind", ""), "kl_mean": getattr(r, "kl_mean", float("nan")),
+            "kl_se": getattr(r, "kl_se", float("nan")),
             "tokens_mean": r.tokens_mean, "passes_per_prompt": r.passes / r.n,
             "tokens_encoded_per_prompt": r.tokens_encoded / r.n, "wall_time_per_prompt": r.wall_time / r.n,
             **{f"{c}_per_prompt": getattr(r, c) / r.n for c in metrics.columns if c.startswith(TOKENS_BY_ROLE)},
@@ -139,7 +163,7 @@ def render_tables(reward: pd.DataFrame | None = None, alpaca: pd.DataFrame | Non
     blocks, csv, costs = [], [], []
     if reward is not None:
         table, sources = quality_table("reward", reward, task, names)
-        blocks += ["## Gold reward (mean ± s.e.)", table, *_footnotes(sources)]
+        blocks += ["## Gold reward (mean ± s.e.)", table, KL_LEGEND, *_footnotes(sources)]
         csv.append(numeric_table("reward", reward, task, names))
         costs.append(reward)
     if alpaca is not None:
@@ -149,7 +173,8 @@ def render_tables(reward: pd.DataFrame | None = None, alpaca: pd.DataFrame | Non
         judges, glms = ", ".join(dict.fromkeys(alpaca["judge"])), ", ".join(dict.fromkeys(alpaca["glm"]))
         blocks += ["## AlpacaEval 2.0: LC win rate ± bootstrap s.e. [95 % bootstrap interval] / win rate ± s.e. (%)",
                    f"Judge: {judges}; GLM: {glms}; instruction difficulty: "
-                   f"{', '.join(dict.fromkeys(alpaca['difficulty']))}.", table, *_footnotes(sources), *_lc_notes(alpaca)]
+                   f"{', '.join(dict.fromkeys(alpaca['difficulty']))}.", table, KL_LEGEND, *_footnotes(sources),
+                   *_lc_notes(alpaca)]
         if official:
             blocks += [f"Public AlpacaEval 2.0 leaderboard ({LEADERBOARD_ANNOTATOR}, as shipped with alpaca_eval):",
                        leaderboard_table()]
