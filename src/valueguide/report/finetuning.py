@@ -21,20 +21,11 @@ import math
 
 import pandas as pd
 
+from .kl import kl_cell
 from .claims import AGAINST_FINETUNING, Z95, paired_difference, per_model, verdict
 
 FINETUNED = ("dpo", "rl")  # the methods that sample a fine-tuned model plainly, at the default settings
 COLUMNS = ["model", "claim", "n", "difference", "se", "verdict", "detail"]
-
-
-def kl_text(row) -> str:
-    """A method's KL from the frozen model as the tables show it: exact, an upper bound, or n/d."""
-    kind, mean, se = (getattr(row, c, None) for c in ("kl_kind", "kl_mean", "kl_se"))
-    if kind == "exact" and _finite(mean):
-        return f"{mean:.2f} ± {se:.2f}" if _finite(se) else f"{mean:.2f}"
-    if kind == "upper_bound" and _finite(mean):
-        return f"≤ {mean:.2f} (bound)"
-    return "n/d"
 
 
 def _finite(x) -> bool:
@@ -82,7 +73,7 @@ def default_details(claims: pd.DataFrame, metrics: pd.DataFrame) -> pd.Series:
             continue
         guided, tuned = (rows[r.model, m] for m in pair)
         text = (f"gold reward {pair[0]} {_reward(guided)}, {pair[1]} {_reward(tuned)}; KL from the frozen model "
-                f"{pair[0]} {kl_text(guided)}, {pair[1]} {kl_text(tuned)}")
+                f"{pair[0]} {kl_cell(guided)}, {pair[1]} {kl_cell(tuned)}")
         kl_guided, kl_tuned = exact_kl(guided), exact_kl(tuned)
         if r.verdict != "holds" and kl_guided is not None and kl_tuned is not None and kl_tuned > kl_guided:
             text += (f": {pair[1]} moved {kl_tuned - kl_guided:.2f} nats farther from the frozen model "

@@ -18,6 +18,7 @@ from .claims import claims_markdown, ivg_parts_note, paired_claims, preference_v
 from .finetuning import default_details, details_markdown, finetuning_claims, sweep_points
 from .frontier_plots import plot_frontiers
 from .headroom import SATURATED, headroom
+from .kl import KL_LEGEND, kl_cell
 from . import name_heading
 from .paper import LEADERBOARD_ANNOTATOR, leaderboard_reference, ordered, paper_number
 from .plots import COST_FIGURES, plot_by_method, plot_vs_cost
@@ -31,25 +32,6 @@ KINDS = {
 
 def _num(x: float, digits: int) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-KL_LEGEND = ("KL: nats from the frozen guided model, the exact per-token KL summed along each response (mean ± "
-             "s.e.); \"≤ x (bound)\": best-of-N's analytic upper bound log N − (N−1)/N; \"n/d\": not defined for "
-             "chunk-level search, whose output a scorer picks among rows; \"∞\": the method draws tokens the frozen "
-             "model's sampling never does; \"—\": generations written before the KL was measured "
-             "(docs/ALGORITHMS.md §5.4).")
-
-
-def kl_cell(row) -> str:
-    """A method's KL from the frozen model as ``KL_LEGEND`` says (metrics without KL columns: "—")."""
-    kind, mean = getattr(row, "kl_kind", None), getattr(row, "kl_mean", float("nan"))
-    if kind == "undefined":
-        return "n/d"
-    if kind not in ("exact", "upper_bound") or math.isnan(mean):
-        return "—"
-    if kind == "upper_bound":
-        return f"≤ {mean:.2f} (bound)"
-    return "∞" if math.isinf(mean) else f"{mean:.2f} ± {_num(row.kl_se, 2)}"
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
