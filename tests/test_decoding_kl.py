@@ -250,6 +250,8 @@ def test_cbs_row_copies_carry_the_sums_of_the_rows_they_copy(W, K, L):
     ({"token": {"kind": "explicit"}, "chunk": {"scorer": "explicit", "W": 1, "K": 1, "L": 4}}, "exact"),
     ({"chunk": {"scorer": "explicit", "W": 1, "K": 16}}, "upper_bound"),
     ({"chunk": {"scorer": "gold", "W": 1, "K": 4}}, "upper_bound"),
+    ({"finetuned": "dpo"}, "exact"),  # a tuned copy sampled plainly: measured against the frozen reference
+    ({"finetuned": "dpo", "chunk": {"scorer": "gold", "W": 1, "K": 4}}, "undefined"),  # the bound is from the copy
     ({"token": {"kind": "implicit"}, "chunk": {"scorer": "explicit", "W": 1, "K": 4}}, "undefined"),
     ({"chunk": {"scorer": "explicit", "W": 1, "K": 4, "L": 5}}, "undefined"),
     ({"chunk": {"scorer": "explicit", "W": 4, "K": 4, "L": 5}}, "undefined"),

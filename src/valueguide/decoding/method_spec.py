@@ -109,12 +109,13 @@ class Method:
     def kl_kind(self) -> str:
         """How this method's KL from the frozen model is known (docs/ALGORITHMS.md §5.4): ``exact`` with one
         row per prompt (the per-token KLs summed along it estimate the sequence KL without bias);
-        ``upper_bound`` for best-of-N of plain samples (``kl_bound``); ``undefined`` for other chunk-level
-        search, whose output is chosen among rows by a scorer."""
+        ``upper_bound`` for best-of-N of the frozen model's plain samples (``kl_bound``); ``undefined`` for
+        other chunk-level search, whose output is chosen among rows by a scorer, and for best-of-N over a tuned
+        copy (the bound holds from the model sampled, not from the frozen one)."""
         chunk = self.chunk
         if chunk.W * chunk.K == 1:
             return "exact"
-        if self.token.kind == "none" and chunk.W == 1 and chunk.L is None:
+        if self.token.kind == "none" and chunk.W == 1 and chunk.L is None and self.finetuned is None:
             return "upper_bound"
         return "undefined"
 
