@@ -96,24 +96,13 @@ def test_every_command_loads_the_expanded_methods(tmp_path):
     assert proc.returncode == 0 and f"{len(methods)} method(s)" in proc.stdout, proc.stderr
 
 
-# A finetune section and a method's `finetuned:` key, as the fine-tuning stages add them (issue 31): the
-# expansion is tested on this schema, so that it does not wait for theirs.
-FINETUNE_SCHEMA = {"type": "object", "additionalProperties": {
-    "type": "object", "additionalProperties": False, "required": ["algorithm"],
-    "properties": {"algorithm": {"enum": ["dpo", "rl"]}, "beta": {"type": "number"}, "kl_coef": {"type": "number"},
-                   "lr": {"type": "number"}}}}
-
-
 def _with_finetune(config: dict) -> tuple[dict, dict]:
-    rules = copy.deepcopy(schema())
-    rules["properties"]["finetune"] = FINETUNE_SCHEMA
-    rules["properties"]["generate"]["properties"]["methods"]["additionalProperties"]["properties"]["finetuned"] = {
-        "type": "string"}
+    """config.yaml's baselines with round settings, on the repository's schema (whose finetune entries
+    hold their settings in an allOf per algorithm)."""
     config = copy.deepcopy(config)
-    config["finetune"] = {"dpo": {"algorithm": "dpo", "beta": 0.1, "lr": 1e-3},
-                          "rl": {"algorithm": "rl", "kl_coef": 0.1, "lr": 1e-3}}
-    config["generate"]["methods"].update({"dpo": {"finetuned": "dpo"}, "rl": {"finetuned": "rl"}})
-    return config, rules
+    config["finetune"]["dpo"]["beta"], config["finetune"]["rl"]["kl_coef"] = 0.1, 0.1
+    assert config["generate"]["methods"]["dpo"] == {"finetuned": "dpo"}
+    return config, schema()
 
 
 def test_a_finetune_entrys_sweep_adds_entries_and_a_method_sampling_each(config):
@@ -122,8 +111,8 @@ def test_a_finetune_entrys_sweep_adds_entries_and_a_method_sampling_each(config)
     sweeps, problems = plan_sweeps(config, rules)
     assert problems == []
     out = expand(config, sweeps)
-    assert out["finetune"]["dpo-beta0.5"] == {"algorithm": "dpo", "beta": 0.5, "lr": 1e-3}
-    assert out["finetune"]["rl-kl_coef0.2"] == {"algorithm": "rl", "kl_coef": 0.2, "lr": 1e-3}
+    assert out["finetune"]["dpo-beta0.5"] == {**config["finetune"]["dpo"], "beta": 0.5}
+    assert out["finetune"]["rl-kl_coef0.2"] == {**config["finetune"]["rl"], "kl_coef": 0.2}
     assert set(out["finetune"]) == {"dpo", "rl", "dpo-beta0.5", "rl-kl_coef0.05", "rl-kl_coef0.2"}
     assert out["generate"]["methods"]["dpo-beta0.5"] == {"finetuned": "dpo-beta0.5"}
     assert [s.summary() for s in sweeps] == [
@@ -138,8 +127,9 @@ def test_a_finetune_entrys_sweep_adds_entries_and_a_method_sampling_each(config)
 def test_a_finetune_entrys_unknown_setting_is_named_with_the_entrys_settings(config):
     config, rules = _with_finetune(config)
     config["frontiers"] = {"dpo": {"betta": [0.5]}}
-    assert plan_sweeps(config, rules)[1] == [
-        "frontiers.dpo.betta: 'betta' is no setting of a finetune entry (settings: algorithm, beta, kl_coef, lr)"]
+    (problem,) = plan_sweeps(config, rules)[1]
+    assert problem.startswith("frontiers.dpo.betta: 'betta' is no setting of a finetune entry (settings: algorithm")
+    assert all(f" {name}" in problem for name in ("beta", "kl_coef", "lr", "pairs.per_prompt"))
 
 
 def _plan(workdir: Path, *configs: Path) -> tuple[set[tuple[str, str]], str]:
@@ -157,11 +147,11 @@ def _plan(workdir: Path, *configs: Path) -> tuple[set[tuple[str, str]], str]:
 @pytest.mark.slow
 def test_a_dry_run_plans_a_generation_of_every_point_and_the_frontier_plots(tmp_path):
     frontiers = yaml.safe_load((ROOT / "config" / "frontiers.yaml").read_text())["frontiers"]
-    overlay = tmp_path / "sweeps.yaml"  # the file's VAS and best-of-N sweeps (its DPO and RL ones need finetune)
+    overlay = tmp_path / "sweeps.yaml"  # the file's VAS and best-of-N sweeps (the fine-tuned points: the next test)
     overlay.write_text(yaml.safe_dump({"frontiers": {k: frontiers[k] for k in ("vas", "bon")}}))
     jobs, listing = _plan(tmp_path, ROOT / "config.yaml", overlay)
     generated = {w for rule, w in jobs if rule == "generate"}
-    methods = ["base", "bon", "eft", "vas", "cbs_implicit", "cbs_explicit", "ivg", "vas-beta0.5", "vas-beta2",
+    methods = [*load_setting()["generate"]["methods"], "vas-beta0.5", "vas-beta2",
                "vas-beta4", "vas-beta8", "bon-K1", "bon-K2", "bon-K4", "bon-K8", "bon-K32", "bon-K64", "bon-K128"]
     assert generated == {f"model={model}, method={method}" for model in ("gpt2-large", "gpt2-xl") for method in methods}
     for name in ("frontier_kl_gpt2-large", "frontier_kl_gpt2-xl", "frontier_cost_gpt2-large", "frontier_cost_gpt2-xl"):
@@ -169,12 +159,10 @@ def test_a_dry_run_plans_a_generation_of_every_point_and_the_frontier_plots(tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.skipif("finetune" not in schema()["properties"],
-                    reason="config/frontiers.yaml sweeps finetune entries: runs once the fine-tuning stages are merged")
 def test_the_frontiers_setting_plans_the_fine_tuned_points_in_its_own_folder(tmp_path):
     jobs, listing = _plan(tmp_path, ROOT / "config.yaml", ROOT / "config" / "frontiers.yaml")
     generated = {w for rule, w in jobs if rule == "generate"}
-    for method in ("vas-beta8", "bon-K128", "dpo", "dpo-beta0.5", "rl-kl_coef0.05", "rl-kl_coef0.2"):
+    for method in ("vas-beta8", "bon-K128", "dpo", "dpo-beta0.5", "rl", "rl-kl_coef0.2"):  # rl: kl_coef 0.05
         assert f"model=gpt2-xl, method={method}" in generated
     tuned = {w for rule, w in jobs if rule == "finetune"}
     assert {"name=dpo-beta0.5, model=gpt2-large", "name=rl-kl_coef0.2, model=gpt2-xl"} <= tuned

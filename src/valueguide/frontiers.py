@@ -78,10 +78,14 @@ def _deref(root: dict, node: dict) -> dict:
 
 
 def _branches(root: dict, node: dict) -> list[dict]:
-    """The object schemas ``node`` allows: itself, or each of its oneOf / anyOf alternatives."""
+    """The object schemas ``node`` allows: itself, or each of its oneOf / anyOf alternatives, with the
+    conditional parts of its allOf (``then`` / ``else``: the settings of one kind of finetune entry)."""
     node = _deref(root, node)
     alternatives = node.get("oneOf") or node.get("anyOf")
-    return [b for alt in alternatives for b in _branches(root, alt)] if alternatives else [node]
+    if alternatives:
+        return [b for alt in alternatives for b in _branches(root, alt)]
+    conditional = [clause[key] for clause in node.get("allOf", []) for key in ("then", "else") if key in clause]
+    return [node] + [b for part in conditional for b in _branches(root, part)]
 
 
 def setting_paths(root: dict, node: dict, prefix: str = "") -> list[str]:
