@@ -112,9 +112,9 @@ def test_a_sampling_change_reruns_exactly_sample_and_downstream(workdir):
     assert planned["config_slice"] == 1 + 2  # sample's slice, fit_value's and diagnose_value's (they copy sample)
     # DPO's baseline trains on the samples; RL's on prompts, online: it stays cached
     assert planned["finetune"] == 1
-    # every method of the tiny config reads a fitted value or the samples except base and rl, whose
-    # generations stay cached
-    assert planned["generate"] == 7
+    # every method of the tiny config reads a fitted value or the samples (bon, eft, vas, cbs_implicit,
+    # cbs_explicit, ivg, fudge, dpo) except base and rl, whose generations stay cached
+    assert planned["generate"] == 8
 
 
 def test_a_decoding_change_reruns_generation_but_no_fit(workdir):
