@@ -156,6 +156,10 @@ def test_a_dry_run_plans_a_generation_of_every_point_and_the_frontier_plots(tmp_
     assert generated == {f"model={model}, method={method}" for model in ("gpt2-large", "gpt2-xl") for method in methods}
     for name in ("frontier_kl_gpt2-large", "frontier_kl_gpt2-xl", "frontier_cost_gpt2-large", "frontier_cost_gpt2-xl"):
         assert f"results/report/{name}.png" in listing
+    # each generate job books memory by its rows, so that `--resources mem_mb` keeps best-of-128 jobs apart
+    rows = load_setting()["generate"]["batch_size"] * 128
+    booked = re.search(r"method=bon-K128\n    resources: .*?mem_mb=(\d+)", listing)
+    assert booked and int(booked.group(1)) == 1000 + 7 * rows
 
 
 @pytest.mark.slow

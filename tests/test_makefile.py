@@ -1,6 +1,7 @@
 """The Makefile's settings: what `make run`, `make dry-run` and the test targets hand to their tools."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,9 @@ def test_without_config_the_two_tiny_settings_run_one_after_the_other(tmp_path, 
 
 def test_dry_run_merges_the_files_of_config_too(tmp_path):
     (run,) = _calls(tmp_path, "dry-run", "a.yaml b.yaml")
-    assert run == ["snakemake", "--cores", "2", "--configfile", "a.yaml", "b.yaml", "-n"]
+    assert run[:3] == ["snakemake", "--cores", "2"] and run[-4:] == ["--configfile", "a.yaml", "b.yaml", "-n"]
+    # the jobs' memory is bounded (80 % of the machine's): big best-of-N generate jobs run one at a time
+    assert run[3] == "--resources" and re.fullmatch(r"mem_mb=\d+", run[4]) and len(run) == 9
 
 
 def test_test_fast_leaves_the_slow_tests_out_and_test_runs_them_all(tmp_path):

@@ -17,6 +17,8 @@ rule generate:
         flags=generate_flags,
         shard=lambda wc: f"--shard {wc.shard} {SHARDS}" if SHARDS > 1 else "",
     threads: 1
+    resources:
+        mem_mb=generate_mem_mb,
     log:
         f"{R}/logs/generate/{{model}}-{{method}}{SHARD}.log",
     benchmark:
