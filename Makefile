@@ -15,7 +15,7 @@ SETTINGS := $(if $(strip $(CONFIG)),$(subst $(empty) $(empty),$(comma),$(strip $
 FILES = set -f; IFS=,; set -- $$setting; unset IFS
 # Memory the jobs may hold at once (80 % of the machine's): keeps big best-of-N generate jobs apart
 MEM_MB ?= $(shell awk '/^MemTotal/ {print int($$2 / 1024 * 0.8)}' /proc/meminfo 2>/dev/null || echo 16000)
-SNAKEMAKE := $(VENV)/bin/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB)
+SNAKEMAKE := $(VENV)/bin/snakemake --cores '$(CORES)' --resources 'mem_mb=$(MEM_MB)'
 
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export HF_HUB_OFFLINE ?= 1

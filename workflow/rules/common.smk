@@ -71,15 +71,11 @@ SHARDS = config["generate"].get("shards", 1)
 SHARD = f".shard{{shard}}of{SHARDS}" if SHARDS > 1 else ""  # in every generate path: output, log, benchmark
 
 
-def method_roles(method):
-    """The model roles a method uses: 'value' needs fit_value (unless pretrained), 'tuned' needs fit_implicit,
-    'classifier' fit_classifier."""
-    return Method.from_config(METHODS[method] or {}).roles()
-
-
-def finetuned_by(method):
-    """The finetune entry whose tuned model the method guides, or None."""
-    return Method.from_config(METHODS[method] or {}).finetuned
+def method_of(name):
+    """The parsed method ``generate.methods[name]``: its roles say which fits its generate jobs wait for
+    ('value' fit_value unless pretrained, 'tuned' fit_implicit, 'classifier' fit_classifier), ``finetuned``
+    the tuned model it guides, its chunk shape the rows it decodes."""
+    return Method.from_config(METHODS[name] or {})
 
 
 def generate_inputs(wc):
@@ -87,15 +83,16 @@ def generate_inputs(wc):
               "prompts": [f"{R}/prompts/{split}.parquet" for split in GEN_SETS],
               "models": world_inputs(config["models"][wc.model]["path"], config["reward_model"],
                                      config["models"][config["fit_implicit"]["untuned"]]["path"])}
-    roles = method_roles(wc.method)
+    method = method_of(wc.method)
+    roles = method.roles()
     if "value" in roles and not PRETRAINED_VALUE:
         inputs["value"] = rules.fit_value.output[0]
     if "tuned" in roles:
         inputs["tuned"] = rules.fit_implicit.output[0]
     if "classifier" in roles:
         inputs["classifier"] = rules.fit_classifier.output[0]
-    if finetuned_by(wc.method):
-        inputs["finetuned"] = f"{FINETUNED_DIR}/{finetuned_by(wc.method)}/{wc.model}/metrics.json"
+    if method.finetuned:
+        inputs["finetuned"] = f"{FINETUNED_DIR}/{method.finetuned}/{wc.model}/metrics.json"
     return inputs
 
 
@@ -104,7 +101,7 @@ def generate_mem_mb(wc):
     50k-token vocabulary, measured on the tiny world's best-of-128: 2048 rows, 14.4 GB) above 1 GB. With
     `--resources mem_mb=N` (make run passes 80 % of the machine's memory) big best-of-N jobs do not run
     side by side into the OOM killer; the SLURM profiles set their own."""
-    chunk = Method.from_config(METHODS[wc.method] or {}).chunk
+    chunk = method_of(wc.method).chunk
     need = 1000 + 7 * config["generate"]["batch_size"] * chunk.W * chunk.K
     limit = workflow.global_resources.get("mem_mb")
     limit = getattr(limit, "value", limit)
