@@ -88,21 +88,25 @@ def _good_logprob(model_dir, tok) -> float:
 
 
 @pytest.mark.slow
-def test_dpo_tunes_the_guided_model_toward_the_preferred_responses(toy, tmp_path):
+def test_dpo_tunes_the_guided_model_toward_the_preferred_responses(toy, tmp_path, capfd):
     root, tok = toy
     out = tmp_path / "dpo" / "toy"
     metrics = finetune.run_finetune(_config(root), "dpo", "toy", root / "samples.parquet", out)
+    printed = capfd.readouterr()  # trl's loss logs go to the job's log (stderr), not to a run's console
+    assert "'loss'" not in printed.out and "'loss'" in printed.err
     assert metrics["n_pairs"] == 120 and metrics["train_steps"] == 16  # 60 prompts x 2 pairs, 2 epochs of 8 steps
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert _good_logprob(out, tok) - _good_logprob(root / "model", tok) > 1.0
 
 
 @pytest.mark.slow
-def test_rl_tunes_the_guided_model_toward_higher_reward(toy, tmp_path, monkeypatch):
+def test_rl_tunes_the_guided_model_toward_higher_reward(toy, tmp_path, monkeypatch, capfd):
     root, tok = toy
     monkeypatch.setattr(finetune, "RewardModel", CountsGood)
     out = tmp_path / "rl" / "toy"
     metrics = finetune.run_finetune(_config(root), "rl", "toy", root / "prompts.parquet", out)
+    printed = capfd.readouterr()
+    assert "'loss'" not in printed.out and "'loss'" in printed.err
     assert metrics["train_steps"] == 12 and metrics["reward_last_log"] > metrics["reward_first_log"]
     assert _good_logprob(out, tok) - _good_logprob(root / "model", tok) > 1.0
     assert (out / "tokenizer.json").exists() and not (out / "adapter_config.json").exists()

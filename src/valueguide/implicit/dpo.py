@@ -8,9 +8,10 @@ with the held-out pairwise accuracy of the implicit reward.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -113,17 +114,20 @@ def lora_config(lora: dict):
 def trainer_folder(checkpoints: tuple[Path, int] | None):
     """A trl trainer's output folder and save settings, and the checkpoint it resumes from: a scratch
     folder that keeps nothing, or (``checkpoints = (folder, every)``) ``folder``, which keeps the last
-    of the checkpoints saved every ``every`` steps, for a rerun after a kill to go on from."""
-    if checkpoints is None:
-        with tempfile.TemporaryDirectory() as scratch:
-            yield {"output_dir": scratch, "save_strategy": "no"}, None
-        return
-    from transformers.trainer_utils import get_last_checkpoint
+    of the checkpoints saved every ``every`` steps, for a rerun after a kill to go on from. Inside it,
+    what the trainer prints (its loss logs go to stdout, the console of a pipeline run) goes to stderr,
+    the job's log."""
+    with redirect_stdout(sys.stderr):
+        if checkpoints is None:
+            with tempfile.TemporaryDirectory() as scratch:
+                yield {"output_dir": scratch, "save_strategy": "no"}, None
+            return
+        from transformers.trainer_utils import get_last_checkpoint
 
-    folder, every = checkpoints
-    folder.mkdir(parents=True, exist_ok=True)
-    yield ({"output_dir": str(folder), "save_strategy": "steps", "save_steps": every, "save_total_limit": 1},
-           get_last_checkpoint(str(folder)))
+        folder, every = checkpoints
+        folder.mkdir(parents=True, exist_ok=True)
+        yield ({"output_dir": str(folder), "save_strategy": "steps", "save_steps": every, "save_total_limit": 1},
+               get_last_checkpoint(str(folder)))
 
 
 def train_dpo(pairs: pd.DataFrame, tokenizer, untuned: dict, fic: dict, seed: int, save_dir: Path, world_dir,
